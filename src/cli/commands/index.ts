@@ -1,0 +1,11 @@
+// The command table. Each command lives in its own file and exports `register(program, app)`.
+// A command is listed here only when it works end to end: nothing here is a stub.
+import type { Command } from "commander";
+import type { App } from "../app";
+import * as version from "./version";
+
+const commands = [version];
+
+export function registerCommands(program: Command, app: App): void {
+  for (const command of commands) command.register(program, app);
+}

@@ -1,0 +1,72 @@
+// kata-ts CLI entry: builds the commander program, runs one verb, and turns every failure into one
+// line on stderr (plus a logrus-style line in --log) and a non-zero exit, as runc does.
+import { Command, CommanderError, Option } from "commander";
+import { VERSION } from "../version";
+import { App, DEFAULT_ROOT } from "./app";
+import { registerCommands } from "./commands";
+import { CliError, exitCodeOf, oneLine } from "./errors";
+
+function buildProgram(): { program: Command; app: App } {
+  const program = new Command("kata-ts");
+  const app = new App(program);
+  program
+    .description("kata-ts: an OCI runtime that runs containers inside lightweight virtual machines")
+    .usage("[global options] command [command options] [arguments...]")
+    .option("--root <dir>", "root directory for storage of container state", DEFAULT_ROOT)
+    .option("--log <file>", "set the log file to write kata-ts logs to (default is stderr)")
+    .addOption(
+      new Option("--log-format <format>", "set the log format").choices(["text", "json"]).default("text"),
+    )
+    .option("--debug", "enable debug logging")
+    .option("--systemd-cgroup", "enable systemd cgroup support (cgroupsPath is slice:prefix:name)")
+    .option("--rootless <value>", "ignore cgroup permission errors ('true', 'false', or 'auto')", "auto")
+    .option("--config <file>", "path to configuration.toml")
+    .option("--kata-config <file>", "path to configuration.toml (Kata's spelling)")
+    .option("--kata-show-default-config-paths", "show the configuration file search paths and exit")
+    .version(VERSION.text, "-v, --version", "print the version")
+    .helpOption("-h, --help", "show help")
+    .showSuggestionAfterError(false)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => process.stdout.write(s),
+      // commander's own errors (unknown command/flag, missing argument) go through our reporter below.
+      writeErr: () => {},
+    });
+  registerCommands(program, app);
+  // Without this, commander reports an unknown verb as "too many arguments".
+  program.allowExcessArguments(true);
+  program.action(async () => {
+    if (program.args.length > 0) throw new CliError(`unknown command '${program.args[0]}'`);
+    if (program.opts().kataShowDefaultConfigPaths) {
+      const { defaultConfigPaths } = await import("../config/config");
+      for (const p of defaultConfigPaths()) process.stdout.write(`${p}\n`);
+      return;
+    }
+    program.outputHelp();
+  });
+  return { program, app };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { program, app } = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0 || err.code === "commander.helpDisplayed" || err.code === "commander.version")
+        return 0;
+      return report(app, err.message.replace(/^error: /, ""), 1);
+    }
+    if (app.globals().debug && err instanceof Error && err.stack) app.logger().debug(err.stack);
+    return report(app, oneLine(err), exitCodeOf(err));
+  }
+}
+
+/** runc writes the error to --log (in its format) and, always, the bare message to stderr. */
+function report(app: App, message: string, code: number): number {
+  const logger = app.logger();
+  if (logger.toFile) logger.error(message);
+  process.stderr.write(`${message}\n`);
+  return code;
+}

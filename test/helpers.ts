@@ -1,0 +1,36 @@
+// Shared helpers for tests: run the real CLI binary by path, make temp dirs, clean them up.
+import { type SpawnSyncReturns, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const REPO = resolve(__dirname, "..");
+export const BIN = join(REPO, "bin", "kata-ts");
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs bin/kata-ts with the given arguments (the built bundle: run `npm run build` first). */
+export function kata(
+  args: string[],
+  opts: { cwd?: string; input?: string; env?: NodeJS.ProcessEnv } = {},
+): CliResult {
+  const r: SpawnSyncReturns<string> = spawnSync(BIN, args, {
+    cwd: opts.cwd,
+    input: opts.input,
+    env: opts.env ?? process.env,
+    encoding: "utf8",
+    timeout: 120_000,
+  });
+  if (r.error) throw r.error;
+  return { code: r.status ?? 128 + (r.signal ? 9 : 0), stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A fresh temp directory removed by the returned cleanup function. */
+export function tempDir(prefix = "kata-ts-test-"): { path: string; cleanup: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
