@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything kata-ts needs to build and run on a fresh Debian 12 machine (root), idempotently:
+# Debian packages, npm dependencies, the native helper/addon and the CLI bundle.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build and runtime needs. Engines for the integration tests are added by test/engines/install-deps.sh.
+PACKAGES=(build-essential libseccomp-dev libcap-dev busybox-static iproute2 util-linux procps runc crun hyperfine
+  qemu-system-x86 jq time)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+make -s -C native
+node scripts/build.mjs
