@@ -2,9 +2,11 @@
 // A command is listed here only when it works end to end: nothing here is a stub.
 import type { Command } from "commander";
 import type { App } from "../app";
+import * as check from "./check";
+import * as env from "./env";
 import * as version from "./version";
 
-const commands = [version];
+const commands = [version, check, env];
 
 export function registerCommands(program: Command, app: App): void {
   for (const command of commands) command.register(program, app);
