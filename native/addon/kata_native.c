@@ -1,0 +1,384 @@
+// kata_native: the few system calls Node cannot make, exposed through Node-API (C only, no node-gyp).
+//   flock, SCM_RIGHTS fd passing, pseudo-terminals, window size, child subreaper, fd utilities.
+// Every call is synchronous. Failures throw an Error whose message is "<call>: <strerror>" and which
+// carries `code` ("EAGAIN"), `errno` (negative, as Node's own errors) and `syscall`.
+// Every fd this addon creates is O_CLOEXEC: libuv does not close stray fds in children it spawns, so a
+// descriptor without the flag would leak into every process kata-ts starts.
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <termios.h>
+#include <unistd.h>
+
+// SCM_MAX_FD in the kernel: the most descriptors one message can carry.
+#define MAX_FDS_PER_MSG 253
+#define MAX_RECV_BYTES (16 * 1024 * 1024)
+
+// A pending JS exception makes every later napi call fail; helpers return NULL after throwing and the
+// entry points pass that NULL straight back to Node.
+#define CHECK(call)                                                                                        \
+  do {                                                                                                     \
+    if ((call) != napi_ok) return NULL;                                                                    \
+  } while (0)
+
+static void set_prop(napi_env env, napi_value obj, const char *key, napi_value v) {
+  napi_set_named_property(env, obj, key, v);
+}
+
+static napi_value throw_code(napi_env env, const char *call, int err, const char *detail) {
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s: %s", call, detail ? detail : strerror(err));
+  const char *name = strerrorname_np(err);
+  napi_value m, c, e, n, s;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &c);
+  napi_create_error(env, c, m, &e);
+  napi_create_int32(env, -err, &n);
+  set_prop(env, e, "errno", n);
+  napi_create_string_utf8(env, call, NAPI_AUTO_LENGTH, &s);
+  set_prop(env, e, "syscall", s);
+  napi_throw(env, e);
+  return NULL;
+}
+
+static napi_value throw_errno(napi_env env, const char *call, int err) {
+  return throw_code(env, call, err, NULL);
+}
+
+static napi_value throw_type(napi_env env, const char *fn, const char *what) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", fn, what);
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+// Reads argument i as a non-negative int32; throws a TypeError and returns false otherwise.
+static bool arg_int(napi_env env, napi_value *argv, size_t argc, size_t i, const char *fn, const char *name,
+                    int32_t *out) {
+  napi_valuetype t = napi_undefined;
+  if (i < argc) napi_typeof(env, argv[i], &t);
+  double d = -1;
+  if (t == napi_number) napi_get_value_double(env, argv[i], &d);
+  if (t != napi_number || d < 0 || d > 2147483647.0 || d != (double)(int32_t)d) {
+    char what[128];
+    snprintf(what, sizeof what, "%s must be a non-negative integer", name);
+    throw_type(env, fn, what);
+    return false;
+  }
+  *out = (int32_t)d;
+  return true;
+}
+
+static bool arg_bool(napi_env env, napi_value *argv, size_t argc, size_t i, bool *out) {
+  *out = false;
+  if (i >= argc) return true;
+  napi_valuetype t;
+  napi_typeof(env, argv[i], &t);
+  if (t == napi_undefined || t == napi_null) return true;
+  napi_value b;
+  if (napi_coerce_to_bool(env, argv[i], &b) != napi_ok) return false;
+  return napi_get_value_bool(env, b, out) == napi_ok;
+}
+
+static napi_value make_int(napi_env env, int64_t v) {
+  napi_value r;
+  napi_create_int64(env, v, &r);
+  return r;
+}
+
+static napi_value make_bool(napi_env env, bool v) {
+  napi_value r;
+  napi_get_boolean(env, v, &r);
+  return r;
+}
+
+static napi_value make_undefined(napi_env env) {
+  napi_value r;
+  napi_get_undefined(env, &r);
+  return r;
+}
+
+#define ARGS(n)                                                                                            \
+  size_t argc = n;                                                                                         \
+  napi_value argv[n];                                                                                      \
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL))
+
+// flock(fd, "sh"|"ex"|"un", nonBlocking) → true, or false when nonBlocking and the lock is held elsewhere.
+static napi_value js_flock(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  int32_t fd;
+  if (!arg_int(env, argv, argc, 0, "flock", "fd", &fd)) return NULL;
+  char op[4] = {0};
+  size_t len = 0;
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[1], op, sizeof op, &len) != napi_ok)
+    return throw_type(env, "flock", "op must be \"sh\", \"ex\" or \"un\"");
+  int how;
+  if (strcmp(op, "sh") == 0) how = LOCK_SH;
+  else if (strcmp(op, "ex") == 0) how = LOCK_EX;
+  else if (strcmp(op, "un") == 0) how = LOCK_UN;
+  else return throw_type(env, "flock", "op must be \"sh\", \"ex\" or \"un\"");
+  bool nb;
+  if (!arg_bool(env, argv, argc, 2, &nb)) return NULL;
+  if (nb) how |= LOCK_NB;
+  for (;;) {
+    if (flock(fd, how) == 0) return make_bool(env, true);
+    if (errno == EINTR) continue;
+    if (nb && errno == EWOULDBLOCK) return make_bool(env, false);
+    return throw_errno(env, "flock", errno);
+  }
+}
+
+// sendFds(socketFd, fds[], data) → bytes sent. The data must be at least one byte: a stream socket does
+// not deliver ancillary data without payload.
+static napi_value js_send_fds(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  int32_t sock;
+  if (!arg_int(env, argv, argc, 0, "sendFds", "socketFd", &sock)) return NULL;
+  bool is_array = false;
+  if (argc >= 2) napi_is_array(env, argv[1], &is_array);
+  if (!is_array) return throw_type(env, "sendFds", "fds must be an array of fds");
+  uint32_t nfds;
+  CHECK(napi_get_array_length(env, argv[1], &nfds));
+  if (nfds > MAX_FDS_PER_MSG) return throw_type(env, "sendFds", "too many fds for one message (max 253)");
+  bool is_buf = false;
+  if (argc >= 3) napi_is_buffer(env, argv[2], &is_buf);
+  if (!is_buf) return throw_type(env, "sendFds", "data must be a Buffer");
+  void *data;
+  size_t dlen;
+  CHECK(napi_get_buffer_info(env, argv[2], &data, &dlen));
+  if (dlen == 0) return throw_type(env, "sendFds", "data must be at least 1 byte");
+
+  int fds[MAX_FDS_PER_MSG];
+  for (uint32_t i = 0; i < nfds; i++) {
+    napi_value el;
+    CHECK(napi_get_element(env, argv[1], i, &el));
+    if (!arg_int(env, &el, 1, 0, "sendFds", "every fd", &fds[i])) return NULL;
+  }
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
+    struct cmsghdr align;
+  } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct iovec iov = {.iov_base = data, .iov_len = dlen};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (nfds > 0) {
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  ssize_t n;
+  do n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return throw_errno(env, "sendmsg", errno);
+  return make_int(env, n);
+}
+
+// recvFds(socketFd, maxFds, maxBytes) → {data, fds}; data is empty at end of stream. Received fds are
+// O_CLOEXEC. More fds than maxFds is an error (the kernel would have closed the extra ones).
+static napi_value js_recv_fds(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  int32_t sock, max_fds, max_bytes;
+  if (!arg_int(env, argv, argc, 0, "recvFds", "socketFd", &sock)) return NULL;
+  if (!arg_int(env, argv, argc, 1, "recvFds", "maxFds", &max_fds)) return NULL;
+  if (!arg_int(env, argv, argc, 2, "recvFds", "maxBytes", &max_bytes)) return NULL;
+  if (max_fds > MAX_FDS_PER_MSG) max_fds = MAX_FDS_PER_MSG;
+  if (max_bytes < 1 || max_bytes > MAX_RECV_BYTES)
+    return throw_type(env, "recvFds", "maxBytes must be between 1 and 16 MiB");
+
+  char *data = malloc((size_t)max_bytes);
+  if (!data) return throw_errno(env, "recvFds", ENOMEM);
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {.iov_base = data, .iov_len = (size_t)max_bytes};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (max_fds > 0) {
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * max_fds);
+  }
+  ssize_t n;
+  do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    int e = errno;
+    free(data);
+    return throw_errno(env, "recvmsg", e);
+  }
+
+  int got[MAX_FDS_PER_MSG];
+  size_t ngot = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k && ngot < MAX_FDS_PER_MSG; i++) memcpy(&got[ngot++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+  }
+  if (msg.msg_flags & MSG_CTRUNC) {
+    for (size_t i = 0; i < ngot; i++) close(got[i]);
+    free(data);
+    return throw_code(env, "recvmsg", EMSGSIZE, "more fds arrived than maxFds (the rest were closed)");
+  }
+
+  napi_value result, buf, arr;
+  void *copy;
+  if (napi_create_buffer_copy(env, (size_t)n, data, &copy, &buf) != napi_ok) {
+    for (size_t i = 0; i < ngot; i++) close(got[i]);
+    free(data);
+    return NULL;
+  }
+  free(data);
+  CHECK(napi_create_array_with_length(env, ngot, &arr));
+  for (size_t i = 0; i < ngot; i++) CHECK(napi_set_element(env, arr, (uint32_t)i, make_int(env, got[i])));
+  CHECK(napi_create_object(env, &result));
+  set_prop(env, result, "data", buf);
+  set_prop(env, result, "fds", arr);
+  return result;
+}
+
+// openpty() → {master, slave, name}; both fds O_CLOEXEC and not the controlling terminal of this process.
+static napi_value js_openpty(napi_env env, napi_callback_info info) {
+  (void)info;
+  int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) return throw_errno(env, "posix_openpt", errno);
+  char name[128];
+  const char *failed = NULL;
+  if (grantpt(master) < 0) failed = "grantpt";
+  else if (unlockpt(master) < 0) failed = "unlockpt";
+  else if ((errno = ptsname_r(master, name, sizeof name)) != 0) failed = "ptsname_r";
+  if (failed) {
+    int e = errno;
+    close(master);
+    return throw_errno(env, failed, e);
+  }
+  int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (slave < 0) {
+    int e = errno;
+    close(master);
+    return throw_errno(env, "open pty slave", e);
+  }
+  napi_value r, s;
+  CHECK(napi_create_object(env, &r));
+  set_prop(env, r, "master", make_int(env, master));
+  set_prop(env, r, "slave", make_int(env, slave));
+  CHECK(napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &s));
+  set_prop(env, r, "name", s);
+  return r;
+}
+
+static napi_value js_set_winsize(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  int32_t fd, rows, cols;
+  if (!arg_int(env, argv, argc, 0, "setWinsize", "fd", &fd)) return NULL;
+  if (!arg_int(env, argv, argc, 1, "setWinsize", "rows", &rows)) return NULL;
+  if (!arg_int(env, argv, argc, 2, "setWinsize", "cols", &cols)) return NULL;
+  if (rows > 65535 || cols > 65535) return throw_type(env, "setWinsize", "rows and cols must be below 65536");
+  struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+  if (ioctl(fd, TIOCSWINSZ, &ws) < 0) return throw_errno(env, "ioctl TIOCSWINSZ", errno);
+  return make_undefined(env);
+}
+
+static napi_value js_get_winsize(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int32_t fd;
+  if (!arg_int(env, argv, argc, 0, "getWinsize", "fd", &fd)) return NULL;
+  struct winsize ws;
+  if (ioctl(fd, TIOCGWINSZ, &ws) < 0) return throw_errno(env, "ioctl TIOCGWINSZ", errno);
+  napi_value r;
+  CHECK(napi_create_object(env, &r));
+  set_prop(env, r, "rows", make_int(env, ws.ws_row));
+  set_prop(env, r, "cols", make_int(env, ws.ws_col));
+  return r;
+}
+
+// Orphaned descendants (a container init whose parent exited) are re-parented to this process.
+static napi_value js_set_child_subreaper(napi_env env, napi_callback_info info) {
+  (void)info;
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) return throw_errno(env, "prctl PR_SET_CHILD_SUBREAPER", errno);
+  return make_undefined(env);
+}
+
+// socketpair() → [fd, fd]: AF_UNIX stream, blocking, O_CLOEXEC (hand one end to a child via stdio).
+static napi_value js_socketpair(napi_env env, napi_callback_info info) {
+  (void)info;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return throw_errno(env, "socketpair", errno);
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_set_element(env, arr, 0, make_int(env, sv[0])));
+  CHECK(napi_set_element(env, arr, 1, make_int(env, sv[1])));
+  return arr;
+}
+
+static napi_value js_close_fd(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int32_t fd;
+  if (!arg_int(env, argv, argc, 0, "closeFd", "fd", &fd)) return NULL;
+  // Linux always releases the fd, even when close reports EINTR: retrying could close someone else's.
+  if (close(fd) < 0 && errno != EINTR) return throw_errno(env, "close", errno);
+  return make_undefined(env);
+}
+
+// dupFd(fd) → a new fd (lowest free, at least 3 so it never lands on stdio), O_CLOEXEC.
+static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int32_t fd;
+  if (!arg_int(env, argv, argc, 0, "dupFd", "fd", &fd)) return NULL;
+  int r = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (r < 0) return throw_errno(env, "fcntl F_DUPFD_CLOEXEC", errno);
+  return make_int(env, r);
+}
+
+static napi_value js_set_cloexec(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  int32_t fd;
+  bool on;
+  if (!arg_int(env, argv, argc, 0, "setCloexec", "fd", &fd)) return NULL;
+  if (!arg_bool(env, argv, argc, 1, &on)) return NULL;
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0) return throw_errno(env, "fcntl F_GETFD", errno);
+  flags = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
+  if (fcntl(fd, F_SETFD, flags) < 0) return throw_errno(env, "fcntl F_SETFD", errno);
+  return make_undefined(env);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  static const struct {
+    const char *name;
+    napi_callback cb;
+  } fns[] = {
+      {"flock", js_flock},
+      {"sendFds", js_send_fds},
+      {"recvFds", js_recv_fds},
+      {"openpty", js_openpty},
+      {"setWinsize", js_set_winsize},
+      {"getWinsize", js_get_winsize},
+      {"setChildSubreaper", js_set_child_subreaper},
+      {"socketpair", js_socketpair},
+      {"closeFd", js_close_fd},
+      {"dupFd", js_dup_fd},
+      {"setCloexec", js_set_cloexec},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    CHECK(napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].cb, NULL, &f));
+    CHECK(napi_set_named_property(env, exports, fns[i].name, f));
+  }
+  return exports;
+}
+
+NAPI_MODULE(kata_native, init)
