@@ -360,6 +360,7 @@ export function parseConfig(text: string, file: string): { config: RuntimeConfig
     warnings.push(`config: ${file}${line ? `:${line}` : ""}: ${what}`);
   };
   const known = new Set(SCHEMA.map((s) => s.table));
+  const seen = new Set<string>();
 
   // Walk the document: each known section is validated; everything else is reported as unknown.
   const walk = (node: Record<string, unknown>, prefix: string) => {
@@ -389,9 +390,22 @@ export function parseConfig(text: string, file: string): { config: RuntimeConfig
       const why = invalid(field.kind, value);
       if (why) throw new ConfigError(file, findKeyLine(text, section.table, key), `${key} ${why}`);
       target[field.prop] = Array.isArray(value) ? [...value] : value;
+      seen.add(`${section.table}.${key}`);
     }
   };
   walk(doc, "");
+  // As in Kata, a VM boots from an image or from an initrd, never both. The default names an image,
+  // so a file that sets only `initrd` selects the initrd.
+  const q = config.hypervisor;
+  if (q.image && q.initrd) {
+    if (!seen.has("hypervisor.qemu.image")) q.image = "";
+    else
+      throw new ConfigError(
+        file,
+        findKeyLine(text, "hypervisor.qemu", "initrd"),
+        "image and initrd are both set: set only one",
+      );
+  }
   return { config, warnings };
 }
 

@@ -66,6 +66,18 @@ test("a partial file overrides only the keys it sets", () => {
   assert.equal(config.factory.vmCacheNumber, 0);
 });
 
+test("image and initrd: setting only initrd selects it; setting both is an error", () => {
+  const { config } = parseConfig('[hypervisor.qemu]\ninitrd = "/boot/initrd.img"\n', "/f");
+  assert.equal(config.hypervisor.initrd, "/boot/initrd.img");
+  assert.equal(config.hypervisor.image, "");
+  const e = errorOf(() =>
+    parseConfig('[hypervisor.qemu]\nimage = "/a.img"\n# x\ninitrd = "/b.initrd"\n', "/f"),
+  );
+  assert.equal(e.message, "config: /f:4: image and initrd are both set: set only one");
+  const cleared = parseConfig('[hypervisor.qemu]\nimage = ""\ninitrd = "/b"\n', "/f").config.hypervisor;
+  assert.deepEqual([cleared.image, cleared.initrd], ["", "/b"]);
+});
+
 test("dotted keys and an inline [hypervisor] table are understood", () => {
   const top = parseConfig("hypervisor.qemu.default_vcpus = 2\n", "/f").config;
   assert.equal(top.hypervisor.defaultVcpus, 2);
