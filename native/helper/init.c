@@ -1,0 +1,700 @@
+/*
+ * The container process, from clone to execve. Phase-2 records are executed in the order TypeScript
+ * sent them ("immediate" ops: mounts, devices, pivot, console, hostname, sysctl, ...); the ones that
+ * describe the final process (caps, user, seccomp, env, args, cwd) are collected and applied by
+ * finalize() when "go" arrives, in runc's order:
+ *   nnp → seccomp (if no nnp) → bounding set → keepcaps+setgroups/setgid/setuid → capset/ambient → chdir
+ *   → close-on-exec every fd but 0-2 and preserved ones → look up the executable → "ready" → block on the
+ *   exec fifo (create) → startContainer hooks → seccomp (with nnp: as late as possible) → execve.
+ * Mount destinations are resolved inside the rootfs (openat2 RESOLVE_IN_ROOT) and mounted through
+ * /proc/self/fd/N, so a symlink planted in the image cannot redirect a mount to the host (CVE-2021-30465).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/capability.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+extern int fail_exit_code;
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
+/* ---- what finalize() needs ---- */
+static int rootfd = -1;      /* O_PATH of the rootfs bind mount, before pivot */
+static char *rootfs_path;    /* host path of the rootfs */
+static int fifo_fd = -1;     /* O_PATH of the exec fifo */
+static int console_sock = -1;
+static int want_nnp;
+static int have_caps;
+static unsigned long long caps[5]; /* bounding effective permitted inheritable ambient */
+static int have_user;
+static uid_t uid;
+static gid_t gid;
+static gid_t *gids;
+static int ngids = -1;
+static char *cwd;
+static char **envv;
+static int nenv;
+static char **args;
+static int nargs;
+static int preserve;
+static struct seccomp_plan *seccomp;
+static struct record start_hooks[64];
+static int nstart_hooks;
+
+static void push(char ***arr, int *n, const char *s) {
+  *arr = realloc(*arr, sizeof(char *) * ((size_t)*n + 2));
+  if (!*arr) fail("out of memory");
+  (*arr)[(*n)++] = strdup(s);
+  (*arr)[*n] = NULL;
+}
+
+/* ---- paths inside the rootfs ---- */
+
+static int open_in_root(const char *path, int flags) {
+  struct open_how how;
+  memset(&how, 0, sizeof(how));
+  how.flags = (unsigned long long)flags | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  const char *p = path;
+  while (*p == '/') p++;
+  if (!*p) p = ".";
+  int fd;
+  do fd = (int)syscall(SYS_openat2, rootfd, p, &how, sizeof(how));
+  while (fd < 0 && errno == EAGAIN);
+  return fd;
+}
+
+/* mkdir -p inside the rootfs: every component is resolved in the root before the next is created. */
+static void mkdir_all_in_root(const char *path, mode_t mode) {
+  char buf[PATH_MAX];
+  if (strlen(path) >= sizeof(buf)) fail("path too long: %s", path);
+  strcpy(buf, path);
+  size_t len = strlen(buf);
+  for (size_t i = 1; i <= len; i++) {
+    if (buf[i] != '/' && buf[i] != '\0') continue;
+    char save = buf[i];
+    buf[i] = '\0';
+    int fd = open_in_root(buf, O_PATH | O_DIRECTORY);
+    if (fd >= 0) {
+      close(fd);
+    } else if (errno == ENOENT) {
+      char *slash = strrchr(buf, '/');
+      char *name = slash ? slash + 1 : buf;
+      int pfd;
+      if (slash && slash != buf) {
+        *slash = '\0';
+        pfd = open_in_root(buf, O_PATH | O_DIRECTORY);
+        *slash = '/';
+      } else {
+        pfd = open_in_root("/", O_PATH | O_DIRECTORY);
+      }
+      if (pfd < 0) fail("mkdir %s: %s", path, strerror(errno));
+      if (*name && mkdirat(pfd, name, mode) < 0 && errno != EEXIST) fail("mkdir %s: %s", buf, strerror(errno));
+      close(pfd);
+      fd = open_in_root(buf, O_PATH | O_DIRECTORY);
+      if (fd < 0) fail("mkdir %s: %s", buf, strerror(errno));
+      close(fd);
+    } else {
+      fail("mkdir %s: %s", buf, strerror(errno));
+    }
+    buf[i] = save;
+  }
+}
+
+static int parent_in_root(const char *path, const char **name) {
+  char buf[PATH_MAX];
+  if (strlen(path) >= sizeof(buf)) fail("path too long: %s", path);
+  strcpy(buf, path);
+  char *slash = strrchr(buf, '/');
+  *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+  if (slash && slash != buf) {
+    *slash = '\0';
+    mkdir_all_in_root(buf, 0755);
+    return open_in_root(buf, O_PATH | O_DIRECTORY);
+  }
+  return open_in_root("/", O_PATH | O_DIRECTORY);
+}
+
+/* Makes dest (a dir or an empty file) inside the rootfs and returns an O_PATH fd to it. */
+static int make_dest(const char *dest, int file) {
+  if (!file) {
+    mkdir_all_in_root(dest, 0755);
+    int fd = open_in_root(dest, O_PATH | O_DIRECTORY);
+    if (fd < 0) fail("mount destination %s: %s", dest, strerror(errno));
+    return fd;
+  }
+  int fd = open_in_root(dest, O_PATH);
+  if (fd >= 0) return fd;
+  const char *name;
+  int pfd = parent_in_root(dest, &name);
+  if (pfd < 0) fail("mount destination %s: %s", dest, strerror(errno));
+  char proc[64];
+  snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+  int dfd = open(proc, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) fail("mount destination %s: %s", dest, strerror(errno));
+  int nf = openat(dfd, name, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (nf < 0 && errno != EEXIST && errno != ELOOP) fail("create %s: %s", dest, strerror(errno));
+  if (nf >= 0) close(nf);
+  close(dfd);
+  close(pfd);
+  fd = open_in_root(dest, O_PATH);
+  if (fd < 0) fail("mount destination %s: %s", dest, strerror(errno));
+  return fd;
+}
+
+static const char *fdpath(int fd) {
+  static char buf[64];
+  snprintf(buf, sizeof(buf), "/proc/self/fd/%d", fd);
+  return buf;
+}
+
+/* mount SRC DEST TYPE FLAGS PROPFLAGS DATA KIND(dir|file) */
+static void op_mount(struct record *r) {
+  if (r->argc != 8) fail("helper: bad mount record");
+  const char *src = r->argv[1], *dest = r->argv[2], *type = r->argv[3], *data = r->argv[6];
+  unsigned long flags = (unsigned long)parse_u64(r->argv[4], "mount flags");
+  unsigned long prop = (unsigned long)parse_u64(r->argv[5], "propagation flags");
+  int fd = make_dest(dest, strcmp(r->argv[7], "file") == 0);
+  if (flags & MS_BIND) {
+    if (mount(src, fdpath(fd), "", MS_BIND | (flags & MS_REC), NULL) < 0)
+      fail("mount %s to %s: %s", src, dest, strerror(errno));
+    unsigned long extra = flags & ~(MS_BIND | MS_REC | MS_REMOUNT);
+    if (extra) {
+      close(fd);
+      fd = open_in_root(dest, O_PATH);
+      if (fd < 0) fail("reopen %s: %s", dest, strerror(errno));
+      /* Flags a user namespace locked on the source must be kept or the remount fails. */
+      struct statvfs sv;
+      unsigned long keep = 0;
+      if (fstatvfs(fd, &sv) == 0)
+        keep = sv.f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY | MS_NOATIME | MS_NODIRATIME | MS_RELATIME);
+      if ((flags & MS_RDONLY) == 0) keep &= ~(unsigned long)MS_RDONLY;
+      if (mount(NULL, fdpath(fd), NULL, MS_REMOUNT | MS_BIND | extra | keep, NULL) < 0)
+        fail("remount %s: %s", dest, strerror(errno));
+    }
+  } else {
+    if (mount(src, fdpath(fd), type, flags, *data ? data : NULL) < 0)
+      fail("mount %s (%s) to %s: %s", src, type, dest, strerror(errno));
+  }
+  if (prop) {
+    close(fd);
+    fd = open_in_root(dest, O_PATH);
+    if (fd < 0 || mount(NULL, fdpath(fd), NULL, prop, NULL) < 0)
+      fail("set propagation of %s: %s", dest, strerror(errno));
+  }
+  close(fd);
+}
+
+/* device PATH TYPE MAJOR MINOR MODE UID GID BIND */
+static void op_device(struct record *r) {
+  if (r->argc != 9) fail("helper: bad device record");
+  const char *path = r->argv[1];
+  char type = r->argv[2][0];
+  unsigned maj = (unsigned)parse_u64(r->argv[3], "major"), min = (unsigned)parse_u64(r->argv[4], "minor");
+  mode_t mode = (mode_t)parse_u64(r->argv[5], "mode");
+  uid_t duid = (uid_t)parse_u64(r->argv[6], "uid");
+  gid_t dgid = (gid_t)parse_u64(r->argv[7], "gid");
+  if (strcmp(r->argv[8], "1") == 0) {
+    int fd = make_dest(path, 1);
+    if (mount(path, fdpath(fd), "", MS_BIND, NULL) < 0) fail("bind device %s: %s", path, strerror(errno));
+    close(fd);
+    return;
+  }
+  mode_t kind = type == 'b' ? S_IFBLK : type == 'p' ? S_IFIFO : S_IFCHR;
+  const char *name;
+  int pfd = parent_in_root(path, &name);
+  if (pfd < 0) fail("device %s: %s", path, strerror(errno));
+  int dfd = open(fdpath(pfd), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) fail("device %s: %s", path, strerror(errno));
+  unlinkat(dfd, name, 0);
+  if (mknodat(dfd, name, kind | (mode & 07777), makedev(maj, min)) < 0)
+    fail("mknod %s: %s", path, strerror(errno));
+  if (fchownat(dfd, name, duid, dgid, AT_SYMLINK_NOFOLLOW) < 0) fail("chown %s: %s", path, strerror(errno));
+  /* mknod honours the umask; the spec's mode is exact */
+  if (fchmodat(dfd, name, mode & 07777, 0) < 0) fail("chmod %s: %s", path, strerror(errno));
+  close(dfd);
+  close(pfd);
+}
+
+/* symlink TARGET LINKPATH (an existing entry is left alone, as runc does for /dev links) */
+static void op_symlink(struct record *r) {
+  if (r->argc != 3) fail("helper: bad symlink record");
+  const char *name;
+  int pfd = parent_in_root(r->argv[2], &name);
+  if (pfd < 0) fail("symlink %s: %s", r->argv[2], strerror(errno));
+  int dfd = open(fdpath(pfd), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || (symlinkat(r->argv[1], dfd, name) < 0 && errno != EEXIST))
+    fail("symlink %s -> %s: %s", r->argv[2], r->argv[1], strerror(errno));
+  close(dfd);
+  close(pfd);
+}
+
+static void op_rootfs(struct record *r) {
+  if (r->argc != 2) fail("helper: bad rootfs record");
+  rootfs_path = strdup(r->argv[1]);
+  if (mount(rootfs_path, rootfs_path, "bind", MS_BIND | MS_REC, NULL) < 0)
+    fail("bind rootfs %s: %s", rootfs_path, strerror(errno));
+  rootfd = open(rootfs_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) fail("open rootfs %s: %s", rootfs_path, strerror(errno));
+}
+
+static void op_pivot(int no_pivot) {
+  if (!rootfs_path) fail("helper: pivot without rootfs");
+  if (no_pivot) {
+    if (chdir(rootfs_path) < 0) fail("chdir rootfs: %s", strerror(errno));
+    if (mount(rootfs_path, "/", NULL, MS_MOVE, NULL) < 0) fail("move rootfs to /: %s", strerror(errno));
+    if (chroot(".") < 0) fail("chroot: %s", strerror(errno));
+  } else {
+    int oldroot = open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    int newroot = open(rootfs_path, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    if (oldroot < 0 || newroot < 0) fail("pivot_root: open: %s", strerror(errno));
+    if (fchdir(newroot) < 0) fail("pivot_root: chdir: %s", strerror(errno));
+    if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root %s: %s", rootfs_path, strerror(errno));
+    if (fchdir(oldroot) < 0) fail("pivot_root: chdir old root: %s", strerror(errno));
+    /* Make the old root a slave so the lazy unmount does not propagate to the host. */
+    if (mount("", ".", "", MS_SLAVE | MS_REC, NULL) < 0) fail("pivot_root: make old root rslave: %s", strerror(errno));
+    if (umount2(".", MNT_DETACH) < 0) fail("pivot_root: unmount old root: %s", strerror(errno));
+    close(oldroot);
+    close(newroot);
+  }
+  if (chdir("/") < 0) fail("chdir /: %s", strerror(errno));
+  close(rootfd);
+  rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
+static void op_console_connect(const char *path) {
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof(addr));
+  addr.sun_family = AF_UNIX;
+  if (strlen(path) >= sizeof(addr.sun_path)) fail("console socket path too long: %s", path);
+  strcpy(addr.sun_path, path);
+  console_sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (console_sock < 0 || connect(console_sock, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+    fail("connect to console socket %s: %s", path, strerror(errno));
+}
+
+static int send_fd(int sock, int fd, const char *name) {
+  char cbuf[CMSG_SPACE(sizeof(int))];
+  memset(cbuf, 0, sizeof(cbuf));
+  struct iovec iov = {.iov_base = (void *)name, .iov_len = strlen(name)};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  return sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
+/* console MOUNT_DEV_CONSOLE ROWS COLS: after pivot, so the pty belongs to the container's devpts. */
+static void op_console(struct record *r) {
+  if (r->argc != 4) fail("helper: bad console record");
+  int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) fail("open /dev/ptmx: %s", strerror(errno));
+  if (unlockpt(master) < 0) fail("unlockpt: %s", strerror(errno));
+  char name[128];
+  if (ptsname_r(master, name, sizeof(name)) != 0) fail("ptsname: %s", strerror(errno));
+  int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (slave < 0) fail("open %s: %s", name, strerror(errno));
+  unsigned rows = (unsigned)parse_u64(r->argv[2], "rows"), cols = (unsigned)parse_u64(r->argv[3], "cols");
+  if (rows && cols) {
+    struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+    ioctl(slave, TIOCSWINSZ, &ws);
+  }
+  if (strcmp(r->argv[1], "1") == 0) {
+    int fd = make_dest("/dev/console", 1);
+    if (mount(name, fdpath(fd), "", MS_BIND, NULL) < 0) fail("bind %s to /dev/console: %s", name, strerror(errno));
+    close(fd);
+  }
+  if (console_sock < 0) fail("helper: console without a console socket");
+  if (send_fd(console_sock, master, "/dev/ptmx") < 0) fail("send the console to the console socket: %s", strerror(errno));
+  close(console_sock);
+  console_sock = -1;
+  close(master);
+  for (int i = 0; i < 3; i++)
+    if (dup2(slave, i) < 0) fail("dup2 console: %s", strerror(errno));
+  if (ioctl(0, TIOCSCTTY, 0) < 0) fail("set controlling terminal: %s", strerror(errno));
+  close(slave);
+}
+
+static void op_mask(const char *path) {
+  struct stat st;
+  if (stat(path, &st) < 0) {
+    if (errno == ENOENT) return;
+    fail("masked path %s: %s", path, strerror(errno));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    if (mount("tmpfs", path, "tmpfs", MS_RDONLY, NULL) < 0) fail("mask %s: %s", path, strerror(errno));
+  } else if (mount("/dev/null", path, "", MS_BIND, NULL) < 0) {
+    fail("mask %s: %s", path, strerror(errno));
+  }
+}
+
+static unsigned long locked_flags(const char *path) {
+  struct statvfs sv;
+  if (statvfs(path, &sv) < 0) return 0;
+  return sv.f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME);
+}
+
+static void op_readonly(const char *path) {
+  if (mount(path, path, "", MS_BIND | MS_REC, NULL) < 0) {
+    if (errno == ENOENT) return;
+    fail("readonly path %s: %s", path, strerror(errno));
+  }
+  if (mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC | locked_flags(path), NULL) < 0)
+    fail("remount %s read-only: %s", path, strerror(errno));
+}
+
+static void write_file(const char *path, const char *value) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) fail("open %s: %s", path, strerror(errno));
+  size_t len = strlen(value);
+  if (write(fd, value, len) != (ssize_t)len) fail("write %s: %s", path, strerror(errno));
+  close(fd);
+}
+
+static void op_sysctl(const char *key, const char *value) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof(path), "/proc/sys/%s", key);
+  for (char *p = path + 10; *p; p++)
+    if (*p == '.') *p = '/';
+  write_file(path, value);
+}
+
+/* ---- the final process ---- */
+
+static const char *env_get(const char *name) {
+  size_t n = strlen(name);
+  for (int i = 0; i < nenv; i++)
+    if (strncmp(envv[i], name, n) == 0 && envv[i][n] == '=') return envv[i] + n + 1;
+  return NULL;
+}
+
+static int is_executable_file(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* Go's exec.LookPath, with its error wording (engines map these strings to exit code 127). */
+static char *look_path(const char *file) {
+  fail_exit_code = 127;
+  if (strchr(file, '/')) {
+    struct stat st;
+    if (stat(file, &st) < 0)
+      fail("unable to start container process: exec: \"%s\": stat %s: %s", file, file, strerror(errno));
+    if (S_ISDIR(st.st_mode) || access(file, X_OK) < 0)
+      fail("unable to start container process: exec: \"%s\": permission denied", file);
+    fail_exit_code = 1;
+    return strdup(file);
+  }
+  const char *path = env_get("PATH");
+  if (path) {
+    char *copy = strdup(path), *save = NULL;
+    for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+      char full[PATH_MAX];
+      snprintf(full, sizeof(full), "%s/%s", *dir ? dir : ".", file);
+      if (is_executable_file(full)) {
+        fail_exit_code = 1;
+        return strdup(full);
+      }
+    }
+    free(copy);
+  }
+  fail("unable to start container process: exec: \"%s\": executable file not found in $PATH", file);
+}
+
+static void apply_caps(void) {
+  int last = CAP_LAST_CAP;
+  FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+  if (f) {
+    if (fscanf(f, "%d", &last) != 1) last = CAP_LAST_CAP;
+    fclose(f);
+  }
+  /* bounding set first, while we still have CAP_SETPCAP */
+  for (int c = 0; c <= last; c++)
+    if (!(caps[0] & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
+      fail("drop capability %d from the bounding set: %s", c, strerror(errno));
+}
+
+static void set_caps(void) {
+  cap_t c = cap_init();
+  if (!c) fail("cap_init: %s", strerror(errno));
+  for (int i = 0; i < 64; i++) {
+    cap_value_t v = i;
+    if (caps[1] & (1ULL << i)) cap_set_flag(c, CAP_EFFECTIVE, 1, &v, CAP_SET);
+    if (caps[2] & (1ULL << i)) cap_set_flag(c, CAP_PERMITTED, 1, &v, CAP_SET);
+    if (caps[3] & (1ULL << i)) cap_set_flag(c, CAP_INHERITABLE, 1, &v, CAP_SET);
+  }
+  if (cap_set_proc(c) < 0) fail("apply capabilities: %s", strerror(errno));
+  cap_free(c);
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  for (int i = 0; i < 64; i++)
+    if ((caps[4] & (1ULL << i)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0) < 0)
+      fail("raise ambient capability %d: %s", i, strerror(errno));
+}
+
+static void set_user(void) {
+  if (ngids >= 0 && setgroups((size_t)ngids, gids) < 0) fail("setgroups: %s", strerror(errno));
+  if (setresgid(gid, gid, gid) < 0) fail("setgid %u: %s", gid, strerror(errno));
+  if (setresuid(uid, uid, uid) < 0) fail("setuid %u: %s", uid, strerror(errno));
+}
+
+static void finalize(void) __attribute__((noreturn));
+static void finalize(void) {
+  if (nargs == 0) fail("args must not be empty");
+  if (want_nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("set no_new_privs: %s", strerror(errno));
+  if (seccomp && !want_nnp) plan_seccomp_load(seccomp);
+  if (have_caps) {
+    apply_caps();
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) fail("set keepcaps: %s", strerror(errno));
+  }
+  if (have_user) set_user();
+  if (have_caps) {
+    prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    set_caps();
+  }
+  if (cwd && chdir(cwd) < 0) fail("chdir to cwd (\"%s\") set in config.json failed: %s", cwd, strerror(errno));
+  /* CVE-2024-21626: the working directory must be inside the container's root. */
+  char here[PATH_MAX];
+  if (!getcwd(here, sizeof(here)) || here[0] != '/')
+    fail("current working directory is outside of container mount namespace root");
+  /* Only 0-2 and the preserved fds survive execve; ours are already close-on-exec. */
+  if (syscall(SYS_close_range, 3 + preserve, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+    for (int fd = 3 + preserve; fd < 1024; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  char *exe = look_path(args[0]);
+  if (fifo_fd >= 0) {
+    if (send_msg(sync_fd, "ready", NULL) < 0) _exit(1);
+    close(sync_fd);
+    sync_fd = -1;
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/self/fd/%d", fifo_fd);
+    int w = open(p, O_WRONLY | O_CLOEXEC); /* blocks until `start` opens the fifo for reading */
+    if (w < 0) fail("open exec fifo: %s", strerror(errno));
+    if (write(w, "0", 1) != 1) fail("write exec fifo: %s", strerror(errno));
+    close(w);
+    close(fifo_fd);
+  }
+  for (int i = 0; i < nstart_hooks; i++) run_hook("startContainer", i, &start_hooks[i], 1);
+  if (seccomp && want_nnp) plan_seccomp_load(seccomp);
+  execve(exe, args, envv ? envv : (char *[]){NULL});
+  fail_exit_code = errno == ENOENT ? 127 : 126;
+  fail("unable to start container process: exec: \"%s\": %s", args[0], strerror(errno));
+}
+
+void container_main(void) {
+  struct record r;
+  for (;;) {
+    int got = read_record(sync_fd, &r);
+    if (got < 0) fail("reading the plan: %s", strerror(errno));
+    if (got == 0) _exit(1); /* the caller gave up: die quietly */
+    const char *op = r.argv[0];
+    int keep = 0;
+    if (strcmp(op, "go") == 0) {
+      free_record(&r);
+      finalize();
+    } else if (strcmp(op, "setsid") == 0) {
+      if (setsid() < 0) fail("setsid: %s", strerror(errno));
+    } else if (strcmp(op, "prop") == 0 && r.argc == 2) {
+      if (mount("", "/", "", (unsigned long)parse_u64(r.argv[1], "propagation"), NULL) < 0)
+        fail("set rootfs propagation: %s", strerror(errno));
+    } else if (strcmp(op, "rootfs") == 0) {
+      op_rootfs(&r);
+    } else if (strcmp(op, "mount") == 0) {
+      op_mount(&r);
+    } else if (strcmp(op, "mkdir") == 0 && r.argc == 3) {
+      mkdir_all_in_root(r.argv[1], (mode_t)parse_u64(r.argv[2], "mode"));
+    } else if (strcmp(op, "device") == 0) {
+      op_device(&r);
+    } else if (strcmp(op, "symlink") == 0) {
+      op_symlink(&r);
+    } else if (strcmp(op, "hook") == 0 && r.argc >= 2) {
+      if (strcmp(r.argv[1], "startContainer") == 0) {
+        if (nstart_hooks >= 64) fail("too many startContainer hooks");
+        start_hooks[nstart_hooks++] = r;
+        keep = 1;
+      } else {
+        static int hook_index;
+        run_hook(r.argv[1], hook_index++, &r, 1);
+      }
+    } else if (strcmp(op, "fifo") == 0 && r.argc == 2) {
+      fifo_fd = open(r.argv[1], O_PATH | O_CLOEXEC);
+      if (fifo_fd < 0) fail("open exec fifo %s: %s", r.argv[1], strerror(errno));
+    } else if (strcmp(op, "console-connect") == 0 && r.argc == 2) {
+      op_console_connect(r.argv[1]);
+    } else if (strcmp(op, "pivot") == 0) {
+      op_pivot(0);
+    } else if (strcmp(op, "chroot") == 0) {
+      op_pivot(1);
+    } else if (strcmp(op, "console") == 0) {
+      op_console(&r);
+    } else if (strcmp(op, "mask") == 0 && r.argc == 2) {
+      op_mask(r.argv[1]);
+    } else if (strcmp(op, "readonly") == 0 && r.argc == 2) {
+      op_readonly(r.argv[1]);
+    } else if (strcmp(op, "root-readonly") == 0) {
+      if (mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags("/"), NULL) < 0)
+        fail("remount rootfs read-only: %s", strerror(errno));
+    } else if (strcmp(op, "hostname") == 0 && r.argc == 2) {
+      if (sethostname(r.argv[1], strlen(r.argv[1])) < 0) fail("sethostname: %s", strerror(errno));
+    } else if (strcmp(op, "domainname") == 0 && r.argc == 2) {
+      if (setdomainname(r.argv[1], strlen(r.argv[1])) < 0) fail("setdomainname: %s", strerror(errno));
+    } else if (strcmp(op, "sysctl") == 0 && r.argc == 3) {
+      op_sysctl(r.argv[1], r.argv[2]);
+    } else if (strcmp(op, "rlimit") == 0 && r.argc == 4) {
+      struct rlimit rl = {.rlim_cur = parse_u64(r.argv[2], "rlimit"), .rlim_max = parse_u64(r.argv[3], "rlimit")};
+      int res = (int)parse_u64(r.argv[1], "rlimit type");
+      if (setrlimit(res, &rl) < 0) fail("error setting rlimit type %d: %s", res, strerror(errno));
+    } else if (strcmp(op, "oom") == 0 && r.argc == 2) {
+      write_file("/proc/self/oom_score_adj", r.argv[1]);
+    } else if (strcmp(op, "personality") == 0 && r.argc == 2) {
+      if (personality((unsigned long)parse_u64(r.argv[1], "personality")) < 0)
+        fail("personality: %s", strerror(errno));
+    } else if (strcmp(op, "umask") == 0 && r.argc == 2) {
+      umask((mode_t)parse_u64(r.argv[1], "umask"));
+    } else if (strcmp(op, "caps") == 0 && r.argc == 6) {
+      for (int i = 0; i < 5; i++) caps[i] = parse_u64(r.argv[i + 1], "capability mask");
+      have_caps = 1;
+    } else if (strcmp(op, "nnp") == 0) {
+      want_nnp = 1;
+    } else if (strcmp(op, "user") == 0 && r.argc >= 3) {
+      uid = (uid_t)parse_u64(r.argv[1], "uid");
+      gid = (gid_t)parse_u64(r.argv[2], "gid");
+      ngids = r.argc - 3;
+      gids = calloc((size_t)ngids + 1, sizeof(gid_t));
+      for (int i = 0; i < ngids; i++) gids[i] = (gid_t)parse_u64(r.argv[3 + i], "gid");
+      have_user = 1;
+    } else if (strncmp(op, "seccomp-", 8) == 0) {
+      if (!seccomp) seccomp = seccomp_new();
+      seccomp_add(seccomp, &r);
+    } else if (strcmp(op, "cwd") == 0 && r.argc == 2) {
+      cwd = strdup(r.argv[1]);
+    } else if (strcmp(op, "env") == 0 && r.argc == 2) {
+      push(&envv, &nenv, r.argv[1]);
+    } else if (strcmp(op, "arg") == 0 && r.argc == 2) {
+      push(&args, &nargs, r.argv[1]);
+    } else if (strcmp(op, "preserve") == 0 && r.argc == 2) {
+      preserve = (int)parse_u64(r.argv[1], "preserve fds");
+    } else {
+      fail("helper: unknown or malformed record %s", op);
+    }
+    if (!keep) free_record(&r);
+  }
+}
+
+/* ---- hooks that run inside the container's namespaces ---- */
+
+/* hook KIND TIMEOUT PATH STATE NARGS ARG... ENV... */
+void run_hook(const char *kind, int index, struct record *r, int first) {
+  (void)first;
+  if (r->argc < 7) fail("helper: bad hook record");
+  int timeout = (int)parse_u64(r->argv[2], "hook timeout");
+  const char *path = r->argv[3], *state = r->argv[4];
+  int n = (int)parse_u64(r->argv[5], "hook argc");
+  if (6 + n > r->argc) fail("helper: bad hook record");
+  char **hargv = calloc((size_t)n + 2, sizeof(char *));
+  for (int i = 0; i < n; i++) hargv[i] = r->argv[6 + i];
+  if (n == 0) hargv[0] = (char *)path;
+  int ne = r->argc - 6 - n;
+  char **henv = calloc((size_t)ne + 1, sizeof(char *));
+  for (int i = 0; i < ne; i++) henv[i] = r->argv[6 + n + i];
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) fail("%s hook: pipe: %s", kind, strerror(errno));
+  pid_t pid = fork();
+  if (pid < 0) fail("%s hook: fork: %s", kind, strerror(errno));
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(out[1], 2);
+    execve(path, hargv, henv);
+    dprintf(2, "exec %s: %s", path, strerror(errno));
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  signal(SIGPIPE, SIG_IGN);
+  (void)!write(in[1], state, strlen(state));
+  close(in[1]);
+  char outbuf[2048];
+  size_t outlen = 0;
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  int status = 0, done = 0;
+  for (;;) {
+    struct pollfd p = {.fd = out[0], .events = POLLIN};
+    int rc = poll(&p, 1, 50);
+    if (rc > 0) {
+      char tmp[512];
+      ssize_t k = read(out[0], tmp, sizeof(tmp));
+      if (k > 0) {
+        size_t c = (size_t)k < sizeof(outbuf) - 1 - outlen ? (size_t)k : sizeof(outbuf) - 1 - outlen;
+        memcpy(outbuf + outlen, tmp, c);
+        outlen += c;
+      } else if (k == 0) {
+        close(out[0]);
+        out[0] = -1;
+      }
+    }
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      done = 1;
+      break;
+    }
+    if (out[0] < 0) {
+      /* output closed: just wait, with the timeout */
+      struct timespec ts = {0, 5 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (timeout > 0 && now.tv_sec - start.tv_sec >= timeout) break;
+  }
+  if (out[0] >= 0) close(out[0]);
+  outbuf[outlen] = '\0';
+  for (char *p = outbuf; *p; p++)
+    if (*p == '\n') *p = ' ';
+  if (!done) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    fail("error running %s hook #%d: hook ran past specified timeout of %d.0s", kind, index, timeout);
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    free(hargv);
+    free(henv);
+    return;
+  }
+  if (WIFSIGNALED(status))
+    fail("error running %s hook #%d: signal: %s, output: %s", kind, index, strsignal(WTERMSIG(status)), outbuf);
+  fail("error running %s hook #%d: exit status %d, output: %s", kind, index, WEXITSTATUS(status), outbuf);
+}

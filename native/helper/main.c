@@ -1,0 +1,175 @@
+/*
+ * kata-ts-helper: the part of the container engine Node cannot do (fork/clone, setns, exec in place).
+ * It executes a plan that TypeScript computed; it parses only length-prefixed string records.
+ *
+ *   kata-ts-helper SYNC_FD
+ *
+ * Phase 1 (read here, before clone): "setns PATH TYPE"..., then "clone FLAGS MODE" (MODE = detach|wait).
+ * After clone the parent sends "pid N" and either exits (detach: the container process was cloned with
+ * CLONE_PARENT and is our caller's child) or stays to relay signals and exit with the workload's status
+ * (wait). The child reads phase 2 (see init.c) once the caller has finished its side (maps, cgroups,
+ * prestart hooks).
+ *
+ * CVE-2019-5736: before anything else the helper re-executes itself from a sealed memfd copy, so a
+ * container process that gets hold of /proc/PID/exe can never write to the binary on the host.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+#define HELPER_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+extern char **environ;
+
+/* True when /proc/self/exe is already our sealed memfd copy. */
+static int is_sealed_copy(void) {
+  int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  int seals = fcntl(fd, F_GET_SEALS);
+  close(fd);
+  return seals >= 0 && (seals & HELPER_SEALS) == HELPER_SEALS;
+}
+
+static void reexec_sealed(char **argv) {
+  if (is_sealed_copy()) return;
+  int src = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  if (src < 0) fail("helper: open /proc/self/exe: %s", strerror(errno));
+  struct stat st;
+  if (fstat(src, &st) < 0) fail("helper: stat /proc/self/exe: %s", strerror(errno));
+  int mfd = memfd_create("kata-ts-helper", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (mfd < 0) fail("helper: memfd_create: %s", strerror(errno));
+  off_t left = st.st_size;
+  while (left > 0) {
+    ssize_t n = sendfile(mfd, src, NULL, (size_t)left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("helper: copying itself into a memfd: %s", n < 0 ? strerror(errno) : "short copy");
+    left -= n;
+  }
+  close(src);
+  if (fcntl(mfd, F_ADD_SEALS, HELPER_SEALS) < 0) fail("helper: sealing the memfd: %s", strerror(errno));
+  fexecve(mfd, argv, environ);
+  fail("helper: re-exec from the sealed memfd: %s", strerror(errno));
+}
+
+static int ns_type(const char *name) {
+  static const struct {
+    const char *name;
+    int flag;
+  } t[] = {{"user", CLONE_NEWUSER}, {"ipc", CLONE_NEWIPC},       {"uts", CLONE_NEWUTS},
+           {"network", CLONE_NEWNET}, {"pid", CLONE_NEWPID},    {"cgroup", CLONE_NEWCGROUP},
+           {"mount", CLONE_NEWNS},   {"time", 0x00000080 /* CLONE_NEWTIME */}};
+  for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+    if (strcmp(t[i].name, name) == 0) return t[i].flag;
+  fail("helper: unknown namespace type %s", name);
+}
+
+static pid_t relay_target;
+static void relay(int sig) {
+  if (relay_target > 0) kill(relay_target, sig);
+}
+
+/* The foreground parent: forward every catchable signal, exit like the workload did. */
+static void wait_and_exit(pid_t child) __attribute__((noreturn));
+static void wait_and_exit(pid_t child) {
+  relay_target = child;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = relay;
+  sa.sa_flags = SA_RESTART;
+  for (int s = 1; s < NSIG; s++) {
+    if (s == SIGKILL || s == SIGSTOP || s == SIGCHLD) continue;
+    sigaction(s, &sa, NULL); /* fails harmlessly for the realtime signals glibc reserves */
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  for (;;) {
+    int status;
+    pid_t p = waitpid(child, &status, 0);
+    if (p < 0 && errno == EINTR) continue;
+    if (p < 0) _exit(255);
+    if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
+    if (WIFSIGNALED(status)) _exit(128 + WTERMSIG(status));
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: kata-ts-helper SYNC_FD (run by kata-ts, not by hand)\n");
+    return 2;
+  }
+  set_sync_fd((int)parse_u64(argv[1], "sync fd"));
+  reexec_sealed(argv);
+  /* The caller (Node) may have left signals blocked or ignored; the workload must start clean. */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  for (int s = 1; s < NSIG; s++)
+    if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
+
+  unsigned long flags = 0;
+  int wait_mode = 0, have_clone = 0;
+  struct record r;
+  int pending_ns[16];
+  int npending = 0;
+  while (!have_clone) {
+    int got = read_record(sync_fd, &r);
+    if (got < 0) fail("helper: reading the plan: %s", strerror(errno));
+    if (got == 0) _exit(1); /* the caller went away: nothing to do */
+    const char *op = r.argv[0];
+    if (strcmp(op, "setns") == 0 && r.argc == 3) {
+      /* Open them all first: /proc/PID/ns paths stop resolving once we left the caller's mount ns. */
+      int fd = open(r.argv[1], O_RDONLY | O_CLOEXEC);
+      if (fd < 0) fail("open namespace %s: %s", r.argv[1], strerror(errno));
+      if (npending >= 16) fail("helper: too many namespaces to join");
+      pending_ns[npending++] = fd;
+      (void)ns_type(r.argv[2]);
+    } else if (strcmp(op, "clone") == 0 && r.argc == 3) {
+      flags = (unsigned long)parse_u64(r.argv[1], "clone flags");
+      wait_mode = strcmp(r.argv[2], "wait") == 0;
+      have_clone = 1;
+    } else {
+      fail("helper: unexpected phase-1 record %s", op);
+    }
+    free_record(&r);
+  }
+  /* The order TS sent is the order to join (user first, mount last). */
+  for (int i = 0; i < npending; i++) {
+    if (setns(pending_ns[i], 0) < 0) fail("setns: %s", strerror(errno));
+    close(pending_ns[i]);
+  }
+  unsigned long cflags = flags | SIGCHLD;
+  if (!wait_mode) cflags |= CLONE_PARENT;
+  pid_t pid = (pid_t)syscall(SYS_clone, cflags, 0, NULL, NULL, 0);
+  if (pid < 0) fail("clone: %s", strerror(errno));
+  if (pid == 0) {
+    in_child = 1;
+    container_main();
+  }
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%d", pid);
+  if (send_msg(sync_fd, "pid", buf) < 0) {
+    kill(pid, SIGKILL);
+    _exit(1);
+  }
+  if (!wait_mode) _exit(0);
+  close(sync_fd);
+  wait_and_exit(pid);
+}
