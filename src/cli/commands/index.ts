@@ -4,9 +4,11 @@ import type { Command } from "commander";
 import type { App } from "../app";
 import * as check from "./check";
 import * as env from "./env";
+import * as features from "./features";
+import * as spec from "./spec";
 import * as version from "./version";
 
-const commands = [version, check, env];
+const commands = [version, check, env, spec, features];
 
 export function registerCommands(program: Command, app: App): void {
   for (const command of commands) command.register(program, app);
