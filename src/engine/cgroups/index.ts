@@ -1,0 +1,48 @@
+// Entry point of the cgroup package: pick the v1 (or hybrid) or the v2 manager for the host's layout and
+// the container's cgroupsPath, or rebuild one from what an earlier command saved in the state record.
+import { detectLayout, ownCgroups } from "./layout";
+import { innerPath, resolvePaths, UNIFIED } from "./paths";
+import type { CgroupManager, LinuxResources, SavedCgroup, WarnFn } from "./types";
+import { V1Manager } from "./v1";
+import { V2Manager } from "./v2";
+
+export type { CgroupLayout, CgroupMode } from "./layout";
+export { detectLayout, parseMountinfo, parseProcCgroup } from "./layout";
+export { cleanPath, expandSlice, innerPath, systemdCgroupPath } from "./paths";
+export { oomEvent, runcStatsData, statsEvent, stringifyExact } from "./stats";
+export type { CgroupManager, CgroupStats, LinuxResources, SavedCgroup, WarnFn } from "./types";
+
+export interface CgroupManagerOptions {
+  /** Container id (the default cgroup name). */
+  id: string;
+  /** linux.cgroupsPath as given. */
+  cgroupsPath?: string;
+  /** --systemd-cgroup: cgroupsPath is "slice:prefix:name". */
+  systemd?: boolean;
+  /** The container's linux.resources (apply() needs the realtime budget before joining, on v1). */
+  resources?: LinuxResources;
+  /** A directory standing in for /sys/fs/cgroup (tests, or a hierarchy mounted elsewhere). */
+  root?: string;
+  /** Contents standing in for /proc/self/cgroup (relative paths resolve against it). */
+  selfCgroup?: string;
+  /** Told about settings this host cannot enforce (e.g. device rules on cgroup v2). */
+  warn?: WarnFn;
+}
+
+export function cgroupManagerFor(opts: CgroupManagerOptions): CgroupManager {
+  const layout = detectLayout(opts.root);
+  const own = ownCgroups(opts.root && opts.selfCgroup === undefined ? "" : opts.selfCgroup);
+  const inner = innerPath(opts);
+  const paths = resolvePaths(inner, layout, own);
+  if (!Object.keys(paths).length) throw new Error("no cgroup hierarchy is mounted");
+  const init = { id: opts.id, mode: layout.mode, paths, resources: opts.resources, warn: opts.warn };
+  return layout.mode === "v2" ? new V2Manager(init) : new V1Manager(init);
+}
+
+export function cgroupManagerFromState(saved: unknown, warn?: WarnFn): CgroupManager {
+  const s = saved as Partial<SavedCgroup> | undefined;
+  if (!s || s.version !== 1 || typeof s.paths !== "object" || !s.paths || typeof s.id !== "string")
+    throw new Error("no usable cgroup state recorded for this container");
+  const init = { id: s.id, mode: s.mode ?? "v1", paths: s.paths, created: s.created ?? [], warn };
+  return s.mode === "v2" && s.paths[UNIFIED] ? new V2Manager(init) : new V1Manager(init);
+}
