@@ -26,6 +26,9 @@ function buildProgram(): { program: Command; app: App } {
     .version(VERSION.text, "-v, --version", "print the version")
     .helpOption("-h, --help", "show help")
     .showSuggestionAfterError(false)
+    // Global options come before the verb, as with runc (urfave/cli): `spec --rootless` is then the
+    // verb's own flag, not the global `--rootless <value>`.
+    .enablePositionalOptions()
     .exitOverride()
     .configureOutput({
       writeOut: (s) => process.stdout.write(s),

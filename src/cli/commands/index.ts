@@ -5,10 +5,12 @@ import type { App } from "../app";
 import * as check from "./check";
 import * as env from "./env";
 import * as features from "./features";
+import * as list from "./list";
 import * as spec from "./spec";
+import * as state from "./state";
 import * as version from "./version";
 
-const commands = [version, check, env, spec, features];
+const commands = [version, check, env, spec, features, state, list];
 
 export function registerCommands(program: Command, app: App): void {
   for (const command of commands) command.register(program, app);

@@ -8,9 +8,6 @@ import type { App } from "../app";
 import { CliError } from "../errors";
 
 export function register(program: Command, _app: App): void {
-  // `spec --rootless` is a flag of its own, while the global `--rootless <value>` takes a value: global
-  // options must come before the verb (as with runc/urfave-cli) or commander would take it as the global.
-  program.enablePositionalOptions();
   program
     .command("spec")
     .description("create a new specification file (config.json) in the bundle directory")
