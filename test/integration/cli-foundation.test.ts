@@ -1,0 +1,96 @@
+// The CLI contract engines rely on: one-line errors, exit codes, logrus JSON lines in --log,
+// runc's `list` shapes on an empty root.
+import assert from "node:assert/strict";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { kata, tempDir } from "../helpers";
+
+const tmp = tempDir();
+after(tmp.cleanup);
+const root = join(tmp.path, "root");
+
+describe("state", () => {
+  it("a missing container: exit 1, one line, no stack trace", () => {
+    const r = kata(["--root", root, "state", "nope"]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, 'container "nope" does not exist\n');
+    assert.equal(r.stdout, "");
+  });
+
+  it("--log-format json --log F ends F with a line containerd can parse", () => {
+    const log = join(tmp.path, "log.json");
+    const r = kata(["--root", root, "--log-format", "json", "--log", log, "state", "nope"]);
+    assert.equal(r.code, 1);
+    const lines = readFileSync(log, "utf8").trim().split("\n");
+    const last = JSON.parse(lines[lines.length - 1]);
+    assert.equal(last.level, "error");
+    assert.equal(last.msg, 'container "nope" does not exist');
+    assert.equal(typeof last.time, "string");
+    // RFC 3339 (what Go's time.Parse(time.RFC3339, ...) accepts)
+    assert.match(last.time, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/);
+    assert.ok(!Number.isNaN(Date.parse(last.time)));
+  });
+
+  it("text log format writes a logrus text line", () => {
+    const log = join(tmp.path, "log.txt");
+    kata(["--root", root, "--log", log, "state", "nope"]);
+    assert.match(
+      readFileSync(log, "utf8"),
+      /^time="[^"]+" level=error msg="container \\"nope\\" does not exist"\n$/,
+    );
+  });
+});
+
+describe("list", () => {
+  it("an empty root prints only the header", () => {
+    const r = kata(["--root", root, "list"]);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, "ID          PID         STATUS      BUNDLE      CREATED     OWNER\n");
+  });
+
+  it("--format json prints []", () => {
+    const r = kata(["--root", root, "list", "--format", "json"]);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout.trim(), "[]");
+  });
+
+  it("--quiet prints nothing", () => {
+    assert.equal(kata(["--root", root, "list", "-q"]).stdout, "");
+  });
+});
+
+describe("usage errors", () => {
+  it("unknown command: one line, exit 1", () => {
+    const r = kata(["frobnicate"]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, "unknown command 'frobnicate'\n");
+  });
+
+  it("unknown flag: one line, exit 1", () => {
+    const r = kata(["--frob", "list"]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trim().split("\n").length, 1);
+    assert.match(r.stderr, /unknown option '--frob'/);
+  });
+
+  it("invalid container ids are refused and nothing is written under --root", () => {
+    const bad = ["", "a/b", "..", ".", "x".repeat(1025), "a b", "a:b"];
+    for (const id of bad) {
+      const r = kata(["--root", root, "state", id]);
+      assert.equal(r.code, 1, `id ${JSON.stringify(id)}`);
+      assert.equal(r.stderr.trim().split("\n").length, 1);
+      assert.match(r.stderr, /invalid container id|does not exist/);
+    }
+    assert.ok(!existsSync(root) || readdirSync(root).length === 0);
+  });
+
+  it("--version and version print the same text", () => {
+    const a = kata(["--version"]);
+    const b = kata(["version"]);
+    assert.equal(a.code, 0);
+    assert.match(a.stdout, /^kata-ts version \d+\.\d+\.\d+/);
+    assert.match(a.stdout, /spec: 1\.2\.0/);
+    assert.equal(a.stdout, b.stdout);
+  });
+});
