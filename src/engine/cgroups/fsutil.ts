@@ -1,14 +1,17 @@
 // Small synchronous file helpers for cgroupfs. Every failure becomes a one-line Error that names the file
 // and the value, because "EINVAL" alone never tells a user which limit the kernel refused.
 import {
+  closeSync,
+  constants,
   existsSync,
+  openSync,
   readdirSync,
   readFileSync,
   rmdirSync,
   rmSync,
   statfsSync,
   statSync,
-  writeFileSync,
+  writeSync,
 } from "node:fs";
 import { join } from "node:path";
 
@@ -30,13 +33,32 @@ function errnoText(err: unknown): { code?: string; text: string } {
   return { code: e?.code, text };
 }
 
+type WriteObserver = (path: string, value: string) => void;
+let observer: WriteObserver | undefined;
+
+/**
+ * Registers a function that sees every control-file write, in order (debug logging; tests use it to
+ * check write ordering that the final file contents cannot show). Returns the previous observer.
+ */
+export function observeCgroupWrites(fn: WriteObserver | undefined): WriteObserver | undefined {
+  const prev = observer;
+  observer = fn;
+  return prev;
+}
+
 /** Writes one value the way the kernel wants it: a single write(2) (cgroupfs files are not seekable). */
 export function writeValue(dir: string, file: string, value: string): void {
   const path = join(dir, file);
+  observer?.(path, value);
   try {
-    // "r+" (no O_CREAT, no O_TRUNC): a missing control file is an error (the controller or the feature
-    // is absent), never a new regular file.
-    writeFileSync(path, value, { flag: "r+" });
+    // No O_CREAT: a missing control file is an error (the controller or the feature is absent), never a
+    // new regular file. O_TRUNC is harmless on cgroupfs and keeps plain files (fake trees) exact.
+    const fd = openSync(path, constants.O_WRONLY | constants.O_TRUNC);
+    try {
+      writeSync(fd, value);
+    } finally {
+      closeSync(fd);
+    }
   } catch (err) {
     const { code, text } = errnoText(err);
     throw new CgroupWriteError(path, value, code, text);

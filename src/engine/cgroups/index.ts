@@ -6,11 +6,14 @@ import type { CgroupManager, LinuxResources, SavedCgroup, WarnFn } from "./types
 import { V1Manager } from "./v1";
 import { V2Manager } from "./v2";
 
+export { observeCgroupWrites } from "./fsutil";
+
 export type { CgroupLayout, CgroupMode } from "./layout";
 export { detectLayout, parseMountinfo, parseProcCgroup } from "./layout";
-export { cleanPath, expandSlice, innerPath, systemdCgroupPath } from "./paths";
+export { cleanPath, expandSlice, innerPath, resolvePaths, systemdCgroupPath } from "./paths";
 export { oomEvent, runcStatsData, statsEvent, stringifyExact } from "./stats";
 export type { CgroupManager, CgroupStats, LinuxResources, SavedCgroup, WarnFn } from "./types";
+export { blkioToIoWeight, sharesToWeight, swapToV2 } from "./v2";
 
 export interface CgroupManagerOptions {
   /** Container id (the default cgroup name). */
@@ -41,7 +44,7 @@ export function cgroupManagerFor(opts: CgroupManagerOptions): CgroupManager {
 
 export function cgroupManagerFromState(saved: unknown, warn?: WarnFn): CgroupManager {
   const s = saved as Partial<SavedCgroup> | undefined;
-  if (!s || s.version !== 1 || typeof s.paths !== "object" || !s.paths || typeof s.id !== "string")
+  if (s?.version !== 1 || typeof s.paths !== "object" || !s.paths || typeof s.id !== "string")
     throw new Error("no usable cgroup state recorded for this container");
   const init = { id: s.id, mode: s.mode ?? "v1", paths: s.paths, created: s.created ?? [], warn };
   return s.mode === "v2" && s.paths[UNIFIED] ? new V2Manager(init) : new V1Manager(init);
