@@ -3,7 +3,17 @@
 //   <root>/<id>/lock         flock target; every mutating command holds it exclusively
 //   <root>/<id>/exec.fifo    present between create and start (owned by the engine)
 // The CLI is stateless between calls; this directory is the only memory it has.
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { Spec } from "../oci/spec";
 import { flock } from "../sys/native";
@@ -88,7 +98,10 @@ export class StateStore {
     try {
       text = readFileSync(join(this.dir(id), STATE_FILE), "utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR")
+      if (
+        (err as NodeJS.ErrnoException).code === "ENOENT" ||
+        (err as NodeJS.ErrnoException).code === "ENOTDIR"
+      )
         throw new ContainerNotFound(id);
       throw err;
     }
