@@ -54,7 +54,7 @@ extern int fail_exit_code;
 static int rootfd = -1;      /* O_PATH of the rootfs bind mount, before pivot */
 static char *rootfs_path;    /* host path of the rootfs */
 static int fifo_fd = -1;     /* O_PATH of the exec fifo */
-static int console_sock = -1;
+int console_sock = -1;
 static int want_nnp;
 static int have_caps;
 static unsigned long long caps[5]; /* bounding effective permitted inheritable ambient */
@@ -294,7 +294,7 @@ static void op_pivot(int no_pivot) {
   rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
-static void op_console_connect(const char *path) {
+void console_connect(const char *path) {
   struct sockaddr_un addr;
   memset(&addr, 0, sizeof(addr));
   addr.sun_family = AF_UNIX;
@@ -460,9 +460,9 @@ static void set_caps(void) {
   if (cap_set_proc(c) < 0) fail("apply capabilities: %s", strerror(errno));
   cap_free(c);
   prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  /* Like runc (gocapability), a cap that is not also permitted+inheritable is silently not raised. */
   for (int i = 0; i < 64; i++)
-    if ((caps[4] & (1ULL << i)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0) < 0)
-      fail("raise ambient capability %d: %s", i, strerror(errno));
+    if (caps[4] & (1ULL << i)) prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0);
 }
 
 static void set_user(void) {
@@ -540,6 +540,13 @@ void container_main(void) {
       op_device(&r);
     } else if (strcmp(op, "symlink") == 0) {
       op_symlink(&r);
+    } else if (strcmp(op, "ptmx") == 0) {
+      /* /dev/ptmx → the container's own devpts instance */
+      int dfd = open_in_root("/dev", O_RDONLY | O_DIRECTORY);
+      if (dfd < 0) fail("open /dev: %s", strerror(errno));
+      if (unlinkat(dfd, "ptmx", 0) < 0 && errno != ENOENT) fail("remove /dev/ptmx: %s", strerror(errno));
+      if (symlinkat("pts/ptmx", dfd, "ptmx") < 0) fail("symlink /dev/ptmx: %s", strerror(errno));
+      close(dfd);
     } else if (strcmp(op, "hook") == 0 && r.argc >= 2) {
       if (strcmp(r.argv[1], "startContainer") == 0) {
         if (nstart_hooks >= 64) fail("too many startContainer hooks");
@@ -552,8 +559,6 @@ void container_main(void) {
     } else if (strcmp(op, "fifo") == 0 && r.argc == 2) {
       fifo_fd = open(r.argv[1], O_PATH | O_CLOEXEC);
       if (fifo_fd < 0) fail("open exec fifo %s: %s", r.argv[1], strerror(errno));
-    } else if (strcmp(op, "console-connect") == 0 && r.argc == 2) {
-      op_console_connect(r.argv[1]);
     } else if (strcmp(op, "pivot") == 0) {
       op_pivot(0);
     } else if (strcmp(op, "chroot") == 0) {

@@ -141,6 +141,12 @@ int main(int argc, char **argv) {
       if (npending >= 16) fail("helper: too many namespaces to join");
       pending_ns[npending++] = fd;
       (void)ns_type(r.argv[2]);
+    } else if (strcmp(op, "mkfifo") == 0 && r.argc == 2) {
+      /* the exec fifo: Node has no mkfifo */
+      if (mkfifo(r.argv[1], 0622) < 0) fail("mkfifo %s: %s", r.argv[1], strerror(errno));
+    } else if (strcmp(op, "console-connect") == 0 && r.argc == 2) {
+      /* before setns: the socket path is the caller's, the container may not see it */
+      console_connect(r.argv[1]);
     } else if (strcmp(op, "clone") == 0 && r.argc == 3) {
       flags = (unsigned long)parse_u64(r.argv[1], "clone flags");
       wait_mode = strcmp(r.argv[2], "wait") == 0;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,6 +25,11 @@ static int read_full(int fd, void *buf, size_t len) {
   while (len > 0) {
     ssize_t n = read(fd, p, len);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      struct pollfd p = {.fd = fd, .events = POLLIN};
+      poll(&p, 1, -1);
+      continue;
+    }
     if (n < 0) return -1;
     if (n == 0) return 0;
     p += n;
@@ -38,6 +44,11 @@ static int write_full(int fd, const void *buf, size_t len) {
     ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
     if (n < 0 && errno == ENOTSOCK) n = write(fd, p, len);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      struct pollfd p = {.fd = fd, .events = POLLOUT};
+      poll(&p, 1, -1);
+      continue;
+    }
     if (n < 0) return -1;
     p += n;
     len -= (size_t)n;

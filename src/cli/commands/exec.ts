@@ -1,0 +1,75 @@
+// `kata-ts exec [--process F | ID COMMAND ARGS...]`: runs a new process inside a container's namespaces
+// and cgroups. Foreground: exits with the process's code; --detach: returns once it is running.
+import type { Command } from "commander";
+import {
+  execInContainer,
+  execProcessFromArgs,
+  parsePreserveFds,
+  readProcessFile,
+  runtimeContext,
+} from "../../runtime/lifecycle";
+import { StateStore } from "../../runtime/store";
+import type { App } from "../app";
+import { CliError } from "../errors";
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function register(program: Command, app: App): void {
+  program
+    .command("exec")
+    .description("execute new process inside the container")
+    .argument("<container-id>")
+    .argument("[command...]")
+    .option(
+      "--console-socket <path>",
+      "path to an AF_UNIX socket which will receive the console's pty master",
+    )
+    .option("--cwd <dir>", "current working directory in the container")
+    .option("-e, --env <var>", "set environment variables", collect)
+    .option("-t, --tty", "allocate a pseudo-TTY")
+    .option("-u, --user <uid[:gid]>", "UID (format: <uid>[:<gid>])")
+    .option("-g, --additional-gids <gid>", "additional gids", collect)
+    .option("-p, --process <file>", "path to the process.json")
+    .option("-d, --detach", "detach from the container's process")
+    .option("--pid-file <path>", "file to write the process id to")
+    .option("--process-label <label>", "set the asm process label for the process (ignored: no SELinux)")
+    .option("--apparmor <profile>", "set the apparmor profile for the process (ignored: no AppArmor)")
+    .option("--no-new-privs", "set the no new privileges value for the process")
+    .option("-c, --cap <cap>", "add a capability to the bounding set for the process", collect)
+    .option("--preserve-fds <n>", "pass N additional file descriptors to the process (after stdio)")
+    .passThroughOptions()
+    .action(async (id: string, command: string[], opts: Record<string, unknown>) => {
+      app.logger().with({ id });
+      const ctx = runtimeContext(app.globals(), (m) => app.logger().warn(m));
+      let proc;
+      if (opts.process) {
+        proc = readProcessFile(opts.process as string);
+      } else {
+        if (command.length === 0) throw new CliError("exec: process args cannot be empty");
+        const base = new StateStore(ctx.root).read(id).config.process;
+        const gids = ((opts.additionalGids as string[] | undefined) ?? []).map((g) => {
+          if (!/^\d+$/.test(g)) throw new CliError(`invalid additional gid ${JSON.stringify(g)}`);
+          return Number(g);
+        });
+        proc = execProcessFromArgs(base, {
+          args: command,
+          env: opts.env as string[] | undefined,
+          cwd: opts.cwd as string | undefined,
+          user: opts.user as string | undefined,
+          additionalGids: gids,
+          caps: opts.cap as string[] | undefined,
+          noNewPrivs: opts.newPrivs === false,
+          tty: opts.tty === true,
+        });
+      }
+      const code = await execInContainer(ctx, {
+        id,
+        process: proc,
+        detach: opts.detach === true,
+        pidFile: opts.pidFile as string | undefined,
+        consoleSocket: opts.consoleSocket as string | undefined,
+        preserveFds: parsePreserveFds(opts.preserveFds as string | undefined),
+      });
+      process.exitCode = code;
+    });
+}

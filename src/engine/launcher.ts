@@ -1,0 +1,125 @@
+// Spawns the helper and runs the handshake (docs/engine.md):
+//   we → phase 1 (setns, mkfifo, console, clone) ; helper → "pid N"
+//   we: uid/gid maps, cgroups, prestart/createRuntime hooks (onPid) ; we → phase 2 ... "go"
+//   container → "ready" (it now blocks on the exec fifo) | "error MSG" | EOF (it exec'd: exec without fifo)
+// The container's stdio is ours (fds 0-2) and preserved fds 3..3+N-1 keep their numbers; the sync socket
+// is the next fd, so a caller's extra fds (conmon's 3 and 4) never reach the container unless preserved.
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import type { Socket } from "node:net";
+import { constants as osConstants } from "node:os";
+import { findNativeFile } from "../sys/native";
+import { encodeRecords, type Rec, RecordDecoder } from "./protocol";
+
+export const HELPER_FILE = "kata-ts-helper";
+
+export function helperPath(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.KATA_TS_HELPER && existsSync(env.KATA_TS_HELPER)) return env.KATA_TS_HELPER;
+  const p = findNativeFile(HELPER_FILE, env);
+  if (!p) throw new Error("container helper not built: run `make -C native`");
+  return p;
+}
+
+/** An error the container process (or the helper) reported over the sync socket. */
+export class ContainerStartError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+    this.name = "ContainerStartError";
+  }
+}
+
+export interface LaunchOptions {
+  phase1: Rec[];
+  /** Called with the container's host pid; returns phase 2 (it runs maps, cgroups, host hooks first). */
+  onPid: (pid: number) => Promise<Rec[]> | Rec[];
+  /** True: the container blocks on the exec fifo and says "ready"; false: success is its execve. */
+  expectReady: boolean;
+  preserveFds?: number;
+  /** Foreground: the helper stays as the container's parent and exits with its status. */
+  wait: boolean;
+}
+
+export interface Launched {
+  pid: number;
+  /** The helper (in wait mode: resolves with the workload's exit code, 128+signal when killed). */
+  helper: ChildProcess;
+  exited: Promise<number>;
+}
+
+export function launch(o: LaunchOptions): Promise<Launched> {
+  const preserve = o.preserveFds ?? 0;
+  const syncFd = 3 + preserve;
+  const stdio: ("inherit" | "pipe" | number)[] = ["inherit", "inherit", "inherit"];
+  for (let i = 0; i < preserve; i++) stdio.push(3 + i);
+  stdio.push("pipe");
+  const helper = spawn(helperPath(), [String(syncFd)], { stdio, detached: false });
+  const exited = new Promise<number>((resolve) => {
+    helper.on("exit", (code, signal) => resolve(code ?? 128 + signalNumber(signal)));
+    helper.on("error", () => resolve(255));
+  });
+  const sock = helper.stdio[syncFd] as Socket;
+  const decoder = new RecordDecoder();
+  return new Promise<Launched>((resolve, reject) => {
+    let pid = 0;
+    let settled = false;
+    const finish = (err?: Error) => {
+      if (settled) return;
+      settled = true;
+      sock.removeAllListeners("data");
+      sock.destroy();
+      if (err) {
+        if (pid > 0) killQuietly(pid);
+        reject(err);
+      } else resolve({ pid, helper, exited });
+    };
+    helper.on("error", (err) => finish(new Error(`start the container helper: ${err.message}`)));
+    sock.on("error", () => {});
+    sock.on("data", (chunk: Buffer) => {
+      for (const rec of decoder.push(chunk)) {
+        const [op, arg] = rec;
+        if (op === "pid") {
+          pid = Number(arg);
+          Promise.resolve()
+            .then(() => o.onPid(pid))
+            .then((phase2) => {
+              if (!settled) sock.write(encodeRecords(phase2));
+            })
+            .catch((err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
+        } else if (op === "ready") {
+          finish();
+        } else if (op === "error") {
+          finish(
+            new ContainerStartError(
+              arg ?? "container init failed",
+              /^unable to start container process: exec:/.test(arg ?? "") ? 127 : 1,
+            ),
+          );
+        }
+      }
+    });
+    sock.on("close", () => {
+      if (settled) return;
+      if (pid > 0 && !o.expectReady) finish();
+      else
+        finish(
+          new Error(pid > 0 ? "container init exited before it was ready" : "container helper exited early"),
+        );
+    });
+    sock.write(encodeRecords(o.phase1));
+  });
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {}
+}
+
+const SIGNALS = osConstants.signals as Record<string, number>;
+
+export function signalNumber(name: string | null | undefined): number {
+  return name ? (SIGNALS[name] ?? 0) : 0;
+}

@@ -1,0 +1,581 @@
+// The lifecycle verbs with hypervisor = "none": create, start, run, kill, delete, exec on the host, as
+// runc does them (the same engine runs in the VM guest later). Every mutating verb holds the container's
+// lock; state transitions and their runc wording live in one table (TRANSITIONS). Whatever a failed
+// create made is unwound: the init is killed, cgroups and the state directory removed.
+import { closeSync, constants, openSync, readFileSync, readSync, statSync, unlinkSync } from "node:fs";
+import { isAbsolute, join, resolve } from "node:path";
+import { loadConfig } from "../config/config";
+import { type CgroupManager, cgroupManagerFor, cgroupManagerFromState } from "../engine/cgroups";
+import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../engine/host";
+import { type Launched, launch, signalNumber } from "../engine/launcher";
+import { buildExecPlan, buildInitPlan, PROC_NS_NAME } from "../engine/plan";
+import { parseSignal } from "../engine/signals";
+import { containerKind } from "../oci/annotations";
+import { validateContainerId } from "../oci/id";
+import type { HookName, NamespaceType, Process, Spec } from "../oci/spec";
+import { NAMESPACE_TYPES } from "../oci/spec";
+import { ociState, rfc3339Nano } from "../oci/state";
+import { parseConfigJson, validateProcess, validateSpec } from "../oci/validate";
+import { runHooks } from "./hooks";
+import { type ContainerStatus, containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
+import { ContainerNotFound, type ContainerRecord, StateStore, writeFileAtomic } from "./store";
+
+export type Verb = "start" | "delete" | "exec" | "kill" | "pause";
+
+/** Which verbs each status allows, and runc's words for the ones it does not. */
+const TRANSITIONS: Record<ContainerStatus, Partial<Record<Verb, string | true>>> = {
+  creating: { start: "cannot start a container in the creating state", delete: true, kill: true },
+  created: { start: true, delete: true, kill: true, exec: true },
+  running: {
+    start: "cannot start an already running container",
+    delete: "cannot delete container {id} that is not stopped: running",
+    kill: true,
+    exec: true,
+  },
+  paused: {
+    start: "cannot start a container in the paused state",
+    delete: "cannot delete container {id} that is not stopped: paused",
+    kill: true,
+    exec: "cannot exec in a paused state",
+  },
+  stopped: {
+    start: "cannot start a container that has stopped",
+    delete: true,
+    kill: "container not running",
+    exec: "cannot exec in a stopped state",
+  },
+};
+
+/** Throws runc's error when `verb` is not allowed in `status`. */
+export function checkTransition(verb: Verb, status: ContainerStatus, id: string): void {
+  const rule = TRANSITIONS[status][verb];
+  if (rule === true) return;
+  throw new Error((rule ?? `cannot ${verb} a container in the ${status} state`).replace("{id}", id));
+}
+
+export interface RuntimeContext {
+  root: string;
+  configPath?: string;
+  systemdCgroup?: boolean;
+  warn?: (msg: string) => void;
+}
+
+export interface CreateOptions {
+  id: string;
+  bundle?: string;
+  pidFile?: string;
+  consoleSocket?: string;
+  noPivot?: boolean;
+  preserveFds?: number;
+}
+
+function requireHostEngine(ctx: RuntimeContext): void {
+  const { config } = loadConfig({ explicitPath: ctx.configPath });
+  if (config.runtime.hypervisor !== "none")
+    throw new Error(
+      'VM sandboxes (hypervisor = "qemu") are not available yet: set [runtime] hypervisor = "none" in configuration.toml',
+    );
+}
+
+function loadBundle(bundle: string): Spec {
+  const file = join(bundle, "config.json");
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(
+      code === "ENOENT"
+        ? `JSON specification file ${file} not found`
+        : `read ${file}: ${code ?? String(err)}`,
+    );
+  }
+  return validateSpec(parseConfigJson(text, file));
+}
+
+function stateJson(record: ContainerRecord, status: ContainerStatus, pid?: number): string {
+  return JSON.stringify(
+    ociState({
+      id: record.id,
+      status: status === "paused" ? "paused" : status,
+      pid: pid ?? record.pid,
+      bundle: record.bundle,
+      annotations: record.annotations,
+      ociVersion: record.config.ociVersion,
+    }),
+  );
+}
+
+async function hostHooks(kind: HookName, record: ContainerRecord, status: ContainerStatus, pid?: number) {
+  const hooks = record.config.hooks?.[kind];
+  if (!hooks?.length) return;
+  await runHooks(kind, hooks, JSON.parse(stateJson(record, status, pid)), { cwd: record.bundle });
+}
+
+function writePidFile(path: string | undefined, pid: number): void {
+  if (!path) return;
+  writeFileAtomic(resolve(path), String(pid), 0o644);
+}
+
+function sleepMs(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Waits until pid (with its start time) is gone or a zombie. */
+function waitGone(pid: number, startTime: number, timeoutMs = 10_000): boolean {
+  const end = Date.now() + timeoutMs;
+  while (processAlive(pid, startTime)) {
+    if (Date.now() > end) return false;
+    sleepMs(2);
+  }
+  return true;
+}
+
+function nsInode(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** create: everything up to the init blocking on the exec fifo. `wait` keeps the helper as its parent. */
+export async function createContainer(
+  ctx: RuntimeContext,
+  o: CreateOptions,
+  wait = false,
+): Promise<{ record: ContainerRecord; launched: Launched }> {
+  validateContainerId(o.id);
+  requireHostEngine(ctx);
+  const bundle = resolve(o.bundle ?? process.cwd());
+  const spec = loadBundle(bundle);
+  const rootPath = spec.root?.path ?? "rootfs";
+  const rootfs = isAbsolute(rootPath) ? rootPath : join(bundle, rootPath);
+  try {
+    if (!statSync(rootfs).isDirectory()) throw new Error("not a directory");
+  } catch {
+    throw new Error(`root.path: rootfs ${rootfs} does not exist or is not a directory`);
+  }
+  const kind = containerKind(spec.annotations, o.id);
+  const store = new StateStore(ctx.root);
+  const record: ContainerRecord = {
+    id: o.id,
+    bundle,
+    rootfs,
+    created: rfc3339Nano(new Date()),
+    owner: "",
+    annotations: spec.annotations ?? {},
+    pid: 0,
+    pidStartTime: 0,
+    paused: false,
+    hypervisor: "none",
+    sandboxId: kind.sandboxId ?? o.id,
+    containerType: kind.type,
+    config: spec,
+    engine: {},
+  };
+  store.create(record);
+  let cgroup: CgroupManager | undefined;
+  let launched: Launched | undefined;
+  try {
+    return await store.withLock(o.id, async () => {
+      cgroup = cgroupManagerFor({
+        id: o.id,
+        cgroupsPath: spec.linux?.cgroupsPath,
+        systemd: ctx.systemdCgroup,
+        resources: spec.linux?.resources,
+        warn: ctx.warn,
+      });
+      cgroup.create();
+      record.engine.cgroup = cgroup.save();
+      store.write(record);
+      const cg = cgroup;
+      const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
+      const facts = hostFacts(rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
+      const plan = buildInitPlan(
+        {
+          spec,
+          bundle,
+          rootfs,
+          fifo: join(store.dir(o.id), EXEC_FIFO),
+          consoleSocket: o.consoleSocket ? resolve(o.consoleSocket) : undefined,
+          noPivot: o.noPivot,
+          preserveFds: o.preserveFds,
+          facts,
+        },
+        wait,
+      );
+      record.engine.namespaces = plan.namespaces;
+      launched = await launch({
+        phase1: plan.phase1,
+        preserveFds: o.preserveFds,
+        wait,
+        expectReady: true,
+        onPid: async (pid) => {
+          record.pid = pid;
+          record.pidStartTime = processStartTime(pid) ?? 0;
+          if (plan.uidMappings) writeMap(pid, "uid_map", plan.uidMappings);
+          if (plan.gidMappings) writeMap(pid, "gid_map", plan.gidMappings);
+          cg.apply(pid);
+          cg.set(spec.linux?.resources ?? {});
+          // The record must name the pid before hooks run: a hook may call `state`.
+          store.write(record);
+          await hostHooks("prestart", record, "created", pid);
+          await hostHooks("createRuntime", record, "created", pid);
+          return plan.phase2(stateJson(record, "creating", pid));
+        },
+      });
+      store.write(record);
+      writePidFile(o.pidFile, record.pid);
+      return { record, launched };
+    });
+  } catch (err) {
+    if (record.pid > 0) {
+      try {
+        process.kill(record.pid, "SIGKILL");
+      } catch {}
+      waitGone(record.pid, record.pidStartTime, 2000);
+    }
+    try {
+      cgroup?.destroy();
+    } catch {}
+    store.remove(o.id);
+    throw err;
+  }
+}
+
+function writeMap(pid: number, file: string, text: string): void {
+  try {
+    // One write: the kernel accepts a map only once and only whole.
+    const fd = openSync(`/proc/${pid}/${file}`, "w");
+    try {
+      require("node:fs").writeSync(fd, text);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    throw new Error(`write /proc/${pid}/${file}: ${(err as Error).message}`);
+  }
+}
+
+/** Opens the exec fifo for reading: the init's blocked open returns, it writes one byte and execs. */
+function releaseInit(fifo: string, record: ContainerRecord): void {
+  let fd: number;
+  try {
+    fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch {
+    throw new Error("cannot start a container that has stopped");
+  }
+  try {
+    const buf = Buffer.alloc(1);
+    const end = Date.now() + 10_000;
+    for (;;) {
+      let n = 0;
+      try {
+        n = readSync(fd, buf, 0, 1, null);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+      }
+      if (n > 0) return;
+      if (!processAlive(record.pid, record.pidStartTime))
+        throw new Error("cannot start a container that has stopped");
+      if (Date.now() > end) throw new Error("timed out waiting for the container init to read the exec fifo");
+      sleepMs(1);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function startContainer(ctx: RuntimeContext, id: string): Promise<void> {
+  const store = new StateStore(ctx.root);
+  await store.withLock(id, async () => {
+    const record = store.read(id);
+    checkTransition("start", containerStatus(store, record), id);
+    const fifo = join(store.dir(id), EXEC_FIFO);
+    releaseInit(fifo, record);
+    try {
+      unlinkSync(fifo);
+    } catch {}
+    try {
+      await hostHooks("poststart", record, "running");
+    } catch (err) {
+      // runc: a failed poststart hook stops the container.
+      try {
+        process.kill(record.pid, "SIGKILL");
+      } catch {}
+      throw err;
+    }
+  });
+}
+
+export interface RunOptions extends CreateOptions {
+  detach?: boolean;
+  keep?: boolean;
+}
+
+/** run = create + start; in the foreground, waits and returns the workload's exit code, then deletes. */
+export async function runContainer(ctx: RuntimeContext, o: RunOptions): Promise<number> {
+  const { launched } = await createContainer(ctx, o, !o.detach);
+  try {
+    await startContainer(ctx, o.id);
+  } catch (err) {
+    await deleteContainer(ctx, o.id, true).catch(() => {});
+    throw err;
+  }
+  if (o.detach) return 0;
+  const stop = relaySignals(launched.helper.pid ?? 0);
+  const code = await launched.exited;
+  stop();
+  if (!o.keep) await deleteContainer(ctx, o.id, true);
+  return code;
+}
+
+const RELAYED: NodeJS.Signals[] = [
+  "SIGINT",
+  "SIGTERM",
+  "SIGHUP",
+  "SIGQUIT",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGWINCH",
+];
+
+/** Forwards the signals a foreground CLI gets to the helper, which forwards them to the workload. */
+function relaySignals(pid: number): () => void {
+  const handlers = RELAYED.map((sig) => {
+    const h = () => {
+      try {
+        process.kill(pid, sig);
+      } catch {}
+    };
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  return () => {
+    for (const [sig, h] of handlers) process.off(sig, h);
+  };
+}
+
+export async function killContainer(
+  ctx: RuntimeContext,
+  id: string,
+  signal: string,
+  all = false,
+): Promise<void> {
+  const sig = parseSignal(signal);
+  const store = new StateStore(ctx.root);
+  await store.withLock(id, async () => {
+    const record = store.read(id);
+    const status = containerStatus(store, record);
+    checkTransition("kill", status, id);
+    if (all) {
+      const cg = cgroupOf(record, ctx);
+      const pids = cg ? cg.pids() : [record.pid];
+      for (const p of pids) {
+        try {
+          process.kill(p, sig);
+        } catch {}
+      }
+      if (status === "paused" && sig === 9) cg?.thaw();
+      return;
+    }
+    try {
+      process.kill(record.pid, sig);
+    } catch (err) {
+      throw new Error(`kill container ${id}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  });
+}
+
+function cgroupOf(record: ContainerRecord, ctx: RuntimeContext): CgroupManager | undefined {
+  try {
+    return cgroupManagerFromState(record.engine.cgroup, ctx.warn);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Kills everything left in the container (SIGKILL), then removes cgroups and state; poststop hooks last. */
+function destroy(ctx: RuntimeContext, store: StateStore, record: ContainerRecord): void {
+  const cg = cgroupOf(record, ctx);
+  if (processAlive(record.pid, record.pidStartTime)) {
+    try {
+      process.kill(record.pid, "SIGKILL");
+    } catch {}
+  }
+  if (cg) {
+    for (let round = 0; round < 3; round++) {
+      const pids = cg.pids();
+      if (pids.length === 0) break;
+      for (const p of pids) {
+        try {
+          process.kill(p, "SIGKILL");
+        } catch {}
+      }
+      if (round === 0 && cg.frozen()) cg.thaw();
+      sleepMs(5);
+    }
+  }
+  waitGone(record.pid, record.pidStartTime);
+  try {
+    cg?.destroy();
+  } catch (err) {
+    ctx.warn?.(`remove cgroups of ${record.id}: ${(err as Error).message}`);
+  }
+  store.remove(record.id);
+}
+
+export async function deleteContainer(ctx: RuntimeContext, id: string, force = false): Promise<void> {
+  const store = new StateStore(ctx.root);
+  if (!store.exists(id)) {
+    if (force) {
+      store.remove(id); // a half-made directory from an interrupted create
+      return;
+    }
+    throw new ContainerNotFound(id);
+  }
+  let record: ContainerRecord | undefined;
+  await store.withLock(id, async () => {
+    const r = store.read(id);
+    const status = containerStatus(store, r);
+    if (!force) checkTransition("delete", status, id);
+    destroy(ctx, store, r);
+    record = r;
+  });
+  if (record?.config.hooks?.poststop?.length) {
+    try {
+      await hostHooks("poststop", record, "stopped");
+    } catch (err) {
+      ctx.warn?.((err as Error).message);
+    }
+  }
+}
+
+export interface ExecOptions {
+  id: string;
+  process: Process;
+  detach?: boolean;
+  pidFile?: string;
+  consoleSocket?: string;
+  preserveFds?: number;
+}
+
+/** Builds the exec process from argv and flags, on top of the container's own process (runc's rules). */
+export function execProcessFromArgs(
+  base: Process | undefined,
+  a: {
+    args: string[];
+    env?: string[];
+    cwd?: string;
+    user?: string;
+    additionalGids?: number[];
+    caps?: string[];
+    noNewPrivs?: boolean;
+    tty?: boolean;
+  },
+): Process {
+  if (a.args.length === 0) throw new Error("exec: process args cannot be empty");
+  const p: Process = {
+    terminal: Boolean(a.tty),
+    user: { ...(base?.user ?? { uid: 0, gid: 0 }) },
+    args: a.args,
+    env: [...(base?.env ?? []), ...(a.env ?? [])],
+    cwd: a.cwd ?? base?.cwd ?? "/",
+    noNewPrivileges: a.noNewPrivs || base?.noNewPrivileges,
+    rlimits: base?.rlimits,
+  };
+  if (base?.capabilities) {
+    const c = base.capabilities;
+    p.capabilities = {
+      bounding: [...(c.bounding ?? [])],
+      effective: [...(c.effective ?? [])],
+      permitted: [...(c.permitted ?? [])],
+      inheritable: [...(c.inheritable ?? [])],
+      ambient: [...(c.ambient ?? [])],
+    };
+  }
+  for (const cap of a.caps ?? []) {
+    const name = cap.toUpperCase().startsWith("CAP_") ? cap.toUpperCase() : `CAP_${cap.toUpperCase()}`;
+    p.capabilities ??= {};
+    for (const set of ["bounding", "effective", "permitted", "inheritable", "ambient"] as const)
+      (p.capabilities[set] ??= []).push(name);
+  }
+  if (a.user) {
+    const m = /^(\d+)(?::(\d+))?$/.exec(a.user);
+    if (!m) throw new Error(`exec: --user must be uid[:gid], got ${JSON.stringify(a.user)}`);
+    p.user = { uid: Number(m[1]), gid: m[2] !== undefined ? Number(m[2]) : 0 };
+  }
+  if (a.additionalGids?.length) p.user.additionalGids = a.additionalGids;
+  return p;
+}
+
+export function readProcessFile(path: string): Process {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new Error(`read process file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  return validateProcess(parseConfigJson(text, path));
+}
+
+/** exec: a new process in a running container. Foreground: returns its exit code; detached: 0. */
+export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
+  const store = new StateStore(ctx.root);
+  const record = store.read(o.id);
+  checkTransition("exec", containerStatus(store, record), o.id);
+  const joins: Partial<Record<NamespaceType, string>> = {};
+  for (const t of NAMESPACE_TYPES) {
+    if (t === "time") continue;
+    const mine = `/proc/self/ns/${PROC_NS_NAME[t]}`;
+    const theirs = `/proc/${record.pid}/ns/${PROC_NS_NAME[t]}`;
+    const a = nsInode(theirs);
+    if (a && a !== nsInode(mine)) joins[t] = theirs;
+  }
+  const plan = buildExecPlan({
+    process: o.process,
+    joins,
+    seccomp: record.config.linux?.seccomp,
+    consoleSocket: o.consoleSocket ? resolve(o.consoleSocket) : undefined,
+    preserveFds: o.preserveFds,
+    detach: Boolean(o.detach),
+    capLastCap: capLastCap(),
+    passwd: containerPasswd(record.rootfs),
+  });
+  const cg = cgroupOf(record, ctx);
+  const launched = await launch({
+    phase1: plan.phase1,
+    preserveFds: o.preserveFds,
+    wait: !o.detach,
+    expectReady: false,
+    onPid: (pid) => {
+      cg?.apply(pid);
+      return plan.phase2;
+    },
+  });
+  writePidFile(o.pidFile, launched.pid);
+  if (o.detach) return 0;
+  const stop = relaySignals(launched.helper.pid ?? 0);
+  const code = await launched.exited;
+  stop();
+  return code;
+}
+
+export { signalNumber };
+
+/** The runtime context from the CLI's global flags (kept here so every lifecycle command builds it alike). */
+export function runtimeContext(
+  g: { root: string; config?: string; systemdCgroup?: boolean },
+  warn?: (m: string) => void,
+): RuntimeContext {
+  return { root: g.root, configPath: g.config, systemdCgroup: g.systemdCgroup, warn };
+}
+
+/** Parses --preserve-fds. */
+export function parsePreserveFds(v: string | undefined): number {
+  if (v === undefined) return 0;
+  if (!/^\d+$/.test(v)) throw new Error(`invalid --preserve-fds value ${JSON.stringify(v)}`);
+  return Number(v);
+}
