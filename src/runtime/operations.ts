@@ -1,0 +1,291 @@
+// The cgroup-backed container operations behind `ps`, `pause`, `resume`, `update` and `events`, with
+// runc's rules and error messages. The container's cgroup manager is rebuilt from what create saved in
+// the state record (record.engine.cgroup); every mutation holds the container's lock.
+import { spawnSync } from "node:child_process";
+import {
+  type CgroupManager,
+  type CgroupStats,
+  cgroupManagerFromState,
+  oomEvent,
+  statsEvent,
+} from "../engine/cgroups";
+import type { LinuxResources } from "../oci/spec";
+import { containerStatus } from "./status";
+import { type ContainerRecord, StateStore } from "./store";
+
+export interface OpsContext {
+  root: string;
+  warn?: (msg: string) => void;
+}
+
+function managerOf(record: ContainerRecord, warn?: (m: string) => void): CgroupManager {
+  try {
+    return cgroupManagerFromState(record.engine.cgroup, warn);
+  } catch {
+    throw new Error(`container ${record.id} has no cgroup recorded (created by another runtime version?)`);
+  }
+}
+
+/** Host pids of every process in the container's cgroup (what `ps --format json` prints). */
+export function containerPids(ctx: OpsContext, id: string): number[] {
+  const store = new StateStore(ctx.root);
+  const record = store.read(id);
+  return managerOf(record, ctx.warn).pids();
+}
+
+/** runc's pause: only a created or running container; freezes the cgroup, then records it. */
+export async function pauseContainer(ctx: OpsContext, id: string): Promise<void> {
+  const store = new StateStore(ctx.root);
+  await store.withLock(id, () => {
+    const record = store.read(id);
+    const status = containerStatus(store, record);
+    if (status !== "running" && status !== "created") throw new Error("container not running");
+    managerOf(record, ctx.warn).freeze();
+    record.paused = true;
+    store.write(record);
+  });
+}
+
+export async function resumeContainer(ctx: OpsContext, id: string): Promise<void> {
+  const store = new StateStore(ctx.root);
+  await store.withLock(id, () => {
+    const record = store.read(id);
+    if (containerStatus(store, record) !== "paused") throw new Error("container not paused");
+    managerOf(record, ctx.warn).thaw();
+    record.paused = false;
+    store.write(record);
+  });
+}
+
+// ---- update ----
+
+type Obj = Record<string, unknown>;
+
+function isZero(v: unknown): boolean {
+  return v === undefined || v === null || v === 0 || v === "";
+}
+
+/**
+ * Merges an update into the stored resources the way runc's `update` does for the fields engines send:
+ * a zero (or empty string) in the update means "leave unchanged". Nested objects merge field by field;
+ * lists (throttle devices, hugepage limits) and maps (unified) replace what was there when non-empty.
+ */
+export function mergeResources(base: LinuxResources | undefined, delta: LinuxResources): LinuxResources {
+  const merge = (a: Obj | undefined, b: Obj): Obj => {
+    const out: Obj = { ...(a ?? {}) };
+    for (const [k, v] of Object.entries(b)) {
+      if (Array.isArray(v)) {
+        if (v.length) out[k] = v;
+      } else if (v && typeof v === "object") {
+        if (k === "unified") {
+          if (Object.keys(v).length) out[k] = { ...((a?.[k] as Obj) ?? {}), ...(v as Obj) };
+        } else out[k] = merge(a?.[k] as Obj | undefined, v as Obj);
+      } else if (typeof v === "boolean") {
+        out[k] = v;
+      } else if (!isZero(v)) out[k] = v;
+    }
+    return out;
+  };
+  return merge(base as Obj | undefined, delta as Obj) as LinuxResources;
+}
+
+/** Removes the zeros (nothing to write for them): what the cgroup manager is asked to change. */
+function nonZero(r: LinuxResources): LinuxResources {
+  return mergeResources(undefined, r);
+}
+
+/** The JSON an engine sends with `update --resources` (an OCI LinuxResources object). */
+export function parseResourcesJson(text: string): LinuxResources {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`invalid resources JSON: ${(err as Error).message}`);
+  }
+  if (!v || typeof v !== "object" || Array.isArray(v))
+    throw new Error("invalid resources JSON: expected an object");
+  return v as LinuxResources;
+}
+
+/** docker/runc size strings: "64m", "1g", "512k", "1024", "-1" (binary units, as runc's RAMInBytes). */
+export function parseBytes(text: string): number {
+  const m = /^\s*(-1|\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?\s*$/i.exec(text);
+  if (!m) throw new Error(`invalid size: ${JSON.stringify(text)}`);
+  if (m[1] === "-1") return -1;
+  const mult = 1024 ** "bkmgtp".indexOf((m[2] || "b").toLowerCase());
+  return Math.round(Number(m[1]) * mult);
+}
+
+export interface UpdateFlags {
+  memory?: string;
+  memoryReservation?: string;
+  memorySwap?: string;
+  kernelMemory?: string;
+  kernelMemoryTcp?: string;
+  cpuShares?: string;
+  cpuQuota?: string;
+  cpuPeriod?: string;
+  cpuRtPeriod?: string;
+  cpuRtRuntime?: string;
+  cpusetCpus?: string;
+  cpusetMems?: string;
+  pidsLimit?: string;
+  blkioWeight?: string;
+}
+
+function intFlag(name: string, v: string): number {
+  if (!/^-?\d+$/.test(v.trim())) throw new Error(`invalid value for --${name}: ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+/** runc update's individual flags as a LinuxResources delta (absent flags stay absent). */
+export function resourcesFromFlags(f: UpdateFlags): LinuxResources {
+  const r: LinuxResources = {};
+  const memory: NonNullable<LinuxResources["memory"]> = {};
+  if (f.memory !== undefined) memory.limit = parseBytes(f.memory);
+  if (f.memoryReservation !== undefined) memory.reservation = parseBytes(f.memoryReservation);
+  if (f.memorySwap !== undefined) memory.swap = parseBytes(f.memorySwap);
+  if (f.kernelMemory !== undefined) memory.kernel = parseBytes(f.kernelMemory);
+  if (f.kernelMemoryTcp !== undefined) memory.kernelTCP = parseBytes(f.kernelMemoryTcp);
+  if (Object.keys(memory).length) r.memory = memory;
+  const cpu: NonNullable<LinuxResources["cpu"]> = {};
+  if (f.cpuShares !== undefined) cpu.shares = intFlag("cpu-share", f.cpuShares);
+  if (f.cpuQuota !== undefined) cpu.quota = intFlag("cpu-quota", f.cpuQuota);
+  if (f.cpuPeriod !== undefined) cpu.period = intFlag("cpu-period", f.cpuPeriod);
+  if (f.cpuRtPeriod !== undefined) cpu.realtimePeriod = intFlag("cpu-rt-period", f.cpuRtPeriod);
+  if (f.cpuRtRuntime !== undefined) cpu.realtimeRuntime = intFlag("cpu-rt-runtime", f.cpuRtRuntime);
+  if (f.cpusetCpus !== undefined) cpu.cpus = f.cpusetCpus;
+  if (f.cpusetMems !== undefined) cpu.mems = f.cpusetMems;
+  if (Object.keys(cpu).length) r.cpu = cpu;
+  if (f.pidsLimit !== undefined) r.pids = { limit: intFlag("pids-limit", f.pidsLimit) };
+  if (f.blkioWeight !== undefined) r.blockIO = { weight: intFlag("blkio-weight", f.blkioWeight) };
+  return r;
+}
+
+/**
+ * Applies an update to a live container: the merged resources go to the cgroup (device rules left
+ * alone, as runc's update does), then into the stored config so later commands see them.
+ * Returns the merged resources.
+ */
+export async function updateContainer(
+  ctx: OpsContext,
+  id: string,
+  delta: LinuxResources,
+): Promise<LinuxResources> {
+  const store = new StateStore(ctx.root);
+  return store.withLock(id, () => {
+    const record = store.read(id);
+    if (containerStatus(store, record) === "stopped") throw new Error("container not running");
+    const merged = mergeResources(record.config.linux?.resources, delta);
+    const { devices: _devices, ...toWrite } = nonZero(merged);
+    managerOf(record, ctx.warn).update(toWrite);
+    record.config.linux = { ...(record.config.linux ?? {}), resources: merged };
+    store.write(record);
+    return merged;
+  });
+}
+
+// ---- stats and events ----
+
+export function containerStats(ctx: OpsContext, id: string): CgroupStats {
+  const store = new StateStore(ctx.root);
+  const record = store.read(id);
+  if (containerStatus(store, record) === "stopped") throw new Error(`container with id ${id} is not running`);
+  return managerOf(record, ctx.warn).stats();
+}
+
+/** Go duration strings as runc's --interval takes them: "5s", "500ms", "1m30s", "2h". */
+export function parseDuration(text: string): number {
+  const units: Record<string, number> = {
+    ns: 1e-6,
+    us: 1e-3,
+    µs: 1e-3,
+    ms: 1,
+    s: 1000,
+    m: 60_000,
+    h: 3_600_000,
+  };
+  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
+  let total = 0;
+  let pos = 0;
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    total += Number(m[1]) * units[m[2]!]!;
+    pos = re.lastIndex;
+  }
+  if (!text || pos !== text.length) throw new Error(`invalid duration: ${JSON.stringify(text)}`);
+  if (total <= 0) throw new Error(`duration must be positive: ${JSON.stringify(text)}`);
+  return total;
+}
+
+export interface EventsOptions {
+  /** Milliseconds between stats events. */
+  intervalMs: number;
+  /** Gets each JSON line (no trailing newline). */
+  write: (line: string) => void;
+  /** Stops the stream early (tests, signals). */
+  signal?: AbortSignal;
+}
+
+/**
+ * runc's `events`: a stats event every interval and an oom event whenever the kernel OOM-kills inside
+ * the container, until the container stops (or its cgroup disappears).
+ */
+export async function streamEvents(ctx: OpsContext, id: string, o: EventsOptions): Promise<void> {
+  const store = new StateStore(ctx.root);
+  const record = store.read(id);
+  if (containerStatus(store, record) === "stopped") throw new Error(`container with id ${id} is not running`);
+  const m = managerOf(record, ctx.warn);
+  let ooms = m.oomKills();
+  let nextStats = Date.now() + o.intervalMs;
+  const tick = Math.min(o.intervalMs, 250);
+  for (;;) {
+    if (o.signal?.aborted) return;
+    await new Promise((r) => setTimeout(r, Math.max(1, Math.min(tick, nextStats - Date.now()))));
+    let current: ContainerRecord;
+    try {
+      current = store.read(id);
+    } catch {
+      return; // deleted
+    }
+    if (containerStatus(store, current) === "stopped") return;
+    try {
+      const n = m.oomKills();
+      if (n > ooms) o.write(oomEvent(id));
+      ooms = n;
+      if (Date.now() >= nextStats) {
+        nextStats += o.intervalMs;
+        o.write(statsEvent(id, m.stats()));
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return; // cgroup removed
+      ctx.warn?.(`events: ${(err as Error).message}`);
+    }
+  }
+}
+
+// ---- ps ----
+
+/** runc's ps table: run `ps` with the given arguments (default -ef) and keep the header and our pids. */
+export function psTable(pids: readonly number[], psArgs: readonly string[]): string {
+  const args = psArgs.length ? [...psArgs] : ["-ef"];
+  const r = spawnSync("ps", args, { encoding: "utf8" });
+  if (r.error) throw new Error(`ps: ${r.error.message}`);
+  if (r.status !== 0)
+    throw new Error(`ps ${args.join(" ")}: exit status ${r.status}: ${(r.stderr || r.stdout).trim()}`);
+  return filterPsOutput(r.stdout, pids);
+}
+
+export function filterPsOutput(output: string, pids: readonly number[]): string {
+  const lines = output.split("\n");
+  const header = lines[0] ?? "";
+  const pidIndex = header.trim().split(/\s+/).indexOf("PID");
+  if (pidIndex < 0) throw new Error("couldn't find PID field in ps output");
+  const want = new Set(pids);
+  const out = [header];
+  for (const line of lines.slice(1)) {
+    if (!line.trim()) continue;
+    const p = Number(line.trim().split(/\s+/)[pidIndex]);
+    if (want.has(p)) out.push(line);
+  }
+  return `${out.join("\n")}\n`;
+}
