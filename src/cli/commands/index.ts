@@ -4,13 +4,18 @@ import type { Command } from "commander";
 import type { App } from "../app";
 import * as check from "./check";
 import * as env from "./env";
+import * as events from "./events";
 import * as features from "./features";
 import * as list from "./list";
+import * as pause from "./pause";
+import * as ps from "./ps";
+import * as resume from "./resume";
 import * as spec from "./spec";
 import * as state from "./state";
+import * as update from "./update";
 import * as version from "./version";
 
-const commands = [version, check, env, spec, features, state, list];
+const commands = [version, check, env, spec, features, state, list, ps, pause, resume, update, events];
 
 export function registerCommands(program: Command, app: App): void {
   for (const command of commands) command.register(program, app);
