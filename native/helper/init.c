@@ -96,56 +96,94 @@ static int open_in_root(const char *path, int flags) {
   return fd;
 }
 
-/* mkdir -p inside the rootfs: every component is resolved in the root before the next is created. */
-static void mkdir_all_in_root(const char *path, mode_t mode) {
-  char buf[PATH_MAX];
-  if (strlen(path) >= sizeof(buf)) fail("path too long: %s", path);
-  strcpy(buf, path);
-  size_t len = strlen(buf);
-  for (size_t i = 1; i <= len; i++) {
-    if (buf[i] != '/' && buf[i] != '\0') continue;
-    char save = buf[i];
-    buf[i] = '\0';
-    int fd = open_in_root(buf, O_PATH | O_DIRECTORY);
-    if (fd >= 0) {
-      close(fd);
-    } else if (errno == ENOENT) {
-      char *slash = strrchr(buf, '/');
-      char *name = slash ? slash + 1 : buf;
-      int pfd;
-      if (slash && slash != buf) {
-        *slash = '\0';
-        pfd = open_in_root(buf, O_PATH | O_DIRECTORY);
-        *slash = '/';
-      } else {
-        pfd = open_in_root("/", O_PATH | O_DIRECTORY);
+/*
+ * Walks path inside the rootfs the way the kernel would with the rootfs as "/": symlinks are read and
+ * followed lexically (absolute targets restart at the rootfs, ".." stops at it), missing directories are
+ * made when `create` (all components, or all but the last when `last_file`). `out` receives the resolved
+ * path relative to the rootfs. The final open still goes through openat2(RESOLVE_IN_ROOT), so a race with
+ * the container's own files cannot take it outside.
+ */
+static void walk_in_root(const char *path, int create, int last_file, char *out, size_t outlen) {
+  char rest[PATH_MAX * 2], cur[PATH_MAX] = "";
+  int links = 0;
+  if (strlen(path) >= PATH_MAX) fail("path too long: %s", path);
+  strcpy(rest, path);
+  while (rest[0]) {
+    char *p = rest;
+    while (*p == '/') p++;
+    char *slash = strchr(p, '/');
+    char comp[NAME_MAX + 1];
+    size_t clen = slash ? (size_t)(slash - p) : strlen(p);
+    if (clen > NAME_MAX) fail("path component too long in %s", path);
+    memcpy(comp, p, clen);
+    comp[clen] = '\0';
+    memmove(rest, p + clen, strlen(p + clen) + 1);
+    int is_last = 1;
+    for (char *q = rest; *q; q++)
+      if (*q != '/') {
+        is_last = 0;
+        break;
       }
-      if (pfd < 0) fail("mkdir %s: %s", path, strerror(errno));
-      if (*name && mkdirat(pfd, name, mode) < 0 && errno != EEXIST) fail("mkdir %s: %s", buf, strerror(errno));
-      close(pfd);
-      fd = open_in_root(buf, O_PATH | O_DIRECTORY);
-      if (fd < 0) fail("mkdir %s: %s", buf, strerror(errno));
-      close(fd);
-    } else {
-      fail("mkdir %s: %s", buf, strerror(errno));
+    if (!comp[0] || strcmp(comp, ".") == 0) continue;
+    if (strcmp(comp, "..") == 0) {
+      char *s = strrchr(cur, '/');
+      if (s) *s = '\0';
+      else cur[0] = '\0';
+      continue;
     }
-    buf[i] = save;
+    int pfd = open_in_root(cur[0] ? cur : "/", O_PATH | O_DIRECTORY);
+    if (pfd < 0) fail("resolve %s in the rootfs: %s", path, strerror(errno));
+    struct stat st;
+    char next[PATH_MAX];
+    if (snprintf(next, sizeof(next), "%s/%s", cur, comp) >= (int)sizeof(next)) fail("path too long: %s", path);
+    if (fstatat(pfd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+      if (errno != ENOENT) fail("stat %s: %s", next, strerror(errno));
+      if (create && !(is_last && last_file)) {
+        if (mkdirat(pfd, comp, 0755) < 0 && errno != EEXIST) fail("mkdir %s: %s", next, strerror(errno));
+      } else if (!is_last || !last_file) {
+        /* not creating: the rest cannot exist; report it as it is */
+      }
+      strcpy(cur, next);
+    } else if (S_ISLNK(st.st_mode)) {
+      if (++links > 40) fail("resolve %s: too many levels of symbolic links", path);
+      char target[PATH_MAX];
+      ssize_t n = readlinkat(pfd, comp, target, sizeof(target) - 1);
+      if (n < 0) fail("readlink %s: %s", next, strerror(errno));
+      target[n] = '\0';
+      char joined[PATH_MAX * 2];
+      snprintf(joined, sizeof(joined), "%s/%s", target, rest);
+      if (strlen(joined) >= sizeof(rest)) fail("path too long: %s", path);
+      strcpy(rest, joined);
+      if (target[0] == '/') cur[0] = '\0';
+    } else {
+      if (!S_ISDIR(st.st_mode) && !is_last) fail("%s: not a directory", next);
+      strcpy(cur, next);
+    }
+    close(pfd);
   }
+  if (strlen(cur) + 2 > outlen) fail("path too long: %s", path);
+  snprintf(out, outlen, "%s", cur[0] ? cur : "/");
+}
+
+static void mkdir_all_in_root(const char *path, mode_t mode) {
+  char resolved[PATH_MAX];
+  (void)mode;
+  walk_in_root(path, 1, 0, resolved, sizeof(resolved));
 }
 
 static int parent_in_root(const char *path, const char **name) {
-  char buf[PATH_MAX];
-  if (strlen(path) >= sizeof(buf)) fail("path too long: %s", path);
-  strcpy(buf, path);
-  char *slash = strrchr(buf, '/');
-  *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-  if (slash && slash != buf) {
-    *slash = '\0';
-    mkdir_all_in_root(buf, 0755);
-    return open_in_root(buf, O_PATH | O_DIRECTORY);
-  }
-  return open_in_root("/", O_PATH | O_DIRECTORY);
+  static char resolved[PATH_MAX];
+  walk_in_root(path, 1, 1, resolved, sizeof(resolved));
+  char *slash = strrchr(resolved, '/');
+  *name = slash + 1;
+  if (slash == resolved) return open_in_root("/", O_PATH | O_DIRECTORY);
+  *slash = '\0';
+  int fd = open_in_root(resolved, O_PATH | O_DIRECTORY);
+  *slash = '/';
+  return fd;
 }
+
+static const char *fdpath(int fd);
 
 /* Makes dest (a dir or an empty file) inside the rootfs and returns an O_PATH fd to it. */
 static int make_dest(const char *dest, int file) {
@@ -155,21 +193,17 @@ static int make_dest(const char *dest, int file) {
     if (fd < 0) fail("mount destination %s: %s", dest, strerror(errno));
     return fd;
   }
-  int fd = open_in_root(dest, O_PATH);
-  if (fd >= 0) return fd;
   const char *name;
   int pfd = parent_in_root(dest, &name);
   if (pfd < 0) fail("mount destination %s: %s", dest, strerror(errno));
-  char proc[64];
-  snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
-  int dfd = open(proc, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dfd = open(fdpath(pfd), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) fail("mount destination %s: %s", dest, strerror(errno));
   int nf = openat(dfd, name, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (nf < 0 && errno != EEXIST && errno != ELOOP) fail("create %s: %s", dest, strerror(errno));
+  if (nf < 0 && errno != EEXIST && errno != EISDIR) fail("create %s: %s", dest, strerror(errno));
   if (nf >= 0) close(nf);
   close(dfd);
   close(pfd);
-  fd = open_in_root(dest, O_PATH);
+  int fd = open_in_root(dest, O_PATH);
   if (fd < 0) fail("mount destination %s: %s", dest, strerror(errno));
   return fd;
 }
@@ -407,13 +441,21 @@ static int is_executable_file(const char *path) {
   return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
 
+/* Go spells errno strings in lower case ("no such file or directory"); engines match on those. */
+static const char *gostrerror(int e) {
+  static char buf[256];
+  snprintf(buf, sizeof(buf), "%s", strerror(e));
+  if (buf[0] >= 'A' && buf[0] <= 'Z') buf[0] = (char)(buf[0] - 'A' + 'a');
+  return buf;
+}
+
 /* Go's exec.LookPath, with its error wording (engines map these strings to exit code 127). */
 static char *look_path(const char *file) {
   fail_exit_code = 127;
   if (strchr(file, '/')) {
     struct stat st;
     if (stat(file, &st) < 0)
-      fail("unable to start container process: exec: \"%s\": stat %s: %s", file, file, strerror(errno));
+      fail("unable to start container process: exec: \"%s\": stat %s: %s", file, file, gostrerror(errno));
     if (S_ISDIR(st.st_mode) || access(file, X_OK) < 0)
       fail("unable to start container process: exec: \"%s\": permission denied", file);
     fail_exit_code = 1;
@@ -511,7 +553,7 @@ static void finalize(void) {
   if (seccomp && want_nnp) plan_seccomp_load(seccomp);
   execve(exe, args, envv ? envv : (char *[]){NULL});
   fail_exit_code = errno == ENOENT ? 127 : 126;
-  fail("unable to start container process: exec: \"%s\": %s", args[0], strerror(errno));
+  fail("unable to start container process: exec: \"%s\": %s", args[0], gostrerror(errno));
 }
 
 void container_main(void) {

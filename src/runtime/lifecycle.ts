@@ -16,7 +16,7 @@ import type { HookName, NamespaceType, Process, Spec } from "../oci/spec";
 import { NAMESPACE_TYPES } from "../oci/spec";
 import { ociState, rfc3339Nano } from "../oci/state";
 import { parseConfigJson, validateProcess, validateSpec } from "../oci/validate";
-import { runHooks } from "./hooks";
+import { runHooks, runPoststopHooks } from "./hooks";
 import { type ContainerStatus, containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
 import { ContainerNotFound, type ContainerRecord, StateStore, writeFileAtomic } from "./store";
 
@@ -445,11 +445,10 @@ export async function deleteContainer(ctx: RuntimeContext, id: string, force = f
     record = r;
   });
   if (record?.config.hooks?.poststop?.length) {
-    try {
-      await hostHooks("poststop", record, "stopped");
-    } catch (err) {
-      ctx.warn?.((err as Error).message);
-    }
+    const warnings = await runPoststopHooks(record.config.hooks.poststop, stateJson(record, "stopped"), {
+      cwd: record.bundle,
+    });
+    for (const w of warnings) ctx.warn?.(w);
   }
 }
 
@@ -498,9 +497,10 @@ export function execProcessFromArgs(
   }
   for (const cap of a.caps ?? []) {
     const name = cap.toUpperCase().startsWith("CAP_") ? cap.toUpperCase() : `CAP_${cap.toUpperCase()}`;
-    p.capabilities ??= {};
+    const caps = p.capabilities ?? {};
+    p.capabilities = caps;
     for (const set of ["bounding", "effective", "permitted", "inheritable", "ambient"] as const)
-      (p.capabilities[set] ??= []).push(name);
+      caps[set] = [...(caps[set] ?? []), name];
   }
   if (a.user) {
     const m = /^(\d+)(?::(\d+))?$/.exec(a.user);

@@ -1,6 +1,7 @@
 // `kata-ts exec [--process F | ID COMMAND ARGS...]`: runs a new process inside a container's namespaces
 // and cgroups. Foreground: exits with the process's code; --detach: returns once it is running.
 import type { Command } from "commander";
+import type { Process } from "../../oci/spec";
 import {
   execInContainer,
   execProcessFromArgs,
@@ -41,7 +42,7 @@ export function register(program: Command, app: App): void {
     .action(async (id: string, command: string[], opts: Record<string, unknown>) => {
       app.logger().with({ id });
       const ctx = runtimeContext(app.globals(), (m) => app.logger().warn(m));
-      let proc;
+      let proc: Process;
       if (opts.process) {
         proc = readProcessFile(opts.process as string);
       } else {

@@ -3,19 +3,44 @@
 import type { Command } from "commander";
 import type { App } from "../app";
 import * as check from "./check";
+import * as create from "./create";
+import * as del from "./delete";
 import * as env from "./env";
 import * as events from "./events";
+import * as exec from "./exec";
 import * as features from "./features";
+import * as kill from "./kill";
 import * as list from "./list";
 import * as pause from "./pause";
 import * as ps from "./ps";
 import * as resume from "./resume";
+import * as run from "./run";
 import * as spec from "./spec";
+import * as start from "./start";
 import * as state from "./state";
 import * as update from "./update";
 import * as version from "./version";
 
-const commands = [version, check, env, spec, features, state, list, ps, pause, resume, update, events];
+const commands = [
+  version,
+  check,
+  env,
+  spec,
+  features,
+  state,
+  list,
+  create,
+  start,
+  run,
+  kill,
+  del,
+  exec,
+  ps,
+  pause,
+  resume,
+  update,
+  events,
+];
 
 export function registerCommands(program: Command, app: App): void {
   for (const command of commands) command.register(program, app);

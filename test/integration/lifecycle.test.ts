@@ -1,0 +1,381 @@
+// The host engine end to end (hypervisor = "none"): create/start/run/kill/delete/exec through the real
+// CLI on a busybox bundle, asserting on what the container saw and on what is left on the host.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import {
+  alive,
+  cgroupDirs,
+  cli,
+  type Env,
+  haveBusybox,
+  makeBundle,
+  makeEnv,
+  mountsMentioning,
+  parseReport,
+  sleep,
+} from "../fixtures/probe/bundle";
+import { BIN } from "../helpers";
+
+const skip = !haveBusybox() ? "busybox-static is not installed (apt-get install -y busybox-static)" : false;
+
+describe("lifecycle (hypervisor = none)", { skip }, () => {
+  let env: Env;
+  before(() => {
+    env = makeEnv();
+  });
+  after(() => env.cleanup());
+
+  test("run in the foreground: the container sees its own namespaces, hostname, caps, limits, masks", () => {
+    const bundle = makeBundle(env, "report", (s) => {
+      s.process.args = ["/report.sh"];
+      s.hostname = "probe-host";
+    });
+    const r = cli(env, ["run", "--bundle", bundle, "report1"]);
+    assert.equal(r.code, 0, r.stderr);
+    const { fields, mounts } = parseReport(r.stdout);
+    assert.equal(fields.hostname, "probe-host");
+    assert.equal(fields.id, "uid=0(root) gid=0(root)");
+    // runc's default caps: AUDIT_WRITE(29), KILL(5), NET_BIND_SERVICE(10)
+    assert.equal(fields.CapEff, "0000000020000420");
+    assert.equal(fields.CapBnd, "0000000020000420");
+    assert.equal(fields.CapPrm, "0000000020000420");
+    assert.equal(fields.NoNewPrivs, "1");
+    assert.equal(fields.nofile, "1024");
+    assert.equal(fields.umask, "0022");
+    assert.equal(fields.pid1, "/bin/sh /report.sh");
+    assert.equal(fields.mypid, "1");
+    assert.match(fields.fds, /^0 1 2 3( \d+)?$/, "stdio, the fd ls opens, and the script sh reads");
+    assert.match(fields.env, /HOME=\/root/);
+    assert.equal(fields["root-ro"], "yes");
+    assert.equal(fields["procsys-write"], "denied");
+    assert.equal(fields.ptmx, "pts/ptmx");
+    assert.match(fields.devices, /null .*ptmx .*pts .*shm .*tty .*urandom zero/);
+    assert.equal(fields["dev-null"], "crw-rw-rw- 1, 3");
+    assert.equal(fields["masked-dir /sys/firmware"], "0");
+    assert.equal(fields["masked-file /proc/keys"], "0");
+    for (const m of [
+      "/ ",
+      "/proc proc",
+      "/dev tmpfs",
+      "/dev/pts devpts",
+      "/sys sysfs",
+      "/sys/fs/cgroup tmpfs",
+    ])
+      assert.ok(
+        mounts.some((x) => x.startsWith(m)),
+        `mount ${m} in ${mounts.join("|")}`,
+      );
+    assert.ok(
+      mounts.some((x) => /^\/sys\/fs\/cgroup\/memory cgroup ro,/.test(x)),
+      "cgroup v1 hierarchies bound ro",
+    );
+    for (const ns of ["ipc", "mnt", "net", "pid", "uts"])
+      assert.notEqual(fields[`ns-${ns}`], readlinkSync(`/proc/self/ns/${ns}`), `${ns} namespace is new`);
+    assert.equal(fields["ns-user"], readlinkSync("/proc/self/ns/user"), "no user namespace requested");
+    assert.deepEqual(cgroupDirs("report1"), [], "foreground run deletes its cgroups");
+    assert.equal(existsSync(join(env.root, "report1")), false, "foreground run deletes its state");
+  });
+
+  test("run passes the exit code through, 128+signal when killed", async () => {
+    const b = makeBundle(env, "exit", (s) => {
+      s.process.args = ["sh", "-c", "exit 3"];
+    });
+    assert.equal(cli(env, ["run", "-b", b, "exit3"]).code, 3);
+    const k = makeBundle(env, "killed", (s) => {
+      s.process.args = ["sleep", "1000"];
+    });
+    const child = spawn(BIN, ["--root", env.root, "--config", env.config, "run", "-b", k, "killed"], {
+      stdio: "ignore",
+    });
+    const code = new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
+    let status = "";
+    for (let i = 0; i < 300 && status !== "running"; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      const st = cli(env, ["state", "killed"]);
+      status = st.code === 0 ? JSON.parse(st.stdout).status : "";
+    }
+    assert.equal(status, "running");
+    assert.equal(cli(env, ["kill", "killed", "KILL"]).code, 0);
+    assert.equal(await code, 137);
+    assert.equal(existsSync(join(env.root, "killed")), false, "deleted after exit");
+  });
+
+  test("create → created with a live pid and pid file; start runs it; kill + delete leave nothing", () => {
+    const out = join(env.dir, "lc-out");
+    const b = makeBundle(env, "lc", (s) => {
+      s.process.args = ["sh", "-c", `echo started > /tmp/started; exec sleep 1000`];
+      s.mounts.push({ destination: "/tmp", type: "bind", source: env.dir, options: ["rbind", "rw"] });
+    });
+    const pidFile = join(env.dir, "lc.pid");
+    const c = cli(env, ["create", "--bundle", b, "--pid-file", pidFile, "lc"]);
+    assert.equal(c.code, 0, c.stderr);
+    const pid = Number(readFileSync(pidFile, "utf8"));
+    assert.ok(pid > 0 && alive(pid), "init alive after create");
+    let st = JSON.parse(cli(env, ["state", "lc"]).stdout);
+    assert.equal(st.status, "created");
+    assert.equal(st.pid, pid);
+    assert.equal(existsSync(join(env.dir, "started")), false, "workload not started before start");
+    assert.ok(cgroupDirs("lc").length > 0, "cgroups made");
+    assert.ok(readFileSync(`/proc/${pid}/cgroup`, "utf8").includes("/lc"), "init placed in its cgroup");
+
+    assert.equal(cli(env, ["start", "lc"]).code, 0);
+    for (let i = 0; i < 200 && !existsSync(join(env.dir, "started")); i++) sleep(10);
+    assert.equal(readFileSync(join(env.dir, "started"), "utf8"), "started\n");
+    st = JSON.parse(cli(env, ["state", "lc"]).stdout);
+    assert.equal(st.status, "running");
+    assert.equal(existsSync(join(env.root, "lc", "exec.fifo")), false);
+
+    const again = cli(env, ["start", "lc"]);
+    assert.equal(again.code, 1);
+    assert.equal(again.stderr.trim(), "cannot start an already running container");
+    const del = cli(env, ["delete", "lc"]);
+    assert.equal(del.code, 1);
+    assert.equal(del.stderr.trim(), "cannot delete container lc that is not stopped: running");
+
+    assert.equal(cli(env, ["kill", "lc", "KILL"]).code, 0);
+    for (let i = 0; i < 200 && alive(pid); i++) sleep(10);
+    assert.equal(alive(pid), false);
+    assert.equal(JSON.parse(cli(env, ["state", "lc"]).stdout).status, "stopped");
+    assert.equal(cli(env, ["start", "lc"]).stderr.trim(), "cannot start a container that has stopped");
+    assert.equal(cli(env, ["kill", "lc"]).stderr.trim(), "container not running");
+    assert.equal(cli(env, ["delete", "lc"]).code, 0);
+    assert.equal(existsSync(join(env.root, "lc")), false, "state dir removed");
+    assert.deepEqual(cgroupDirs("lc"), [], "cgroup dirs removed");
+    assert.deepEqual(mountsMentioning(b), [], "no host mount mentions the bundle");
+    assert.equal(existsSync(out), false);
+  });
+
+  test("kill accepts names with and without SIG and numbers; --all signals every process", () => {
+    const b = makeBundle(env, "kl", (s) => {
+      s.process.args = ["sh", "-c", "trap 'exit 0' USR1; sleep 1000 & wait"];
+    });
+    assert.equal(cli(env, ["run", "-d", "-b", b, "kl"]).code, 0);
+    const pid = JSON.parse(cli(env, ["state", "kl"]).stdout).pid;
+    assert.equal(cli(env, ["kill", "kl", "nope"]).stderr.trim(), 'unknown signal "nope"');
+    assert.equal(cli(env, ["kill", "kl", "0"]).code, 1, "0 is not a signal");
+    assert.equal(cli(env, ["kill", "kl", "WINCH"]).code, 0);
+    assert.equal(cli(env, ["kill", "kl", "28"]).code, 0);
+    assert.ok(alive(pid));
+    assert.equal(cli(env, ["kill", "--all", "kl", "SIGKILL"]).code, 0);
+    for (let i = 0; i < 200 && alive(pid); i++) sleep(10);
+    assert.equal(alive(pid), false);
+    assert.equal(cli(env, ["delete", "kl"]).code, 0);
+  });
+
+  test("delete --force kills a running container; delete --force of a missing id exits 0", () => {
+    const b = makeBundle(env, "df", (s) => {
+      s.process.args = ["sleep", "1000"];
+    });
+    assert.equal(cli(env, ["run", "--detach", "-b", b, "df"]).code, 0);
+    const pid = JSON.parse(cli(env, ["state", "df"]).stdout).pid;
+    assert.ok(alive(pid));
+    assert.equal(cli(env, ["delete", "--force", "df"]).code, 0);
+    assert.equal(alive(pid), false);
+    assert.equal(existsSync(join(env.root, "df")), false);
+    assert.deepEqual(cgroupDirs("df"), []);
+    assert.equal(cli(env, ["delete", "--force", "df"]).code, 0);
+    const missing = cli(env, ["delete", "nosuch"]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /nosuch/);
+  });
+
+  test("delete of a created container kills its init", () => {
+    const b = makeBundle(env, "dc", (s) => {
+      s.process.args = ["true"];
+    });
+    const pidFile = join(env.dir, "dc.pid");
+    assert.equal(cli(env, ["create", "-b", b, "--pid-file", pidFile, "dc"]).code, 0);
+    const pid = Number(readFileSync(pidFile, "utf8"));
+    assert.equal(cli(env, ["delete", "dc"]).code, 0);
+    assert.equal(alive(pid), false);
+    assert.equal(existsSync(join(env.root, "dc")), false);
+  });
+
+  test("exec: argv form with env/cwd/user, exit codes, --detach with --pid-file, --process file", () => {
+    const b = makeBundle(env, "ex", (s) => {
+      s.process.args = ["sleep", "1000"];
+    });
+    assert.equal(cli(env, ["run", "-d", "-b", b, "ex"]).code, 0);
+    const init = JSON.parse(cli(env, ["state", "ex"]).stdout).pid;
+    const r = cli(env, [
+      "exec",
+      "--env",
+      "FOO=bar",
+      "--cwd",
+      "/bin",
+      "--user",
+      "65534:65534",
+      "ex",
+      "sh",
+      "-c",
+      'echo "$FOO $(pwd) $(id -u):$(id -g)"; readlink /proc/self/ns/pid',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const [line, pidns] = r.stdout.trim().split("\n");
+    assert.equal(line, "bar /bin 65534:65534");
+    assert.equal(pidns, readlinkSync(`/proc/${init}/ns/pid`), "exec joined the container's pid namespace");
+    assert.equal(cli(env, ["exec", "ex", "sh", "-c", "exit 5"]).code, 5);
+    const missing = cli(env, ["exec", "ex", "/nonexistent"]);
+    assert.equal(missing.code, 127);
+    assert.equal(
+      missing.stderr.trim(),
+      'unable to start container process: exec: "/nonexistent": stat /nonexistent: no such file or directory',
+    );
+    const pidFile = join(env.dir, "exec.pid");
+    assert.equal(cli(env, ["exec", "-d", "--pid-file", pidFile, "ex", "sleep", "999"]).code, 0);
+    const epid = Number(readFileSync(pidFile, "utf8"));
+    assert.ok(alive(epid));
+    assert.match(readFileSync(`/proc/${epid}/cmdline`, "utf8"), /^sleep\x00999/);
+    assert.equal(readlinkSync(`/proc/${epid}/ns/mnt`), readlinkSync(`/proc/${init}/ns/mnt`));
+    const procFile = join(env.dir, "process.json");
+    writeFileSync(
+      procFile,
+      JSON.stringify({
+        args: ["/bin/sh", "-c", "echo $X; exit 4"],
+        env: ["X=from-process-file"],
+        cwd: "/",
+        user: { uid: 0, gid: 0 },
+      }),
+    );
+    const pf = cli(env, ["exec", "--process", procFile, "ex"]);
+    assert.equal(pf.code, 4);
+    assert.equal(pf.stdout.trim(), "from-process-file");
+    assert.equal(cli(env, ["delete", "-f", "ex"]).code, 0);
+    assert.equal(alive(epid), false, "delete --force kills exec'd processes too");
+  });
+
+  test("a missing executable fails create with runc's wording and leaves nothing", () => {
+    const b = makeBundle(env, "nx", (s) => {
+      s.process.args = ["nosuchbinary"];
+    });
+    const r = cli(env, ["create", "-b", b, "nx"]);
+    assert.notEqual(r.code, 0);
+    assert.equal(
+      r.stderr.trim(),
+      'unable to start container process: exec: "nosuchbinary": executable file not found in $PATH',
+    );
+    assert.equal(existsSync(join(env.root, "nx")), false);
+    assert.deepEqual(cgroupDirs("nx"), []);
+  });
+
+  test("bad configs exit 1 with one line naming the field and leave nothing under --root", () => {
+    const cases: [string, (s: Record<string, any>) => void, RegExp][] = [
+      [
+        "bad-args",
+        (s) => {
+          s.process.args = "sh";
+        },
+        /process\.args/,
+      ],
+      [
+        "bad-mount",
+        (s) => {
+          s.mounts.push({
+            destination: "/x",
+            type: "bind",
+            source: "/definitely/not/here",
+            options: ["bind"],
+          });
+        },
+        /\/definitely\/not\/here/,
+      ],
+      [
+        "bad-ns",
+        (s) => {
+          s.linux.namespaces = s.linux.namespaces.filter((n: { type: string }) => n.type !== "mount");
+        },
+        /mount namespace/,
+      ],
+    ];
+    for (const [name, edit, re] of cases) {
+      const b = makeBundle(env, name, edit);
+      const r = cli(env, ["create", "-b", b, name]);
+      assert.equal(r.code, 1, `${name}: ${r.stderr}`);
+      assert.equal(r.stderr.trim().split("\n").length, 1, `${name}: one line`);
+      assert.match(r.stderr, re);
+      assert.equal(existsSync(join(env.root, name)), false, `${name}: no state left`);
+      assert.deepEqual(cgroupDirs(name), []);
+    }
+  });
+
+  test('hypervisor = "qemu" fails with a clear one-line error', () => {
+    const b = makeBundle(env, "vm", (s) => {
+      s.process.args = ["true"];
+    });
+    const qemuConf = join(env.dir, "qemu.toml");
+    writeFileSync(qemuConf, '[runtime]\nhypervisor = "qemu"\n');
+    const r = cli(env, ["create", "-b", b, "vm"], { globals: ["--root", env.root, "--config", qemuConf] });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /not available yet.*hypervisor = "none"/);
+    assert.equal(existsSync(join(env.root, "vm")), false);
+  });
+});
+
+describe("engine security (hypervisor = none)", { skip }, () => {
+  let env: Env;
+  before(() => {
+    env = makeEnv();
+  });
+  after(() => env.cleanup());
+
+  test("CVE-2019-5736: the helper runs from a sealed memfd; writing it from the container fails", () => {
+    const helper = join(__dirname, "..", "..", "native", "build", "kata-ts-helper");
+    const before = readFileSync(helper);
+    // Host pid namespace: the container's parent (the foreground helper) is visible in /proc.
+    const b = makeBundle(env, "exe", (s) => {
+      s.linux.namespaces = s.linux.namespaces.filter((n: { type: string }) => n.type !== "pid");
+      s.process.capabilities = undefined;
+      s.process.args = [
+        "sh",
+        "-c",
+        'echo "exe: $(readlink /proc/$PPID/exe)"; (echo pwned > /proc/$PPID/exe) 2>/dev/null && echo "write: ok" || echo "write: failed"',
+      ];
+    });
+    const r = cli(env, ["run", "-b", b, "exe"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /exe: \/memfd:kata-ts-helper/);
+    assert.match(r.stdout, /write: failed/);
+    assert.deepEqual(readFileSync(helper), before, "the helper on disk is unchanged");
+    assert.ok(statSync(helper).size > 1000);
+  });
+
+  test("CVE-2021-30465: a symlinked mount destination stays inside the rootfs", () => {
+    const target = join(env.dir, "outside");
+    const b = makeBundle(env, "sym", (s) => {
+      s.mounts.push({ destination: "/escape/sub", type: "tmpfs", source: "tmpfs", options: ["size=1m"] });
+      s.process.args = ["sh", "-c", "echo inside > /escape/sub/marker && cat /escape/sub/marker"];
+      s.root.readonly = false;
+    });
+    // /escape → an absolute host path: resolved in the rootfs it means <rootfs>/<that path>.
+    symlinkSync(target, join(b, "rootfs", "escape"));
+    const r = cli(env, ["run", "-b", b, "sym"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "inside", "the tmpfs is where the container sees /escape/sub");
+    assert.equal(existsSync(target), false, "nothing was created on the host path");
+    assert.ok(existsSync(join(b, "rootfs", target, "sub")), "the mount point was made inside the rootfs");
+    assert.deepEqual(mountsMentioning(target), []);
+  });
+
+  test("only stdio (and --preserve-fds) reach the container even when the caller has fds 3 and 4 open", () => {
+    const b = makeBundle(env, "fds", (s) => {
+      s.process.args = ["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"];
+    });
+    const { openSync, closeSync } = require("node:fs") as typeof import("node:fs");
+    const f3 = openSync("/dev/null", "r");
+    const f4 = openSync("/dev/null", "r");
+    try {
+      const r = cli(env, ["run", "-b", b, "fds"], { extraFds: [f3, f4] });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.trim(), "0 1 2 3", "fd 3 is the directory ls reads");
+      const p = cli(env, ["run", "--preserve-fds", "2", "-b", b, "fds2"], { extraFds: [f3, f4] });
+      assert.equal(p.code, 0, p.stderr);
+      assert.equal(p.stdout.trim(), "0 1 2 3 4 5");
+    } finally {
+      closeSync(f3);
+      closeSync(f4);
+    }
+  });
+});
