@@ -122,6 +122,19 @@ export function cgroupDir(pid: number, controller: string): string {
   throw new Error(`pid ${pid} has no ${controller} cgroup`);
 }
 
+/** Every cgroup directory of `pid` (all v1 hierarchies plus the hybrid unified one) that exists. */
+export function cgroupDirs(pid: number): string[] {
+  const out: string[] = [];
+  for (const line of readFileSync(`/proc/${pid}/cgroup`, "utf8").split("\n")) {
+    const m = /^\d+:([^:]*):(.*)$/.exec(line);
+    if (!m || m[2] === "/") continue;
+    const hierarchy = m[1] === "" ? "unified" : m[1].split(",")[0].replace(/^name=/, "");
+    const dir = join("/sys/fs/cgroup", hierarchy, m[2]);
+    if (existsSync(dir)) out.push(dir);
+  }
+  return out;
+}
+
 export function readTrim(path: string): string {
   return readFileSync(path, "utf8").trim();
 }

@@ -67,6 +67,15 @@ mkdir -p "$BASE"/{bin,logs/dump,state/podman,state/ctr,images}
 for p in /run/containerd /run/docker /run/containers /var/lib/containers; do
   [ -e "$p" ] || echo "$p" >>"$BASE/host-paths-created"
 done
+# Parent cgroups the engines create in every hierarchy and never remove (cgroupfs driver): ctr puts
+# containers in /<namespace>/<id>, dockerd in /docker/<id>, podman in /libpod_parent/libpod-<id> and
+# conmon in /libpod_parent/conmon. Same rule: teardown removes those that did not exist, when empty.
+: >"$BASE/cgroups-created"
+for c in /sys/fs/cgroup/*/; do
+  for n in "$NS" docker libpod_parent; do
+    [ -e "$c$n" ] || echo "$c$n" >>"$BASE/cgroups-created"
+  done
+done
 
 # ---- runtime wrapper ----------------------------------------------------------------------------------
 step "runtime wrapper for $RUNTIME"

@@ -89,8 +89,9 @@ for _ in 1 2 3; do
 done
 
 # 5. Files. Never rm -rf while something is still mounted below BASE (it would delete through it).
-created=""
+created="" cgroups=""
 [ -f "$BASE/host-paths-created" ] && created="$(cat "$BASE/host-paths-created")"
+[ -f "$BASE/cgroups-created" ] && cgroups="$(cat "$BASE/cgroups-created")"
 [ -z "$(mounts_under)" ] && rm -rf "$BASE" 2>/dev/null
 # Fixed host paths the engines created (see setup.sh): remove the ones setup recorded as new. Directories
 # are removed only when they hold nothing but empty directories, except the blob-info cache file.
@@ -102,6 +103,12 @@ for p in $created; do
   else
     echo "teardown: $p is not empty, left in place" >&2
   fi
+done
+
+# Parent cgroups setup recorded as new: rmdir works only when no task and no child cgroup is left.
+for d in $cgroups; do
+  [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+  [ -d "$d" ] && echo "teardown: cgroup $d still in use, left in place" >&2
 done
 
 # 6. Verify.

@@ -10,7 +10,7 @@
 //      KATA_TS_ENGINE_KEEP=1          keep the base dir and daemons for debugging (prints the path)
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -27,6 +27,7 @@ import {
 import {
   argvShape,
   cgroupDir,
+  cgroupDirs,
   ENGINES_DIR,
   engineEnv,
   entries,
@@ -133,6 +134,7 @@ describe("container engines drive the runtime", {
       let suiteMark = 0;
       let baselineMounts: string[] = [];
       const ids: string[] = [];
+      const cgroupsSeen = new Set<string>(); // every container's cgroup dirs: the runtime must remove them
       let n = 0;
       const newId = (what: string) => {
         const id = `kt-${engine}-${what}-${process.pid}-${++n}`;
@@ -172,6 +174,7 @@ describe("container engines drive the runtime", {
         d.start(id, cmd);
         try {
           await waitStatus(d, id, "running");
+          for (const dir of cgroupDirs(d.pid(id))) cgroupsSeen.add(dir);
           await fn(id);
         } finally {
           d.remove(id);
@@ -241,6 +244,7 @@ describe("container engines drive the runtime", {
             }
           });
           assert.ok(pid > 1);
+          for (const dir of cgroupDirs(pid)) cgroupsSeen.add(dir);
           d.kill(id, "KILL");
           const r = await run.done;
           assert.equal(r.code, 137, r.stderr);
@@ -408,6 +412,17 @@ describe("container engines drive the runtime", {
           [],
           "mounts left under BASE",
         );
+        assert.ok(cgroupsSeen.size > 0, "no container cgroup was observed");
+        const cgroupsLeft = () => [...cgroupsSeen].filter((c) => existsSync(c));
+        try {
+          await waitFor(
+            "container cgroups to be removed",
+            () => (cgroupsLeft().length ? undefined : true),
+            5_000,
+          );
+        } catch {
+          assert.deepEqual(cgroupsLeft(), [], "container cgroups left behind");
+        }
         const roots = new Set<string>();
         for (const c of calls) {
           if (c.injectedRoot) roots.add(c.injectedRoot);
