@@ -569,6 +569,11 @@ void container_main(void) {
       finalize();
     } else if (strcmp(op, "setsid") == 0) {
       if (setsid() < 0) fail("setsid: %s", strerror(errno));
+    } else if (strcmp(op, "become-root") == 0) {
+      if (setresgid(0, 0, 0) < 0) fail("setgid 0 in the user namespace: %s", strerror(errno));
+      if (setresuid(0, 0, 0) < 0) fail("setuid 0 in the user namespace: %s", strerror(errno));
+    } else if (strcmp(op, "unshare") == 0 && r.argc == 2) {
+      if (unshare((int)parse_u64(r.argv[1], "unshare flags")) < 0) fail("unshare: %s", strerror(errno));
     } else if (strcmp(op, "prop") == 0 && r.argc == 2) {
       if (mount("", "/", "", (unsigned long)parse_u64(r.argv[1], "propagation"), NULL) < 0)
         fail("set rootfs propagation: %s", strerror(errno));

@@ -144,6 +144,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(op, "mkfifo") == 0 && r.argc == 2) {
       /* the exec fifo: Node has no mkfifo */
       if (mkfifo(r.argv[1], 0622) < 0) fail("mkfifo %s: %s", r.argv[1], strerror(errno));
+      /* exactly 0622, whatever the umask: the init may open it for writing after setuid */
+      if (chmod(r.argv[1], 0622) < 0) fail("chmod %s: %s", r.argv[1], strerror(errno));
     } else if (strcmp(op, "console-connect") == 0 && r.argc == 2) {
       /* before setns: the socket path is the caller's, the container may not see it */
       console_connect(r.argv[1]);

@@ -54,8 +54,7 @@ export function cgroupMountRecords(
     if (name.includes(","))
       for (const part of name.split(",")) recs.push(["symlink", name, posix.join(dest, part)]);
   }
-  if (flags & MS.RDONLY)
-    recs.push(["mount", "tmpfs", dest, "tmpfs", String(flags | MS.REMOUNT), "0", "mode=755", "dir"]);
+  // runc 1.1 leaves this tmpfs writable (only the hierarchies are read-only); so do we.
   return recs;
 }
 

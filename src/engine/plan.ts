@@ -113,7 +113,9 @@ function initPhase1(
     if (ns.type === "time")
       throw new PlanError("linux.namespaces: time namespaces are not supported by kata-ts yet");
     if (!ns.path) {
-      flags |= CLONE_FLAGS[ns.type];
+      // A new cgroup namespace is made in phase 2, after the caller put the pid in its cgroups, so
+      // its root is the container's cgroup (as runc does).
+      if (ns.type !== "cgroup") flags |= CLONE_FLAGS[ns.type];
       namespaces[ns.type] = "new";
     } else namespaces[ns.type] = ns.path;
   }
@@ -128,13 +130,14 @@ function initPhase1(
   return { recs, namespaces };
 }
 
+// runc's default devices, in runc's order (what a container sees in /proc/self/mountinfo under userns).
 const DEFAULT_DEVICES: LinuxDevice[] = [
   { path: "/dev/null", type: "c", major: 1, minor: 3 },
-  { path: "/dev/zero", type: "c", major: 1, minor: 5 },
-  { path: "/dev/full", type: "c", major: 1, minor: 7 },
   { path: "/dev/random", type: "c", major: 1, minor: 8 },
-  { path: "/dev/urandom", type: "c", major: 1, minor: 9 },
+  { path: "/dev/full", type: "c", major: 1, minor: 7 },
   { path: "/dev/tty", type: "c", major: 5, minor: 0 },
+  { path: "/dev/zero", type: "c", major: 1, minor: 5 },
+  { path: "/dev/urandom", type: "c", major: 1, minor: 9 },
 ];
 
 function abs(p: string): string {
@@ -325,6 +328,10 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
 
   const phase2 = (state: string): Rec[] => {
     const r: Rec[] = [["setsid"], ["fifo", opts.fifo]];
+    // In a new user namespace the maps are written by now: become its root (kuid = the mapped id), or
+    // files we create would belong to an unmapped id (EOVERFLOW).
+    if (newUserNs) r.push(["become-root"]);
+    if (namespaces.cgroup === "new") r.push(["unshare", String(CLONE_FLAGS.cgroup)]);
     const prop = linux.rootfsPropagation ? PROPAGATION[linux.rootfsPropagation] : MS.SLAVE | MS.REC;
     if (prop) r.push(["prop", String(prop)]);
     r.push(["rootfs", opts.rootfs]);
@@ -367,7 +374,6 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
     for (const [k, v] of Object.entries(linux.sysctl ?? {})) r.push(["sysctl", k, v]);
     for (const p of linux.readonlyPaths ?? []) r.push(["readonly", p]);
     for (const p of linux.maskedPaths ?? []) r.push(["mask", p]);
-    if (proc.oomScoreAdj !== undefined) r.push(["oom", String(proc.oomScoreAdj)]);
     if (personality !== undefined) r.push(["personality", String(personality)]);
     r.push(["umask", String(proc.user.umask ?? 0o022)]);
     const startHooks = (spec.hooks?.startContainer ?? []).map((h) => hookRecord("startContainer", h, state));
@@ -419,7 +425,6 @@ export function buildExecPlan(o: ExecPlanOptions): { phase1: Rec[]; phase2: Rec[
     const cs = p.consoleSize;
     phase2.push(["console", "0", String(cs?.height ?? 0), String(cs?.width ?? 0)]);
   }
-  if (p.oomScoreAdj !== undefined) phase2.push(["oom", String(p.oomScoreAdj)]);
   phase2.push(["umask", String(p.user.umask ?? 0o022)]);
   phase2.push(
     ...processRecords(p, {

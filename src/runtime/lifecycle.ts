@@ -2,7 +2,17 @@
 // runc does them (the same engine runs in the VM guest later). Every mutating verb holds the container's
 // lock; state transitions and their runc wording live in one table (TRANSITIONS). Whatever a failed
 // create made is unwound: the init is killed, cgroups and the state directory removed.
-import { closeSync, constants, openSync, readFileSync, readSync, statSync, unlinkSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  openSync,
+  readFileSync,
+  readSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { loadConfig } from "../config/config";
 import { type CgroupManager, cgroupManagerFor, cgroupManagerFromState } from "../engine/cgroups";
@@ -217,6 +227,8 @@ export async function createContainer(
           record.pidStartTime = processStartTime(pid) ?? 0;
           if (plan.uidMappings) writeMap(pid, "uid_map", plan.uidMappings);
           if (plan.gidMappings) writeMap(pid, "gid_map", plan.gidMappings);
+          // From outside, as runc's bootstrap does: inside a user namespace the file is not ours.
+          setOomScoreAdj(pid, spec.process?.oomScoreAdj);
           cg.apply(pid);
           cg.set(spec.linux?.resources ?? {});
           // The record must name the pid before hooks run: a hook may call `state`.
@@ -245,12 +257,21 @@ export async function createContainer(
   }
 }
 
+function setOomScoreAdj(pid: number, adj: number | undefined): void {
+  if (adj === undefined) return;
+  try {
+    writeFileSync(`/proc/${pid}/oom_score_adj`, String(adj));
+  } catch (err) {
+    throw new Error(`set oom_score_adj of ${pid} to ${adj}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
 function writeMap(pid: number, file: string, text: string): void {
   try {
     // One write: the kernel accepts a map only once and only whole.
     const fd = openSync(`/proc/${pid}/${file}`, "w");
     try {
-      require("node:fs").writeSync(fd, text);
+      writeSync(fd, text);
     } finally {
       closeSync(fd);
     }
@@ -551,6 +572,7 @@ export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Prom
     wait: !o.detach,
     expectReady: false,
     onPid: (pid) => {
+      setOomScoreAdj(pid, o.process.oomScoreAdj);
       cg?.apply(pid);
       return plan.phase2;
     },
