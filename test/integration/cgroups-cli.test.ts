@@ -39,6 +39,7 @@ function k(args: string[], input?: string) {
   };
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: parsed JSON checked field by field
 function bundle(name: string, args: string[], edit: (s: any) => void = () => {}): string {
   const b = join(tmp.path, name);
   const rootfs = join(b, "rootfs");

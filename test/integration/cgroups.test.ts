@@ -97,6 +97,7 @@ describe("cgroup v1 (hybrid) on the real hierarchy", () => {
     m.update({ memory: { limit: 512 << 20, swap: 1024 << 20 } });
     assert.equal(cg(m, "memory", "memory.limit_in_bytes"), String(512 << 20));
     assert.deepEqual(m.pids(), [sl.pid]);
+    // biome-ignore lint/suspicious/noExplicitAny: parsed JSON checked field by field
     const d = runcStatsData(m.stats()) as any;
     assert.equal(d.pids.current, 1);
     assert.equal(d.pids.limit, 20);

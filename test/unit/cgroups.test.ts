@@ -459,6 +459,7 @@ describe("v1 manager (fake tree)", () => {
     assert.equal(m.frozen(), false);
     assert.deepEqual(m.pids(), [10, 20, 30]);
     assert.equal(m.oomKills(), 3);
+    // biome-ignore lint/suspicious/noExplicitAny: parsed JSON checked field by field
     const d = runcStatsData(m.stats()) as any;
     assert.equal(d.cpu.usage.total, 5000000000);
     assert.deepEqual(d.cpu.usage.percpu, [3000000000, 2000000000]);
