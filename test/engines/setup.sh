@@ -4,6 +4,8 @@
 # Prepares podman, containerd (ctr) and dockerd to drive RUNTIME (an OCI runtime binary, e.g. bin/kata-ts
 # or /usr/sbin/runc), everything isolated under BASE:
 #   BASE/bin/kata-ts      logging wrapper around RUNTIME (runtime-wrap.sh); engines know it as "kata-ts"
+#   BASE/kata-ts.toml     kata-ts config (KATA_CONF_FILE, set by the wrapper): hypervisor = "none", or a
+#                         copy of $KATA_TS_ENGINE_CONFIG
 #   BASE/logs/runtime.log one line per runtime call (+ rc, stderr, --log lines); BASE/logs/dump/ payloads
 #   BASE/state/podman     runtime state root for podman's calls (podman passes no --root; the wrapper adds it)
 #   BASE/state/ctr        --runc-root for ctr (the runtime gets --root BASE/state/ctr/<namespace>)
@@ -85,7 +87,15 @@ WRAP_REAL=$(printf %q "$RUNTIME")
 WRAP_LOG=$(printf %q "$BASE/logs/runtime.log")
 WRAP_DUMP=$(printf %q "$BASE/logs/dump")
 WRAP_DEFAULT_ROOT=$(printf %q "$BASE/state/podman")
+export KATA_CONF_FILE=$(printf %q "$BASE/kata-ts.toml")
 EOF
+# kata-ts reads $KATA_CONF_FILE (engines pass no --config): hypervisor = "none" runs containers on the
+# host like runc. KATA_TS_ENGINE_CONFIG=file replaces this minimal config. Other runtimes ignore it.
+if [ -n "${KATA_TS_ENGINE_CONFIG:-}" ]; then
+  cp "$KATA_TS_ENGINE_CONFIG" "$BASE/kata-ts.toml"
+else
+  printf '[runtime]\nhypervisor = "none"\n' >"$BASE/kata-ts.toml"
+fi
 : >"$BASE/logs/runtime.log"
 step_done wrapper
 

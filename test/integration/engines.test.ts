@@ -5,6 +5,7 @@
 // "kata-ts" behind a logging wrapper; teardown.sh removes everything. See test/engines/README.md.
 //
 // Env: KATA_TS_ENGINE_RUNTIME=/path   runtime binary (default bin/kata-ts)
+//      KATA_TS_ENGINE_CONFIG=file     kata-ts config for the runtime (default: hypervisor = "none")
 //      KATA_TS_ENGINE_ENGINES=a,b     subset of podman,ctr,docker (default all three)
 //      KATA_TS_ENGINE_REPORT=file     write timings + the runtime argv shapes each engine sent (JSON)
 //      KATA_TS_ENGINE_KEEP=1          keep the base dir and daemons for debugging (prints the path)
