@@ -1,0 +1,130 @@
+// The host ⇄ guest agent contract: the methods the guest agent serves over its one virtio-serial port,
+// with their request/response shapes. This file is the single source of truth both sides import; the
+// wire encoding (ttrpc framing, message encoding, stream multiplexing) lives in the other agent/ files
+// and never leaks past src/agent/.
+//
+// Identity: a container is `containerId`; every process in it is `execId` ("" = the container's init).
+// Stdio: each process has up to three byte streams (stdin, stdout, stderr) or one (terminal: in/out),
+// opened by the host with `openStdio` and carried on the same channel with flow control.
+import type { LinuxResources, Process, Spec } from "../oci/spec";
+
+export type Empty = {};
+
+/** A directory the guest sees: a 9p or virtio-fs share mounted by tag, or a block device. */
+export interface GuestMount {
+  /** The share tag (9p mount_tag / virtio-fs tag) or a guest device path. */
+  source: string;
+  fstype: "9p" | "virtiofs" | "ext4" | "squashfs" | "bind" | "tmpfs";
+  /** Absolute path inside the guest. */
+  target: string;
+  options: string[];
+}
+
+export interface CreateContainerRequest {
+  containerId: string;
+  /** The OCI spec as the guest must run it: root.path and bind sources rewritten to guest paths. */
+  spec: Spec;
+  /** Shares/mounts the guest must make before the container (rootfs share, volumes). */
+  mounts: GuestMount[];
+  /** Streams the host opened for the init's stdio (see StdioStreams). */
+  stdio: StdioStreams;
+}
+
+export interface StdioStreams {
+  terminal: boolean;
+  /** Stream ids on the channel (0 = not connected). With a terminal, stdout carries the pty output. */
+  stdin: number;
+  stdout: number;
+  stderr: number;
+}
+
+export interface ContainerRef {
+  containerId: string;
+}
+
+export interface ProcessRef {
+  containerId: string;
+  /** "" = the container's init process. */
+  execId: string;
+}
+
+export interface ExecProcessRequest extends ProcessRef {
+  process: Process;
+  stdio: StdioStreams;
+}
+
+export interface SignalProcessRequest extends ProcessRef {
+  signal: number;
+  /** Signal every process of the container (runc's kill --all). */
+  all: boolean;
+}
+
+export interface WaitProcessResponse {
+  /** Exit code, or 128 + signal number when the process was killed. */
+  exitStatus: number;
+}
+
+export interface ProcessStarted {
+  /** The process's pid inside the guest (informational: the host cannot see it). */
+  guestPid: number;
+}
+
+export interface UpdateContainerRequest extends ContainerRef {
+  resources: LinuxResources;
+}
+
+export interface ListProcessesResponse {
+  /** Guest pids of the container's processes. */
+  pids: number[];
+}
+
+export interface StatsContainerResponse {
+  /** runc's `events --stats` data object (cpu, memory, pids, blkio), as read from the guest's cgroups. */
+  data: Record<string, unknown>;
+}
+
+export interface ResizeRequest extends ProcessRef {
+  rows: number;
+  cols: number;
+}
+
+export interface GuestDetails {
+  kernelRelease: string;
+  bootId: string;
+  agentVersion: string;
+  /** Seconds since guest boot when the agent became ready. */
+  readyAt: number;
+}
+
+/** Every RPC the agent serves: name → [request, response]. */
+export interface AgentApi {
+  /** Liveness; also what the host waits for after boot. */
+  ping: [Empty, GuestDetails];
+  /** Mount a share in the guest outside any container (e.g. the sandbox share after a template clone). */
+  addMount: [GuestMount, Empty];
+  /** Runs the engine in the guest up to the init blocking before exec (OCI "created"). */
+  createContainer: [CreateContainerRequest, ProcessStarted];
+  startContainer: [ContainerRef, Empty];
+  execProcess: [ExecProcessRequest, ProcessStarted];
+  signalProcess: [SignalProcessRequest, Empty];
+  /** Resolves when the process exits (may be long). */
+  waitProcess: [ProcessRef, WaitProcessResponse];
+  closeStdin: [ProcessRef, Empty];
+  resizeTerminal: [ResizeRequest, Empty];
+  pauseContainer: [ContainerRef, Empty];
+  resumeContainer: [ContainerRef, Empty];
+  updateContainer: [UpdateContainerRequest, Empty];
+  statsContainer: [ContainerRef, StatsContainerResponse];
+  listProcesses: [ContainerRef, ListProcessesResponse];
+  /** Kills what is left of the container and removes it (mounts, cgroups, state) from the guest. */
+  removeContainer: [ContainerRef, Empty];
+  /** Syncs and powers the guest off. */
+  shutdown: [Empty, Empty];
+}
+
+export type AgentMethod = keyof AgentApi;
+export type AgentRequest<M extends AgentMethod> = AgentApi[M][0];
+export type AgentResponse<M extends AgentMethod> = AgentApi[M][1];
+
+/** The name of the virtio-serial port the agent serves on (found under /sys/class/virtio-ports). */
+export const AGENT_PORT_NAME = "agent.channel.0";
