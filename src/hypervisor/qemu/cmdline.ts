@@ -1,0 +1,163 @@
+// The QEMU command line for one sandbox VM, as a pure function of a launch description (no I/O, so
+// every flag is unit-tested). docs/hypervisor.md explains each flag; the short reasons are inline.
+import type { QemuConfig } from "../../config/config";
+
+export type ConsoleKind = "serial" | "virtio";
+
+export interface QemuLaunch {
+  qemuPath: string;
+  /** "microvm" (default), "q35" or "pc"; other names are passed through as pc-like machines. */
+  machineType: string;
+  accel: "kvm" | "tcg";
+  vcpus: number;
+  /** MiB. */
+  memoryMiB: number;
+  /** Uncompressed vmlinux with a PVH note (direct boot, no firmware). */
+  kernel: string;
+  /** Exactly one of initrd / image. */
+  initrd?: string;
+  image?: string;
+  /** Extra kernel parameters from the configuration, appended last so they can override ours. */
+  kernelParams?: string;
+  /** Guest console: the 8250 UART (ttyS0, works before any driver loads) or a virtio console (hvc0). */
+  console: ConsoleKind;
+  /** Host file receiving the guest console. */
+  consoleLog: string;
+  qmpSocket: string;
+  agentSocket: string;
+  pidFile: string;
+  /** Port name the guest agent finds under /sys/class/virtio-ports/<vportNpM>/name. */
+  agentPortName?: string;
+  /** Host TSC kHz for `tsc_early_khz` (TCG only: the guest cannot calibrate without PIT/HPET). */
+  tscKhz?: number;
+  /** Guest RAM in a shared memfd: needed before a vhost-user device (virtio-fs) can be attached. */
+  sharedMemory?: boolean;
+  /** Keep kernel messages (no `quiet`). */
+  debug?: boolean;
+  /** VM name shown in ps / QMP query-name. */
+  name?: string;
+}
+
+export const AGENT_PORT_NAME = "agent.channel.0";
+
+export function isMicrovm(machineType: string): boolean {
+  return machineType === "microvm" || machineType.startsWith("microvm,");
+}
+
+/** The kernel command line (the `-append` value). */
+export function kernelCmdline(l: QemuLaunch): string {
+  const p: string[] = [];
+  p.push(l.console === "virtio" ? "console=hvc0" : "console=ttyS0");
+  if (!l.debug) p.push("quiet");
+  // Guest panic → reboot after 1 s → QEMU exits (-no-reboot): a dead guest never lingers.
+  p.push("panic=1");
+  // Crypto self-tests cost ~100 ms of boot under TCG and test code we did not change.
+  p.push("cryptomgr.notests");
+  // No legacy PS/2 controller in a VM worth probing (probing it costs port I/O exits).
+  p.push("i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd");
+  if (l.accel === "tcg" && l.tscKhz && l.tscKhz > 0) p.push(`tsc_early_khz=${Math.round(l.tscKhz)}`);
+  if (l.image && !l.initrd) p.push("root=/dev/vda", "ro");
+  const extra = (l.kernelParams ?? "").trim();
+  if (extra) p.push(...extra.split(/\s+/));
+  return p.join(" ");
+}
+
+/** Quotes a value for QEMU's option syntax (a comma inside a value is written as ",,"). */
+export function qemuOptValue(v: string): string {
+  return v.replace(/,/g, ",,");
+}
+
+/** argv for spawn(): argv[0] is the QEMU binary. */
+export function buildQemuArgs(l: QemuLaunch): string[] {
+  if (l.initrd && l.image) throw new Error("qemu: both an initrd and an image given: boot from one");
+  if (!l.initrd && !l.image) throw new Error("qemu: neither an initrd nor an image given");
+  const micro = isMicrovm(l.machineType);
+  const q = qemuOptValue;
+  const a: string[] = [l.qemuPath];
+  const add = (...xs: string[]) => a.push(...xs);
+
+  if (l.name) add("-name", q(l.name));
+  // No /etc/qemu config, no default devices (NIC, VGA, floppy, CD, parallel, monitor): only what we add.
+  add("-no-user-config", "-nodefaults", "-nographic");
+  if (micro) {
+    // microvm: no PCI, no firmware, virtio-mmio devices. Option ROMs are useless with PVH direct boot.
+    // The ISA UART exists only when it is the console; the RTC gives the guest wall-clock time.
+    const opts = [
+      "microvm",
+      "x-option-roms=off",
+      `isa-serial=${l.console === "serial" ? "on" : "off"}`,
+      "rtc=on",
+    ];
+    const extra = l.machineType.slice("microvm".length).replace(/^,/, "");
+    if (extra) opts.push(extra);
+    if (l.sharedMemory) opts.push("memory-backend=mem");
+    add("-M", opts.join(","));
+  } else {
+    const opts = [l.machineType];
+    if (l.sharedMemory) opts.push("memory-backend=mem");
+    add("-M", opts.join(","));
+    // The HPET costs timer exits and is not needed by a paravirtual guest (kvm-clock / TSC).
+    add("-no-hpet");
+  }
+  add("-accel", l.accel);
+  // KVM: the host CPU model (no emulated CPUID trimming); TCG: QEMU's default model, fastest to emulate.
+  if (l.accel === "kvm") add("-cpu", "host");
+  add("-smp", String(l.vcpus));
+  add("-m", `${l.memoryMiB}M`);
+  if (l.sharedMemory) {
+    // vhost-user devices (virtiofsd) map guest RAM: it must be a shared file mapping.
+    add("-object", `memory-backend-memfd,id=mem,size=${l.memoryMiB}M,share=on`);
+    // microvm's virtio-mmio defaults to legacy (virtio 0.9) transport, which vhost-user-fs refuses.
+    if (micro) add("-global", "virtio-mmio.force-legacy=false");
+  }
+  add("-kernel", l.kernel);
+  if (l.initrd) add("-initrd", l.initrd);
+  add("-append", kernelCmdline(l));
+  // A guest reboot (panic=1, reboot(2)) ends QEMU instead of restarting the guest.
+  add("-no-reboot");
+
+  // Guest console → a log file in the sandbox directory.
+  add("-chardev", `file,id=console,path=${q(l.consoleLog)}`);
+  const vser = micro ? "virtio-serial-device" : "virtio-serial-pci";
+  add("-device", `${vser},id=vser0`);
+  if (l.console === "serial") add("-serial", "chardev:console");
+  else add("-device", "virtconsole,bus=vser0.0,chardev=console,name=console.0");
+  // The agent channel: a virtio-serial port backed by a unix socket QEMU listens on; wait=off so QEMU
+  // boots without a client (the host connects when it likes; guest writes block until it has).
+  add("-chardev", `socket,id=agent,path=${q(l.agentSocket)},server=on,wait=off`);
+  add("-device", `virtserialport,bus=vser0.0,chardev=agent,name=${l.agentPortName ?? AGENT_PORT_NAME}`);
+
+  if (l.image) {
+    const blk = micro ? "virtio-blk-device" : "virtio-blk-pci";
+    add("-drive", `if=none,id=image,file=${q(l.image)},format=raw,readonly=on`);
+    add("-device", `${blk},drive=image`);
+  }
+  // QMP: the supervisor's control channel (status, quit, hotplug, events).
+  add("-qmp", `unix:${q(l.qmpSocket)},server=on,wait=off`);
+  add("-pidfile", l.pidFile);
+  // Timestamps on QEMU's own stderr messages (errors while the VM runs end up in the supervisor log).
+  add("-msg", "timestamp=on");
+  return a;
+}
+
+/** The parts of a launch that come from configuration.toml ([hypervisor.qemu]). */
+export function launchFromConfig(
+  cfg: QemuConfig,
+  rest: Omit<QemuLaunch, "qemuPath" | "machineType" | "vcpus" | "memoryMiB" | "kernel" | "kernelParams"> &
+    Partial<Pick<QemuLaunch, "kernel" | "vcpus" | "memoryMiB" | "initrd" | "image">>,
+): QemuLaunch {
+  const initrd = rest.initrd ?? (rest.image ? undefined : cfg.initrd || undefined);
+  const image = rest.image ?? (initrd ? undefined : cfg.image || undefined);
+  return {
+    ...rest,
+    qemuPath: cfg.path,
+    machineType: cfg.machineType || "microvm",
+    vcpus: rest.vcpus ?? cfg.defaultVcpus,
+    memoryMiB: rest.memoryMiB ?? cfg.defaultMemory,
+    kernel: rest.kernel ?? cfg.kernel,
+    initrd,
+    image,
+    kernelParams: cfg.kernelParams,
+    debug: rest.debug ?? cfg.enableDebug,
+  };
+}

@@ -1,0 +1,190 @@
+// The QEMU driver: spawns QEMU as a child of the caller (no -daemonize: the supervisor owns it, sees
+// its exit and can always kill it), waits until QMP answers, and removes the socket and pid files
+// when QEMU is gone, however it ended.
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { HypervisorDriver, StartVmOptions, Vm, VmExit } from "../driver";
+import { type AccelChoice, chooseAccel, hostTscKhz } from "./accel";
+import { buildQemuArgs, isMicrovm, launchFromConfig } from "./cmdline";
+import { QmpClient } from "./qmp";
+
+export * from "./accel";
+export * from "./cmdline";
+export * from "./qmp";
+
+/** sun_path is 108 bytes including the terminating NUL. */
+export const MAX_SOCKET_PATH = 107;
+
+export function vmPaths(dir: string) {
+  return {
+    qmpSocket: join(dir, "qmp.sock"),
+    agentSocket: join(dir, "agent.sock"),
+    consoleLog: join(dir, "console.log"),
+    qemuLog: join(dir, "qemu.log"),
+    pidFile: join(dir, "qemu.pid"),
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function lastLine(file: string): string {
+  try {
+    const lines = readFileSync(file, "utf8").trim().split("\n");
+    // QEMU prefixes its messages with a timestamp (-msg timestamp=on) and its own name.
+    return (lines[lines.length - 1] ?? "").replace(/^\S+Z\s+/, "").replace(/^[^:]*qemu-system-\w+:\s*/, "");
+  } catch {
+    return "";
+  }
+}
+
+class QemuVm implements Vm {
+  exited = false;
+  private exit: Promise<VmExit>;
+  constructor(
+    readonly id: string,
+    private readonly child: ChildProcess,
+    readonly pid: number,
+    readonly qmp: QmpClient,
+    readonly accel: AccelChoice,
+    readonly argv: readonly string[],
+    readonly paths: ReturnType<typeof vmPaths>,
+    exit: Promise<VmExit>,
+  ) {
+    this.exit = exit.then((e) => {
+      this.exited = true;
+      return e;
+    });
+  }
+  get consoleLog() {
+    return this.paths.consoleLog;
+  }
+  get qemuLog() {
+    return this.paths.qemuLog;
+  }
+  get agentSocket() {
+    return this.paths.agentSocket;
+  }
+  get qmpSocket() {
+    return this.paths.qmpSocket;
+  }
+  async stop(timeoutMs = 5000): Promise<VmExit> {
+    if (!this.exited) {
+      try {
+        await this.qmp.quit(timeoutMs);
+      } catch {
+        // QMP wedged: the deadline below ends it
+      }
+      const t = setTimeout(() => this.kill(), timeoutMs);
+      try {
+        return await this.exit;
+      } finally {
+        clearTimeout(t);
+      }
+    }
+    return this.exit;
+  }
+  kill(): void {
+    if (!this.exited) this.child.kill("SIGKILL");
+  }
+  waitExit(): Promise<VmExit> {
+    return this.exit;
+  }
+}
+
+/** Starts one VM and returns once QEMU answers on QMP (the guest is booting by then). */
+export async function startVm(opts: StartVmOptions): Promise<Vm> {
+  const warn = opts.onWarning ?? (() => {});
+  const paths = vmPaths(opts.dir);
+  for (const s of [paths.qmpSocket, paths.agentSocket]) {
+    if (Buffer.byteLength(s) > MAX_SOCKET_PATH) {
+      throw new Error(
+        `qemu: socket path ${s} is longer than ${MAX_SOCKET_PATH} bytes: use a shorter VM directory`,
+      );
+    }
+  }
+  mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+  // Stale files from a VM that died uncleanly would make QEMU's listen() fail or confuse readers.
+  for (const f of [paths.qmpSocket, paths.agentSocket, paths.pidFile]) rmSync(f, { force: true });
+
+  const accel = opts.accel ?? (await chooseAccel(opts.config.accel));
+  if (accel.warning) warn(accel.warning);
+  const machineType = opts.config.machineType || "microvm";
+  let tscKhz: number | undefined;
+  if (accel.accel === "tcg") {
+    tscKhz = hostTscKhz();
+    if (tscKhz === undefined && isMicrovm(machineType)) {
+      warn("host TSC frequency unknown: microvm guests under TCG may hang while calibrating the clock");
+    }
+  }
+  const launch = launchFromConfig(opts.config, {
+    accel: accel.accel,
+    kernel: opts.kernel,
+    initrd: opts.initrd,
+    image: opts.image,
+    vcpus: opts.vcpus,
+    memoryMiB: opts.memoryMiB,
+    console: opts.console ?? "serial",
+    consoleLog: paths.consoleLog,
+    qmpSocket: paths.qmpSocket,
+    agentSocket: paths.agentSocket,
+    pidFile: paths.pidFile,
+    tscKhz,
+    sharedMemory: opts.sharedMemory,
+    debug: opts.debug,
+    name: `sandbox-${opts.id}`,
+  });
+  const argv = buildQemuArgs(launch);
+
+  // QEMU's stderr goes straight to a file: nothing for the caller to drain, and it survives us.
+  const logFd = openSync(paths.qemuLog, "a", 0o600);
+  let child: ChildProcess;
+  try {
+    child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", logFd] });
+  } finally {
+    closeSync(logFd);
+  }
+  let exitInfo: VmExit | undefined;
+  const exit = new Promise<VmExit>((resolve) => {
+    child.once("error", (err) => {
+      exitInfo = { code: 127, signal: null };
+      rmSync(paths.qmpSocket, { force: true });
+      resolve(exitInfo);
+      void err;
+    });
+    child.once("exit", (code, signal) => {
+      exitInfo = { code, signal };
+      // QEMU removes its pid file on a clean exit, not after SIGKILL; sockets likewise.
+      for (const f of [paths.qmpSocket, paths.agentSocket, paths.pidFile]) rmSync(f, { force: true });
+      resolve(exitInfo);
+    });
+  });
+
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
+  let qmp: QmpClient | undefined;
+  let lastErr = "";
+  while (!qmp) {
+    if (exitInfo) {
+      const why = lastLine(paths.qemuLog) || `exit code ${exitInfo.code ?? exitInfo.signal}`;
+      throw new Error(`qemu: ${argv[0]} exited during start: ${why}`);
+    }
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      await exit;
+      throw new Error(
+        `qemu: no QMP answer within ${opts.readyTimeoutMs ?? 10_000} ms${lastErr ? ` (${lastErr})` : ""}`,
+      );
+    }
+    try {
+      qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: Math.max(100, deadline - Date.now()) });
+    } catch (err) {
+      lastErr = (err as Error).message;
+      await sleep(10);
+    }
+  }
+  const vm = new QemuVm(opts.id, child, child.pid!, qmp, accel, argv, paths, exit);
+  void vm.waitExit().then(() => qmp.close());
+  return vm;
+}
+
+export const qemuDriver: HypervisorDriver = { name: "qemu", startVm };
