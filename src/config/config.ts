@@ -122,7 +122,7 @@ export const DEFAULT_CONFIG: RuntimeConfig = {
     memorySlots: 10,
     defaultBridges: 1,
     disableBlockDeviceUse: false,
-    sharedFs: "virtio-fs",
+    sharedFs: "virtio-9p",
     virtioFsDaemon: "/usr/lib/qemu/virtiofsd",
     virtioFsCacheSize: 0,
     virtioFsCache: "auto",

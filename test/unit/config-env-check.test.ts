@@ -76,6 +76,7 @@ test("checks: missing VM components are errors naming the path; hypervisor none 
     cfg.hypervisor.path = join(dir.path, "no-qemu");
     cfg.hypervisor.kernel = join(dir.path, "vmlinux");
     cfg.hypervisor.image = join(dir.path, "guest.img");
+    cfg.hypervisor.sharedFs = "virtio-fs";
     cfg.hypervisor.virtioFsDaemon = join(dir.path, "virtiofsd");
     const bad = await runHostChecks(cfg, { probe: slowKvm });
     assert.equal(bad.capable, false);
