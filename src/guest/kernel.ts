@@ -79,7 +79,7 @@ function run(cmd: string, args: string[]): Promise<string> {
 /** The installed linux-source-6.1 version, or undefined when the package is not installed. */
 export async function kernelSourceVersion(pkg = KERNEL_SOURCE_PACKAGE): Promise<string | undefined> {
   try {
-    const v = (await run("dpkg-query", ["-W", `-f=${"$"}{Version}`, pkg])).trim();
+    const v = (await run("dpkg-query", ["-W", `-f=\${Version}`, pkg])).trim();
     return v || undefined;
   } catch {
     return undefined;
