@@ -121,6 +121,7 @@ test("checks: missing VM components are errors naming the path; hypervisor none 
 
     const none = defaultConfig();
     none.runtime.hypervisor = "none";
+    none.hypervisor.sharedFs = "virtio-fs";
     none.hypervisor.path = "/nonexistent/qemu";
     const host = await runHostChecks(none, { probe: slowKvm });
     assert.equal(host.capable, true);
