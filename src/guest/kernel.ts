@@ -23,7 +23,6 @@ import {
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { gunzipSync } from "node:zlib";
 import { GUEST_ASSET_DIR } from "../config/config";
 
 export const KERNEL_SOURCE_PACKAGE = "linux-source-6.1";
@@ -146,12 +145,13 @@ const align4 = (n: number) => (n + 3) & ~3;
 interface Codec {
   name: string;
   magic: Buffer;
-  /** Decompressor command reading stdin, writing stdout; undefined = in-process. */
-  cmd?: [string, ...string[]];
+  /** Decompressor command reading stdin, writing stdout. */
+  cmd: [string, ...string[]];
 }
 
 const CODECS: Codec[] = [
-  { name: "gzip", magic: Buffer.from([0x1f, 0x8b, 0x08]) },
+  // gzip(1), not zlib: Node's gunzip rejects the bytes that follow the stream in a bzImage.
+  { name: "gzip", magic: Buffer.from([0x1f, 0x8b, 0x08]), cmd: ["gzip", "-dc"] },
   // --single-stream: stop at the end of the first stream, ignoring the bzImage tail after it.
   {
     name: "xz",
@@ -201,16 +201,7 @@ export async function extractVmlinux(image: Buffer): Promise<{ vmlinux: Buffer; 
   for (const cand of payloadCandidates(image)) {
     const codec = CODECS.find((c) => c.name === cand.codec)!;
     const input = image.subarray(cand.offset);
-    let out: Buffer;
-    if (!codec.cmd) {
-      try {
-        out = gunzipSync(input);
-      } catch {
-        continue;
-      }
-    } else {
-      out = await pipeThrough(codec.cmd, input);
-    }
+    const out = await pipeThrough(codec.cmd, input);
     if (isElf(out)) return { vmlinux: out, codec: codec.name };
   }
   throw new Error("no compressed ELF kernel found in the image (not a bzImage?)");

@@ -1,0 +1,198 @@
+// The QEMU argv is a pure function of the launch description: every flag that matters is asserted here.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { defaultConfig } from "../../src/config/config";
+import { chooseAccel, hostTscKhz } from "../../src/hypervisor/qemu/accel";
+import {
+  buildQemuArgs,
+  kernelCmdline,
+  launchFromConfig,
+  type QemuLaunch,
+  qemuOptValue,
+} from "../../src/hypervisor/qemu/cmdline";
+
+const base: QemuLaunch = {
+  qemuPath: "/usr/bin/qemu-system-x86_64",
+  machineType: "microvm",
+  accel: "tcg",
+  vcpus: 1,
+  memoryMiB: 2048,
+  kernel: "/k/vmlinux",
+  initrd: "/k/initrd",
+  console: "serial",
+  consoleLog: "/run/x/console.log",
+  qmpSocket: "/run/x/qmp.sock",
+  agentSocket: "/run/x/agent.sock",
+  pidFile: "/run/x/qemu.pid",
+  tscKhz: 2445404,
+};
+
+/** The value following each occurrence of `flag`. */
+const values = (argv: string[], flag: string) => argv.flatMap((a, i) => (a === flag ? [argv[i + 1]] : []));
+const value = (argv: string[], flag: string) => {
+  const v = values(argv, flag);
+  assert.equal(v.length, 1, `${flag} appears once`);
+  return v[0];
+};
+
+describe("buildQemuArgs", () => {
+  test("microvm under TCG: machine options, accel, memory, kernel, initrd, no reboot, no defaults", () => {
+    const a = buildQemuArgs(base);
+    assert.equal(a[0], "/usr/bin/qemu-system-x86_64");
+    assert.equal(value(a, "-M"), "microvm,x-option-roms=off,isa-serial=on,rtc=on");
+    assert.equal(value(a, "-accel"), "tcg");
+    assert.equal(values(a, "-cpu").length, 0, "TCG keeps QEMU's default CPU model");
+    assert.equal(value(a, "-smp"), "1");
+    assert.equal(value(a, "-m"), "2048M");
+    assert.equal(value(a, "-kernel"), "/k/vmlinux");
+    assert.equal(value(a, "-initrd"), "/k/initrd");
+    for (const f of ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+      assert.ok(a.includes(f), f);
+    assert.ok(!a.includes("-daemonize"), "QEMU stays a child of the supervisor");
+    assert.ok(!a.includes("-no-hpet"), "microvm has no HPET option");
+    assert.equal(value(a, "-pidfile"), "/run/x/qemu.pid");
+    assert.equal(value(a, "-qmp"), "unix:/run/x/qmp.sock,server=on,wait=off");
+  });
+
+  test("agent channel: virtio-serial (mmio on microvm) + unix socket chardev + named port", () => {
+    const a = buildQemuArgs(base);
+    const devices = values(a, "-device");
+    const chardevs = values(a, "-chardev");
+    assert.ok(devices.includes("virtio-serial-device,id=vser0"));
+    assert.ok(chardevs.includes("socket,id=agent,path=/run/x/agent.sock,server=on,wait=off"));
+    assert.ok(devices.includes("virtserialport,bus=vser0.0,chardev=agent,name=agent.channel.0"));
+  });
+
+  test("serial console: ISA UART on, -serial to the log chardev, console=ttyS0", () => {
+    const a = buildQemuArgs(base);
+    assert.ok(values(a, "-chardev").includes("file,id=console,path=/run/x/console.log"));
+    assert.equal(value(a, "-serial"), "chardev:console");
+    assert.match(value(a, "-append"), /^console=ttyS0 /);
+  });
+
+  test("virtio console: ISA UART off, virtconsole on the log chardev, console=hvc0", () => {
+    const a = buildQemuArgs({ ...base, console: "virtio" });
+    assert.match(value(a, "-M"), /isa-serial=off/);
+    assert.equal(values(a, "-serial").length, 0);
+    assert.ok(values(a, "-device").includes("virtconsole,bus=vser0.0,chardev=console,name=console.0"));
+    assert.match(value(a, "-append"), /^console=hvc0 /);
+  });
+
+  test("q35 and pc: PCI virtio devices, -no-hpet, machine name passed through", () => {
+    for (const m of ["q35", "pc"]) {
+      const a = buildQemuArgs({ ...base, machineType: m });
+      assert.equal(value(a, "-M"), m);
+      assert.ok(a.includes("-no-hpet"));
+      assert.ok(values(a, "-device").includes("virtio-serial-pci,id=vser0"));
+    }
+  });
+
+  test("KVM: -accel kvm, -cpu host, no tsc_early_khz", () => {
+    const a = buildQemuArgs({ ...base, accel: "kvm" });
+    assert.equal(value(a, "-accel"), "kvm");
+    assert.equal(value(a, "-cpu"), "host");
+    assert.doesNotMatch(value(a, "-append"), /tsc_early_khz/);
+  });
+
+  test("image boot: read-only raw virtio-blk and root=/dev/vda ro; initrd and image are exclusive", () => {
+    const a = buildQemuArgs({ ...base, initrd: undefined, image: "/k/guest.img" });
+    assert.equal(values(a, "-initrd").length, 0);
+    assert.equal(value(a, "-drive"), "if=none,id=image,file=/k/guest.img,format=raw,readonly=on");
+    assert.ok(values(a, "-device").includes("virtio-blk-device,drive=image"));
+    assert.match(value(a, "-append"), / root=\/dev\/vda ro/);
+    assert.throws(() => buildQemuArgs({ ...base, image: "/k/guest.img" }), /both an initrd and an image/);
+    assert.throws(() => buildQemuArgs({ ...base, initrd: undefined }), /neither an initrd nor an image/);
+  });
+
+  test("shared memory: memfd backend shared, wired as the machine's RAM, virtio-mmio modern on microvm", () => {
+    const a = buildQemuArgs({ ...base, sharedMemory: true });
+    assert.equal(value(a, "-object"), "memory-backend-memfd,id=mem,size=2048M,share=on");
+    assert.match(value(a, "-M"), /,memory-backend=mem$/);
+    assert.equal(value(a, "-global"), "virtio-mmio.force-legacy=false");
+    const q = buildQemuArgs({ ...base, machineType: "q35", sharedMemory: true });
+    assert.equal(value(q, "-M"), "q35,memory-backend=mem");
+    assert.equal(values(q, "-global").length, 0, "PCI virtio is modern already");
+  });
+
+  test("microvm with extra machine options keeps ours and appends the user's", () => {
+    const a = buildQemuArgs({ ...base, machineType: "microvm,pic=off" });
+    assert.equal(value(a, "-M"), "microvm,x-option-roms=off,isa-serial=on,rtc=on,pic=off");
+  });
+
+  test("commas in paths are doubled (QEMU option syntax)", () => {
+    assert.equal(qemuOptValue("/a,b/c"), "/a,,b/c");
+    const a = buildQemuArgs({ ...base, agentSocket: "/run/a,b/agent.sock" });
+    assert.ok(values(a, "-chardev").includes("socket,id=agent,path=/run/a,,b/agent.sock,server=on,wait=off"));
+  });
+});
+
+describe("kernelCmdline", () => {
+  test("TCG: quiet, panic=1, no crypto self-tests, the host TSC rate; configured params last", () => {
+    const c = kernelCmdline({ ...base, kernelParams: "  agent.log=debug   quiet=0 " });
+    const parts = c.split(" ");
+    for (const p of ["quiet", "panic=1", "cryptomgr.notests", "tsc_early_khz=2445404"])
+      assert.ok(parts.includes(p), p);
+    assert.deepEqual(parts.slice(-2), ["agent.log=debug", "quiet=0"]);
+  });
+  test("debug keeps kernel messages; no TSC rate known → none passed", () => {
+    const c = kernelCmdline({ ...base, debug: true, tscKhz: undefined });
+    assert.ok(!c.split(" ").includes("quiet"));
+    assert.doesNotMatch(c, /tsc_early_khz/);
+  });
+});
+
+describe("launchFromConfig", () => {
+  test("takes path, machine, vcpus, memory, kernel, params and the initrd/image choice from the config", () => {
+    const cfg = { ...defaultConfig().hypervisor, machineType: "", kernelParams: "x=1", enableDebug: true };
+    const rest = {
+      accel: "tcg" as const,
+      console: "serial" as const,
+      consoleLog: "/c",
+      qmpSocket: "/q",
+      agentSocket: "/a",
+      pidFile: "/p",
+    };
+    const l = launchFromConfig(cfg, rest);
+    assert.equal(l.machineType, "microvm", "empty machine_type means microvm");
+    assert.equal(l.qemuPath, cfg.path);
+    assert.equal(l.kernel, cfg.kernel);
+    assert.equal(l.image, cfg.image);
+    assert.equal(l.initrd, undefined);
+    assert.equal(l.vcpus, 1);
+    assert.equal(l.memoryMiB, 2048);
+    assert.equal(l.kernelParams, "x=1");
+    assert.equal(l.debug, true);
+    const o = launchFromConfig(cfg, { ...rest, initrd: "/i", vcpus: 2, memoryMiB: 256 });
+    assert.equal(o.initrd, "/i");
+    assert.equal(o.image, undefined, "an initrd given per VM replaces the configured image");
+    assert.equal(o.vcpus, 2);
+    assert.equal(o.memoryMiB, 256);
+  });
+});
+
+describe("accelerator choice", () => {
+  const fast = async () => ({ usable: true, reason: "KVM usable: 1000 M/s", mips: 1000 });
+  const slow = async () => ({ usable: false, reason: "KVM unusable: 0.8 M/s; TCG fallback", mips: 0.8 });
+  test("auto follows the probe; TCG comes with a warning that carries the probe's reason", async () => {
+    assert.deepEqual(await chooseAccel("auto", fast), { accel: "kvm", reason: "KVM usable: 1000 M/s" });
+    const t = await chooseAccel("auto", slow);
+    assert.equal(t.accel, "tcg");
+    assert.match(t.warning ?? "", /TCG emulation.*0\.8 M\/s/);
+  });
+  test("explicit kvm / tcg never probe", async () => {
+    const boom = async () => {
+      throw new Error("probed");
+    };
+    assert.equal((await chooseAccel("kvm", boom)).accel, "kvm");
+    const t = await chooseAccel("tcg", boom);
+    assert.equal(t.accel, "tcg");
+    assert.ok(t.warning);
+  });
+  test("host TSC kHz from /proc/cpuinfo's first CPU; none without the tsc flag", () => {
+    const cpu =
+      "processor\t: 0\ncpu MHz\t\t: 2445.404\nflags\t\t: fpu tsc msr\n\nprocessor\t: 1\ncpu MHz\t\t: 1.0\n";
+    assert.equal(hostTscKhz(cpu), 2445404);
+    assert.equal(hostTscKhz(cpu.replace(" tsc", "")), undefined);
+    assert.equal(hostTscKhz("flags : tsc\n"), undefined);
+  });
+});
