@@ -1,6 +1,8 @@
 // kata-ts CLI entry: builds the commander program, runs one verb, and turns every failure into one
 // line on stderr (plus a logrus-style line in --log) and a non-zero exit, as runc does.
 import { Command, CommanderError, Option } from "commander";
+import { loadConfig } from "../config/config";
+import { annotateSpan, enableTracing, flushTracing, renameSpan, span } from "../log/tracing";
 import { VERSION } from "../version";
 import { App, DEFAULT_ROOT } from "./app";
 import { registerCommands } from "./commands";
@@ -52,8 +54,16 @@ function buildProgram(): { program: Command; app: App } {
 
 export async function main(argv: string[]): Promise<number> {
   const { program, app } = buildProgram();
+  const tracing = configureTracing(argv);
   try {
-    await program.parseAsync(argv, { from: "user" });
+    // The root span of every verb: renamed to the verb and tagged with the container id once commander
+    // has parsed them (preAction hook below); child spans come from the library's steps.
+    program.hook("preAction", (_program, action) => {
+      renameSpan(action.name());
+      if (action.args[0] && action.registeredArguments[0]?.name().includes("id"))
+        annotateSpan({ container: action.args[0] });
+    });
+    await span("kata-ts", {}, () => program.parseAsync(argv, { from: "user" }));
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) {
@@ -63,6 +73,32 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (app.globals().debug && err instanceof Error && err.stack) app.logger().debug(err.stack);
     return report(app, oneLine(err), exitCodeOf(err));
+  } finally {
+    if (tracing) await flushTracing();
+  }
+}
+
+/**
+ * Tracing is configured in configuration.toml ([runtime] enable_tracing, otlp_endpoint), so it must be
+ * known before the verb runs. A configuration that cannot be read leaves tracing off: the verb itself
+ * reports the configuration error if it needs the configuration.
+ */
+function configureTracing(argv: string[]): boolean {
+  let explicitPath: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith("-")) break; // global options come before the verb
+    const m = /^--(?:kata-)?config(?:=(.*))?$/.exec(a);
+    if (m) explicitPath = m[1] ?? argv[++i];
+    else if (/^--(root|log|log-format|rootless)$/.test(a)) i++;
+  }
+  try {
+    const { config } = loadConfig({ explicitPath });
+    if (!config.runtime.enableTracing) return false;
+    enableTracing({ endpoint: config.runtime.otlpEndpoint || undefined });
+    return true;
+  } catch {
+    return false;
   }
 }
 
