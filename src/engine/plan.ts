@@ -362,6 +362,8 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
       if (facts.exists("/proc/kcore")) r.push(["symlink", "/proc/kcore", "/dev/core"]);
       if (mounts.some((m) => abs(m.destination) === "/dev/pts")) r.push(["ptmx"]);
     }
+    // runc makes a missing cwd (as root, inside the rootfs) before pivoting.
+    if (proc.cwd) r.push(["mkdir", proc.cwd, "493"]);
     for (const h of spec.hooks?.createContainer ?? []) r.push(hookRecord("createContainer", h, state));
     r.push([opts.noPivot ? "chroot" : "pivot"]);
     if (proc.terminal) {

@@ -185,21 +185,20 @@ export async function createContainer(
     config: spec,
     engine: {},
   };
+  const cgroup: CgroupManager = cgroupManagerFor({
+    id: o.id,
+    cgroupsPath: spec.linux?.cgroupsPath,
+    systemd: ctx.systemdCgroup,
+    resources: spec.linux?.resources,
+    warn: ctx.warn,
+  });
   store.create(record);
-  let cgroup: CgroupManager | undefined;
   let launched: Launched | undefined;
   try {
     return await store.withLock(o.id, async () => {
-      cgroup = cgroupManagerFor({
-        id: o.id,
-        cgroupsPath: spec.linux?.cgroupsPath,
-        systemd: ctx.systemdCgroup,
-        resources: spec.linux?.resources,
-        warn: ctx.warn,
-      });
       cgroup.create();
+      // Written with the pid (one fsync'd write fewer per create); until then a failure unwinds here.
       record.engine.cgroup = cgroup.save();
-      store.write(record);
       const cg = cgroup;
       const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
       const facts = hostFacts(rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
@@ -232,7 +231,7 @@ export async function createContainer(
           cg.apply(pid);
           cg.set(spec.linux?.resources ?? {});
           // The record must name the pid before hooks run: a hook may call `state`.
-          store.write(record);
+          if (spec.hooks?.prestart?.length || spec.hooks?.createRuntime?.length) store.write(record);
           await hostHooks("prestart", record, "created", pid);
           await hostHooks("createRuntime", record, "created", pid);
           return plan.phase2(stateJson(record, "creating", pid));
@@ -250,7 +249,7 @@ export async function createContainer(
       waitGone(record.pid, record.pidStartTime, 2000);
     }
     try {
-      cgroup?.destroy();
+      cgroup.destroy();
     } catch {}
     store.remove(o.id);
     throw err;
@@ -262,7 +261,9 @@ function setOomScoreAdj(pid: number, adj: number | undefined): void {
   try {
     writeFileSync(`/proc/${pid}/oom_score_adj`, String(adj));
   } catch (err) {
-    throw new Error(`set oom_score_adj of ${pid} to ${adj}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new Error(
+      `set oom_score_adj of ${pid} to ${adj}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
   }
 }
 
