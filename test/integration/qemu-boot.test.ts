@@ -177,5 +177,9 @@ describe("qemu driver (TCG, floor guest)", {
     );
     for (const f of ["qmp.sock", "agent.sock", "qemu.pid"])
       assert.equal(existsSync(join(dir, f)), false, `${f} left`);
+    await assert.rejects(
+      startVm({ id: "nobin", dir, config: { ...cfg, path: join(tmp.path, "no-qemu") } }),
+      /qemu: cannot run .*no-qemu: spawn .*ENOENT/,
+    );
   });
 });

@@ -145,12 +145,13 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
     closeSync(logFd);
   }
   let exitInfo: VmExit | undefined;
+  let spawnError: Error | undefined;
   const exit = new Promise<VmExit>((resolve) => {
+    // spawn failed (no such binary, not executable): there is no process to wait for.
     child.once("error", (err) => {
+      spawnError = err;
       exitInfo = { code: 127, signal: null };
-      rmSync(paths.qmpSocket, { force: true });
       resolve(exitInfo);
-      void err;
     });
     child.once("exit", (code, signal) => {
       exitInfo = { code, signal };
@@ -165,6 +166,7 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
   let lastErr = "";
   while (!qmp) {
     if (exitInfo) {
+      if (spawnError) throw new Error(`qemu: cannot run ${argv[0]}: ${spawnError.message}`);
       const why = lastLine(paths.qemuLog) || `exit code ${exitInfo.code ?? exitInfo.signal}`;
       throw new Error(`qemu: ${argv[0]} exited during start: ${why}`);
     }
