@@ -1,0 +1,323 @@
+// spec → helper plan, with fixed host facts: what records the helper gets, in what order, and which
+// specs are refused before anything runs.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { parseMountOptions } from "../../src/engine/mountopts";
+import {
+  buildExecPlan,
+  buildInitPlan,
+  CLONE_FLAGS,
+  capsRecord,
+  type HostFacts,
+  homeFor,
+  mountRecords,
+  seccompRecords,
+  u64,
+} from "../../src/engine/plan";
+import { encodeRecords, RecordDecoder } from "../../src/engine/protocol";
+import { parseSignal } from "../../src/engine/signals";
+import { defaultSpec } from "../../src/oci/defaults";
+import type { Spec } from "../../src/oci/spec";
+import { checkTransition, execProcessFromArgs } from "../../src/runtime/lifecycle";
+
+const facts: HostFacts = {
+  isDir: (p) => (p.startsWith("/missing") ? undefined : !p.endsWith(".conf")),
+  exists: () => true,
+  capLastCap: 40,
+  passwd: "root:x:0:0:root:/root:/bin/sh\nu:x:1000:1000::/home/u:/bin/sh\n",
+  cgroupMount: (m) => [["mount", "tmpfs", m.destination, "tmpfs", "0", "0", "mode=755", "dir"]],
+};
+
+function spec(edit: (s: Spec) => void = () => {}): Spec {
+  const s = defaultSpec();
+  if (s.process) s.process.terminal = false;
+  edit(s);
+  return s;
+}
+
+function plan(s: Spec, extra: Partial<Parameters<typeof buildInitPlan>[0]> = {}, wait = false) {
+  return buildInitPlan(
+    { spec: s, bundle: "/b", rootfs: "/b/rootfs", fifo: "/run/x/exec.fifo", facts, ...extra },
+    wait,
+  );
+}
+
+describe("engine plan", () => {
+  test("phase 1: mkfifo, then clone with the new namespaces (cgroup ns deferred), detach or wait", () => {
+    const p = plan(spec((s) => s.linux?.namespaces?.push({ type: "cgroup" })));
+    const clone = p.phase1.at(-1);
+    const flags =
+      CLONE_FLAGS.pid | CLONE_FLAGS.network | CLONE_FLAGS.ipc | CLONE_FLAGS.uts | CLONE_FLAGS.mount;
+    assert.deepEqual(clone, ["clone", String(flags), "detach"]);
+    assert.deepEqual(p.phase1[0], ["mkfifo", "/run/x/exec.fifo"]);
+    assert.equal(plan(spec(), {}, true).phase1.at(-1)?.[2], "wait");
+    const ops = p.phase2("{}").map((r) => r[0]);
+    assert.ok(
+      ops.indexOf("unshare") < ops.indexOf("rootfs"),
+      "cgroup ns made before mounts, after placement",
+    );
+  });
+
+  test("joined namespaces become setns records, user first and mount last", () => {
+    const p = plan(
+      spec((s) => {
+        if (!s.linux) return;
+        s.linux.namespaces = [
+          { type: "mount", path: "/proc/9/ns/mnt" },
+          { type: "network", path: "/var/run/netns/x" },
+          { type: "user", path: "/proc/9/ns/user" },
+          { type: "pid" },
+        ];
+      }),
+    );
+    assert.deepEqual(
+      p.phase1.filter((r) => r[0] === "setns").map((r) => r[2]),
+      ["user", "network", "mount"],
+    );
+    assert.equal(p.namespaces.pid, "new");
+    assert.equal(p.uidMappings, undefined, "maps only for a new user namespace");
+  });
+
+  test("a new user namespace gets maps and becomes root before mounting; devices are bound", () => {
+    const p = plan(
+      spec((s) => {
+        s.linux?.namespaces?.push({ type: "user" });
+        if (s.linux) {
+          s.linux.uidMappings = [{ containerID: 0, hostID: 1000, size: 10 }];
+          s.linux.gidMappings = [{ containerID: 0, hostID: 2000, size: 10 }];
+        }
+      }),
+    );
+    assert.equal(p.uidMappings, "0 1000 10\n");
+    assert.equal(p.gidMappings, "0 2000 10\n");
+    const recs = p.phase2("{}");
+    const ops = recs.map((r) => r[0]);
+    assert.ok(ops.indexOf("become-root") < ops.indexOf("rootfs"));
+    const null_ = recs.find((r) => r[0] === "device" && r[1] === "/dev/null");
+    assert.equal(null_?.[8], "1", "bind from the host in a user namespace");
+  });
+
+  test("phase 2 order follows runc: mounts, devices, hooks, pivot, ro root, hostname, paths, process, go", () => {
+    const s = spec((x) => {
+      x.hooks = { createContainer: [{ path: "/h", args: ["h", "a"], env: ["A=1"], timeout: 3 }] };
+    });
+    const recs = plan(s).phase2('{"id":"x"}');
+    const ops = recs.map((r) => r[0]);
+    const order = [
+      "setsid",
+      "fifo",
+      "prop",
+      "rootfs",
+      "mount",
+      "device",
+      "symlink",
+      "ptmx",
+      "mkdir",
+      "hook",
+      "pivot",
+      "root-readonly",
+      "hostname",
+      "readonly",
+      "mask",
+      "umask",
+      "rlimit",
+      "caps",
+      "nnp",
+      "user",
+      "cwd",
+      "env",
+      "arg",
+      "preserve",
+      "go",
+    ];
+    let last = -1;
+    for (const op of order) {
+      const i = ops.indexOf(op);
+      assert.ok(i > last, `${op} after the previous step (${ops.join(",")})`);
+      last = i;
+    }
+    const hook = recs.find((r) => r[0] === "hook");
+    assert.deepEqual(hook, ["hook", "createContainer", "3", "/h", '{"id":"x"}', "2", "h", "a", "A=1"]);
+    assert.deepEqual(
+      recs.find((r) => r[0] === "prop"),
+      ["prop", String(0x80000 | 0x4000)],
+      "rslave by default",
+    );
+    assert.ok(
+      recs.some((r) => r[0] === "env" && r[1] === "HOME=/root"),
+      "HOME from the container's passwd",
+    );
+    assert.deepEqual(
+      recs.find((r) => r[0] === "mkdir"),
+      ["mkdir", "/", "493"],
+    );
+  });
+
+  test("--no-pivot uses chroot; terminal needs a console socket when detached", () => {
+    assert.ok(
+      plan(spec(), { noPivot: true })
+        .phase2("{}")
+        .some((r) => r[0] === "chroot"),
+    );
+    const t = spec((s) => {
+      if (s.process) s.process.terminal = true;
+    });
+    assert.throws(() => plan(t), /cannot allocate tty if kata-ts will detach without setting console socket/);
+    assert.throws(() => plan(spec(), { consoleSocket: "/s" }), /cannot use console socket/);
+    const p = plan(t, { consoleSocket: "/tmp/c.sock" });
+    assert.deepEqual(
+      p.phase1.find((r) => r[0] === "console-connect"),
+      ["console-connect", "/tmp/c.sock"],
+    );
+    assert.deepEqual(
+      p.phase2("{}").find((r) => r[0] === "console"),
+      ["console", "1", "0", "0"],
+    );
+  });
+
+  test("mounts: options to flags/data; binds resolve against the bundle; a missing source is refused", () => {
+    assert.deepEqual(
+      parseMountOptions(["nosuid", "noexec", "mode=755", "size=1m", "rprivate", "tmpcopyup"]),
+      {
+        flags: 0x2 | 0x8,
+        propagation: 0x40000 | 0x4000,
+        data: "mode=755,size=1m",
+      },
+    );
+    assert.equal(parseMountOptions(["ro", "rw"]).flags, 0, "later options win");
+    assert.deepEqual(
+      mountRecords(
+        { destination: "etc/app.conf", source: "app.conf", type: "bind", options: ["ro"] },
+        "/b",
+        facts,
+      ),
+      [["mount", "/b/app.conf", "/etc/app.conf", "", String(0x1 | 0x1000), "0", "", "file"]],
+    );
+    assert.throws(
+      () => mountRecords({ destination: "/x", source: "/missing/dir", options: ["rbind"] }, "/b", facts),
+      /error mounting "\/missing\/dir" to rootfs at "\/x": stat \/missing\/dir: no such file or directory/,
+    );
+    assert.equal(
+      mountRecords({ destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup" }, "/b", facts)[0][3],
+      "tmpfs",
+    );
+  });
+
+  test("caps, seccomp and rlimits are translated to numbers", () => {
+    assert.deepEqual(
+      capsRecord({ bounding: ["CAP_KILL", "CAP_NOPE", "CAP_CHECKPOINT_RESTORE"], effective: [] }, 39),
+      [["caps", "32", "0", "0", "0", "0"]],
+    );
+    const recs = seccompRecords({
+      defaultAction: "SCMP_ACT_ERRNO",
+      architectures: ["SCMP_ARCH_X86_64"],
+      flags: ["SECCOMP_FILTER_FLAG_LOG"],
+      syscalls: [
+        { names: ["read", "write"], action: "SCMP_ACT_ALLOW" },
+        {
+          names: ["kill"],
+          action: "SCMP_ACT_ERRNO",
+          errnoRet: 1,
+          args: [{ index: 1, value: 9, op: "SCMP_CMP_EQ" }],
+        },
+        { names: ["ptrace"], action: "SCMP_ACT_ERRNO", errnoRet: 38 },
+      ],
+    });
+    assert.deepEqual(
+      recs,
+      [
+        ["seccomp-default", String(0x00050001)],
+        ["seccomp-arch", "x86_64"],
+        ["seccomp-flag", "log"],
+        ["seccomp-rule", String(0x7fff0000), "read"],
+        ["seccomp-rule", String(0x7fff0000), "write"],
+        ["seccomp-rule", String(0x00050026), "ptrace"],
+      ],
+      "the kill rule equals the default action and is skipped, as runc does",
+    );
+    assert.throws(() => seccompRecords({ defaultAction: "SCMP_ACT_NOTIFY" }), /SCMP_ACT_NOTIFY/);
+    assert.equal(u64(2 ** 64), "18446744073709551615");
+    assert.equal(u64(1024), "1024");
+  });
+
+  test("time namespaces and specs without a mount namespace are refused", () => {
+    assert.throws(() => plan(spec((s) => s.linux?.namespaces?.push({ type: "time" }))), /time namespaces/);
+    assert.throws(
+      () =>
+        plan(
+          spec((s) => {
+            if (s.linux) s.linux.namespaces = [{ type: "pid" }];
+          }),
+        ),
+      /a mount namespace is required/,
+    );
+  });
+
+  test("exec plan: console first, setns in order, no mounts, wait or detach", () => {
+    const p = buildExecPlan({
+      process: { args: ["sh"], cwd: "/", user: { uid: 1, gid: 2 }, terminal: true },
+      joins: { mount: "/proc/5/ns/mnt", pid: "/proc/5/ns/pid", user: "/proc/5/ns/user" },
+      consoleSocket: "/c.sock",
+      detach: true,
+      capLastCap: 40,
+    });
+    assert.deepEqual(
+      p.phase1.map((r) => `${r[0]}:${r[2] ?? ""}`),
+      ["console-connect:", "setns:user", "setns:pid", "setns:mount", "clone:detach"],
+    );
+    assert.ok(!p.phase2.some((r) => ["mount", "pivot", "fifo"].includes(r[0])));
+    assert.deepEqual(
+      p.phase2.find((r) => r[0] === "user"),
+      ["user", "1", "2"],
+    );
+  });
+
+  test("exec from argv inherits the container's process and adds flags like runc", () => {
+    const base = spec().process;
+    const p = execProcessFromArgs(base, {
+      args: ["ls"],
+      env: ["A=1"],
+      user: "7:8",
+      caps: ["net_admin"],
+      tty: false,
+    });
+    assert.equal(p.user.uid, 7);
+    assert.equal(p.user.gid, 8);
+    assert.ok(p.env?.includes("A=1") && p.env.some((e) => e.startsWith("PATH=")));
+    assert.ok(p.capabilities?.bounding?.includes("CAP_NET_ADMIN"));
+    assert.equal(p.noNewPrivileges, true);
+    assert.throws(() => execProcessFromArgs(base, { args: ["x"], user: "root" }), /uid\[:gid\]/);
+  });
+
+  test("state transitions use runc's words", () => {
+    assert.throws(
+      () => checkTransition("start", "stopped", "a"),
+      /^Error: cannot start a container that has stopped$/,
+    );
+    assert.throws(
+      () => checkTransition("start", "running", "a"),
+      /cannot start an already running container/,
+    );
+    assert.throws(
+      () => checkTransition("delete", "running", "a"),
+      /cannot delete container a that is not stopped: running/,
+    );
+    assert.throws(() => checkTransition("kill", "stopped", "a"), /container not running/);
+    assert.doesNotThrow(() => checkTransition("delete", "created", "a"));
+  });
+
+  test("signals, HOME, and the wire format", () => {
+    assert.equal(parseSignal("KILL"), 9);
+    assert.equal(parseSignal("sigterm"), 15);
+    assert.equal(parseSignal("10"), 10);
+    assert.equal(parseSignal(undefined), 15);
+    assert.throws(() => parseSignal("FOO"), /unknown signal "FOO"/);
+    assert.equal(homeFor("a:x:5:5::/h:/bin/sh\n", 5), "/h");
+    assert.equal(homeFor(undefined, 0), "/");
+    const bytes = encodeRecords([["op", "a", ""], ["go"]]);
+    const d = new RecordDecoder();
+    assert.deepEqual(d.push(bytes.subarray(0, 5)), []);
+    assert.deepEqual(d.push(bytes.subarray(5)), [["op", "a", ""], ["go"]]);
+    assert.throws(() => encodeRecords([["x\0y"]]), /NUL/);
+  });
+});
