@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { defaultConfig } from "../../src/config/config";
+import { startVm } from "../../src/hypervisor/qemu";
 import { chooseAccel, hostTscKhz } from "../../src/hypervisor/qemu/accel";
 import {
   buildQemuArgs,
@@ -194,5 +195,15 @@ describe("accelerator choice", () => {
     assert.equal(hostTscKhz(cpu), 2445404);
     assert.equal(hostTscKhz(cpu.replace(" tsc", "")), undefined);
     assert.equal(hostTscKhz("flags : tsc\n"), undefined);
+  });
+});
+
+describe("startVm preconditions", () => {
+  test("a VM directory too long for unix socket paths is refused before anything is created", async () => {
+    const dir = `/nonexistent/${"d".repeat(100)}`;
+    await assert.rejects(
+      startVm({ id: "x", dir, config: defaultConfig().hypervisor, accel: { accel: "tcg", reason: "test" } }),
+      /qemu: socket path \/nonexistent\/d+\/qmp\.sock is longer than 107 bytes/,
+    );
   });
 });
