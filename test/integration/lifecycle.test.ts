@@ -379,3 +379,86 @@ describe("engine security (hypervisor = none)", { skip }, () => {
     }
   });
 });
+
+describe("hooks around the lifecycle (hypervisor = none)", { skip }, () => {
+  let env: Env;
+  before(() => {
+    env = makeEnv();
+  });
+  after(() => env.cleanup());
+
+  test("every hook kind runs once, in order, with the state on stdin; createContainer runs in the container's mount ns", () => {
+    const log = join(env.dir, "hooks.log");
+    writeFileSync(log, "");
+    // Host-side hooks use the host's sh; container-side hooks run inside the container's namespaces
+    // (createContainer before pivot: host paths still resolve; startContainer after: container paths).
+    const host = (kind: string) => ({
+      path: "/bin/sh",
+      args: [
+        "sh",
+        "-c",
+        `read -r s; echo "${kind} $(echo "$s" | grep -o '"status":"[a-z]*"') $(readlink /proc/self/ns/mnt)" >> ${log}`,
+      ],
+    });
+    const b = makeBundle(env, "hk", (s) => {
+      s.process.args = ["sh", "-c", "echo workload >> /hooklog"];
+      s.root.readonly = false;
+      s.mounts.push({ destination: "/hooklog", type: "bind", source: log, options: ["bind"] });
+      s.hooks = {
+        prestart: [host("prestart")],
+        createRuntime: [host("createRuntime")],
+        createContainer: [host("createContainer")],
+        startContainer: [
+          { path: "/bin/sh", args: ["sh", "-c", "read -r s; echo startContainer >> /hooklog"] },
+        ],
+        poststart: [host("poststart")],
+        poststop: [host("poststop")],
+      };
+    });
+    const r = cli(env, ["run", "-b", b, "hk"]);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = readFileSync(log, "utf8").trim().split("\n");
+    const kinds = lines.map((l) => l.split(" ")[0]);
+    assert.deepEqual(kinds.slice(0, 3), ["prestart", "createRuntime", "createContainer"]);
+    assert.ok(
+      kinds.indexOf("startContainer") < kinds.indexOf("workload"),
+      "startContainer before the workload",
+    );
+    assert.ok(kinds.includes("poststart") && kinds.at(-1) === "poststop", kinds.join(","));
+    const hostMnt = readlinkSync("/proc/self/ns/mnt");
+    const byKind = Object.fromEntries(lines.map((l) => [l.split(" ")[0], l]));
+    assert.match(byKind.prestart, /"status":"created"/);
+    assert.ok(byKind.prestart.endsWith(hostMnt), "prestart runs in the runtime's mount namespace");
+    assert.match(byKind.createContainer, /"status":"creating"/);
+    assert.ok(
+      !byKind.createContainer.endsWith(hostMnt),
+      "createContainer runs in the container's mount namespace",
+    );
+    assert.match(byKind.poststop, /"status":"stopped"/);
+  });
+
+  test("a failing createContainer hook fails create with the hook named, and unwinds", () => {
+    const b = makeBundle(env, "hkf", (s) => {
+      s.process.args = ["true"];
+      s.hooks = { createContainer: [{ path: "/bin/sh", args: ["sh", "-c", "echo broken >&2; exit 3"] }] };
+    });
+    const r = cli(env, ["create", "-b", b, "hkf"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /error running createContainer hook #0: exit status 3, output: broken/);
+    assert.equal(existsSync(join(env.root, "hkf")), false);
+    assert.deepEqual(cgroupDirs("hkf"), []);
+  });
+
+  test("a createContainer hook past its timeout is killed and named", () => {
+    const b = makeBundle(env, "hkt", (s) => {
+      s.process.args = ["true"];
+      s.hooks = { createContainer: [{ path: "/bin/sh", args: ["sh", "-c", "sleep 30"], timeout: 1 }] };
+    });
+    const t0 = Date.now();
+    const r = cli(env, ["create", "-b", b, "hkt"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /createContainer hook #0: hook ran past specified timeout of 1.0s/);
+    assert.ok(Date.now() - t0 < 10_000);
+    assert.equal(existsSync(join(env.root, "hkt")), false);
+  });
+});
