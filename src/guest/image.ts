@@ -571,7 +571,7 @@ async function packageVersions(files: string[]): Promise<Record<string, string>>
   const names = [...new Set(pkgs.values())];
   let versions = "";
   try {
-    versions = await run("dpkg-query", ["-W", "-f=${binary:Package} ${Version}\n", ...names]);
+    versions = await run("dpkg-query", ["-W", `-f=${"$"}{binary:Package} ${"$"}{Version}\n`, ...names]);
   } catch {
     return out;
   }

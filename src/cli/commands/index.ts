@@ -9,6 +9,7 @@ import * as env from "./env";
 import * as events from "./events";
 import * as exec from "./exec";
 import * as features from "./features";
+import * as guest from "./guest";
 import * as kill from "./kill";
 import * as list from "./list";
 import * as pause from "./pause";
@@ -40,6 +41,7 @@ const commands = [
   resume,
   update,
   events,
+  guest,
 ];
 
 export function registerCommands(program: Command, app: App): void {
