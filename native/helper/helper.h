@@ -28,6 +28,7 @@ long long parse_i64(const char *s, const char *what);
 /* init.c: everything the container process does after the caller said go */
 void container_main(void) __attribute__((noreturn));
 void console_connect(const char *path);
+extern int console_sock;
 
 /* seccomp.c */
 struct seccomp_plan;

@@ -21,7 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <termios.h>
 #include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -81,8 +85,97 @@ static int ns_type(const char *name) {
 }
 
 static pid_t relay_target;
+static int tty_master = -1; /* foreground terminal: the pty master we relay */
+static int chld_pipe[2] = {-1, -1};
 static void relay(int sig) {
+  if (sig == SIGWINCH && tty_master >= 0) {
+    struct winsize ws;
+    if (ioctl(0, TIOCGWINSZ, &ws) == 0) ioctl(tty_master, TIOCSWINSZ, &ws);
+    return;
+  }
   if (relay_target > 0) kill(relay_target, sig);
+}
+static void on_chld(int sig) {
+  (void)sig;
+  int e = errno;
+  if (chld_pipe[1] >= 0) (void)!write(chld_pipe[1], "x", 1);
+  errno = e;
+}
+
+/* Receives the pty master the container sends over the internal console socket. */
+static int recv_master(int sock) {
+  char data[64], cbuf[CMSG_SPACE(sizeof(int))];
+  struct iovec iov = {.iov_base = data, .iov_len = sizeof(data)};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+  ssize_t n;
+  do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return -1;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  if (!c || c->cmsg_type != SCM_RIGHTS) return -1;
+  int fd;
+  memcpy(&fd, CMSG_DATA(c), sizeof(int));
+  return fd;
+}
+
+static int copy_once(int from, int to) {
+  char buf[8192];
+  ssize_t n = read(from, buf, sizeof(buf));
+  if (n <= 0) return n < 0 && (errno == EINTR || errno == EAGAIN) ? 1 : 0;
+  for (ssize_t off = 0; off < n;) {
+    ssize_t w = write(to, buf + off, (size_t)(n - off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return 0;
+    off += w;
+  }
+  return 1;
+}
+
+/*
+ * `run`/`exec` in the foreground with a terminal and no --console-socket (runc proxies the pty itself):
+ * our stdin goes to the pty master, its output to our stdout, our terminal is raw meanwhile.
+ */
+static void relay_tty(pid_t child) {
+  struct termios saved;
+  int raw = isatty(0) && tcgetattr(0, &saved) == 0;
+  if (raw) {
+    struct termios t = saved;
+    cfmakeraw(&t);
+    tcsetattr(0, TCSANOW, &t);
+    struct winsize ws;
+    if (ioctl(0, TIOCGWINSZ, &ws) == 0) ioctl(tty_master, TIOCSWINSZ, &ws);
+  }
+  int in_open = 1;
+  for (;;) {
+    struct pollfd p[3] = {{.fd = tty_master, .events = POLLIN},
+                          {.fd = in_open ? 0 : -1, .events = POLLIN},
+                          {.fd = chld_pipe[0], .events = POLLIN}};
+    if (poll(p, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (p[0].revents & POLLIN) {
+      if (!copy_once(tty_master, 1)) break;
+    } else if (p[0].revents & (POLLHUP | POLLERR)) {
+      break;
+    }
+    if (p[1].revents & (POLLIN | POLLHUP)) {
+      if (!copy_once(0, tty_master)) in_open = 0;
+    }
+    if (p[2].revents & POLLIN) {
+      int st;
+      if (waitpid(child, &st, WNOHANG | __WNOTHREAD) != 0) {
+        /* drain what the workload wrote last, then report its status */
+        while (poll(p, 1, 0) > 0 && (p[0].revents & POLLIN) && copy_once(tty_master, 1)) {
+        }
+        if (raw) tcsetattr(0, TCSANOW, &saved);
+        if (WIFEXITED(st)) _exit(WEXITSTATUS(st));
+        if (WIFSIGNALED(st)) _exit(128 + WTERMSIG(st));
+        _exit(255);
+      }
+    }
+  }
+  if (raw) tcsetattr(0, TCSANOW, &saved);
 }
 
 /* The foreground parent: forward every catchable signal, exit like the workload did. */
@@ -99,6 +192,15 @@ static void wait_and_exit(pid_t child) {
   }
   sigset_t none;
   sigemptyset(&none);
+  if (tty_master >= 0 && pipe2(chld_pipe, O_CLOEXEC | O_NONBLOCK) == 0) {
+    struct sigaction sc;
+    memset(&sc, 0, sizeof(sc));
+    sc.sa_handler = on_chld;
+    sc.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sc, NULL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    relay_tty(child);
+  }
   sigprocmask(SIG_SETMASK, &none, NULL);
   for (;;) {
     int status;
@@ -109,6 +211,8 @@ static void wait_and_exit(pid_t child) {
     if (WIFSIGNALED(status)) _exit(128 + WTERMSIG(status));
   }
 }
+
+static int relay_pair[2] = {-1, -1};
 
 int main(int argc, char **argv) {
   if (argc < 2) {
@@ -149,6 +253,10 @@ int main(int argc, char **argv) {
     } else if (strcmp(op, "console-connect") == 0 && r.argc == 2) {
       /* before setns: the socket path is the caller's, the container may not see it */
       console_connect(r.argv[1]);
+    } else if (strcmp(op, "console-relay") == 0) {
+      /* an internal console socket: the container sends its pty master to us (see relay_tty) */
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, relay_pair) < 0)
+        fail("helper: console socketpair: %s", strerror(errno));
     } else if (strcmp(op, "clone") == 0 && r.argc == 3) {
       flags = (unsigned long)parse_u64(r.argv[1], "clone flags");
       wait_mode = strcmp(r.argv[2], "wait") == 0;
@@ -169,8 +277,13 @@ int main(int argc, char **argv) {
   if (pid < 0) fail("clone: %s", strerror(errno));
   if (pid == 0) {
     in_child = 1;
+    if (relay_pair[0] >= 0) {
+      close(relay_pair[0]);
+      console_sock = relay_pair[1];
+    }
     container_main();
   }
+  if (relay_pair[1] >= 0) close(relay_pair[1]);
   char buf[32];
   snprintf(buf, sizeof(buf), "%d", pid);
   if (send_msg(sync_fd, "pid", buf) < 0) {
@@ -179,5 +292,9 @@ int main(int argc, char **argv) {
   }
   if (!wait_mode) _exit(0);
   close(sync_fd);
+  if (relay_pair[0] >= 0) {
+    tty_master = recv_master(relay_pair[0]);
+    close(relay_pair[0]);
+  }
   wait_and_exit(pid);
 }

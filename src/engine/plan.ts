@@ -126,6 +126,8 @@ function initPhase1(
   }
   recs.push(["mkfifo", opts.fifo]);
   if (opts.consoleSocket) recs.push(["console-connect", opts.consoleSocket]);
+  // Foreground with a terminal and no console socket: the waiting helper relays the pty, as runc does.
+  else if (wait && opts.spec.process?.terminal) recs.push(["console-relay"]);
   recs.push(["clone", String(flags), wait ? "wait" : "detach"]);
   return { recs, namespaces };
 }
@@ -321,8 +323,6 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
     throw new PlanError("cannot allocate tty if kata-ts will detach without setting console socket");
   if (!proc.terminal && opts.consoleSocket)
     throw new PlanError("cannot use console socket if kata-ts will not detach or allocate tty");
-  if (proc.terminal && !opts.consoleSocket)
-    throw new PlanError("a terminal in the foreground needs --console-socket (not supported by kata-ts yet)");
   let personality: number | undefined;
   if (linux.personality) personality = linux.personality.domain === "LINUX32" ? 0x0008 : 0;
 
@@ -407,16 +407,13 @@ export interface ExecPlanOptions {
 /** exec: join the init's namespaces, then the same process setup without mounts or fifo. */
 export function buildExecPlan(o: ExecPlanOptions): { phase1: Rec[]; phase2: Rec[] } {
   const p = o.process;
-  if (p.terminal && !o.consoleSocket)
-    throw new PlanError(
-      o.detach
-        ? "cannot allocate tty if kata-ts will detach without setting console socket"
-        : "a terminal in the foreground needs --console-socket (not supported by kata-ts yet)",
-    );
+  if (p.terminal && !o.consoleSocket && o.detach)
+    throw new PlanError("cannot allocate tty if kata-ts will detach without setting console socket");
   if (!p.terminal && o.consoleSocket)
     throw new PlanError("cannot use console socket if kata-ts will not detach or allocate tty");
   const phase1: Rec[] = [];
   if (o.consoleSocket) phase1.push(["console-connect", o.consoleSocket]);
+  else if (p.terminal) phase1.push(["console-relay"]);
   for (const t of JOIN_ORDER) {
     const path = o.joins[t];
     if (path) phase1.push(["setns", path, t]);

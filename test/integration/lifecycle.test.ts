@@ -1,7 +1,7 @@
 // The host engine end to end (hypervisor = "none"): create/start/run/kill/delete/exec through the real
 // CLI on a busybox bundle, asserting on what the container saw and on what is left on the host.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -460,5 +460,60 @@ describe("hooks around the lifecycle (hypervisor = none)", { skip }, () => {
     assert.match(r.stderr, /createContainer hook #0: hook ran past specified timeout of 1.0s/);
     assert.ok(Date.now() - t0 < 10_000);
     assert.equal(existsSync(join(env.root, "hkt")), false);
+  });
+});
+
+describe("terminals (hypervisor = none)", { skip }, () => {
+  let env: Env;
+  before(() => {
+    env = makeEnv();
+  });
+  after(() => env.cleanup());
+
+  test("run in the foreground with terminal: true relays the pty (like runc) and keeps the exit code", () => {
+    const b = makeBundle(env, "tty", (s) => {
+      s.process.terminal = true;
+      s.process.args = ["sh", "-c", "tty; test -t 0 && echo stdin-is-tty; exit 4"];
+    });
+    const cmd = `${BIN} --root ${env.root} --config ${env.config} run -b ${b} tty`;
+    const r = spawnSync("script", ["-qec", cmd, "/dev/null"], { encoding: "utf8", timeout: 60_000 });
+    assert.equal(r.status, 4, r.stdout + r.stderr);
+    assert.match(r.stdout, /\/dev\/pts\/0\r\n/);
+    assert.match(r.stdout, /stdin-is-tty/);
+  });
+
+  test("create --console-socket sends the pty master (SCM_RIGHTS) to the socket, as conmon expects", () => {
+    const sock = join(env.dir, "console.sock");
+    const got = join(env.dir, "console.out");
+    // The receiving end, as conmon/containerd-shim do it: accept, recvmsg one fd, read the pty.
+    const receiver = spawn("python3", [
+      "-c",
+      `import socket,os,sys
+s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
+c,_=s.accept(); msg,fds,_,_=socket.recv_fds(c,64,1)
+out=b""
+while True:
+    try: d=os.read(fds[0],4096)
+    except OSError: break
+    if not d: break
+    out+=d
+open(sys.argv[2],"wb").write(msg+b"|"+out)`,
+      sock,
+      got,
+    ]);
+    for (let i = 0; i < 300 && !existsSync(sock); i++) sleep(10);
+    const b = makeBundle(env, "cs", (s) => {
+      s.process.terminal = true;
+      s.process.args = ["sh", "-c", "echo on-the-console; tty"];
+    });
+    const c = cli(env, ["create", "--console-socket", sock, "-b", b, "cs"]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.equal(cli(env, ["start", "cs"]).code, 0);
+    for (let i = 0; i < 500 && !existsSync(got); i++) sleep(10);
+    receiver.kill();
+    const text = readFileSync(got, "utf8");
+    assert.match(text, /^\/dev\/ptmx\|/, "runc sends the name /dev/ptmx with the fd");
+    assert.match(text, /on-the-console\r\n\/dev\/pts\/0/);
+    assert.equal(cli(env, ["delete", "--force", "cs"]).code, 0);
   });
 });
