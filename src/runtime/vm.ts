@@ -1,0 +1,594 @@
+// The lifecycle verbs with hypervisor = "qemu": the same semantics as the host engine (runc's), but the
+// workload runs in the sandbox's VM. The CLI stays stateless: it starts the sandbox supervisor (one per
+// sandbox, detached), spawns a stand-in per container process (its pid is what --pid-file names and
+// what engines wait on), and asks the supervisor over its control socket for the rest. Status is
+// derived as for the host engine: the stand-in's liveness replaces the init's (it exits with the
+// workload, and with 255 when the supervisor dies); an empty regular file named exec.fifo marks
+// "created" until `start`. Every failure mid-create unwinds what was made.
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { connect } from "node:net";
+import { isAbsolute, join, resolve } from "node:path";
+import { parseSignal } from "../engine/signals";
+import { containerKind } from "../oci/annotations";
+import { validateContainerId } from "../oci/id";
+import type { HookName, LinuxResources, Spec } from "../oci/spec";
+import { ociState, rfc3339Nano } from "../oci/state";
+import { parseConfigJson, validateSpec } from "../oci/validate";
+import { sandboxPaths } from "../sandbox/paths";
+import { type ControlArgs, type ControlOp, type ControlResult, supervisorCall } from "../sandbox/protocol";
+import { cleanupSandboxDir } from "../sandbox/supervisor";
+import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
+import { runHooks, runPoststopHooks } from "./hooks";
+import {
+  type CreateOptions,
+  checkTransition,
+  type ExecOptions,
+  type RunOptions,
+  type RuntimeContext,
+} from "./lifecycle";
+import { type ContainerStatus, containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
+import { ContainerNotFound, type ContainerRecord, StateStore, writeFileAtomic } from "./store";
+
+export const STANDIN_BINARY = "kata-ts-standin";
+export const SUPERVISOR_BUNDLE = "kata-supervisor.cjs";
+/** Boot + agent ready under TCG is a few seconds; a cold page cache or a loaded CI host more. */
+const SUPERVISOR_READY_MS = 120_000;
+
+interface ProcRef {
+  pid: number;
+  start: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The supervisor bundle: $KATA_TS_SUPERVISOR, next to the CLI bundle, or dist/ of the source tree. */
+export function supervisorScript(env: NodeJS.ProcessEnv = process.env): string {
+  const candidates = [
+    env.KATA_TS_SUPERVISOR,
+    join(__dirname, SUPERVISOR_BUNDLE),
+    join(__dirname, "..", "..", "dist", SUPERVISOR_BUNDLE),
+  ];
+  for (const c of candidates) if (c && existsSync(c)) return c;
+  throw new Error(`sandbox supervisor ${SUPERVISOR_BUNDLE} not found: run \`npm run build\``);
+}
+
+export function standinBinary(): string {
+  const p = findNativeFile(STANDIN_BINARY);
+  if (!p) throw new Error(`${STANDIN_BINARY} not built: run \`make -C native\``);
+  return p;
+}
+
+function loadBundle(bundle: string): Spec {
+  const file = join(bundle, "config.json");
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(
+      code === "ENOENT" ? `JSON specification file ${file} not found` : `read ${file}: ${code}`,
+    );
+  }
+  return validateSpec(parseConfigJson(text, file));
+}
+
+function stateJson(record: ContainerRecord, status: ContainerStatus, pid?: number): string {
+  return JSON.stringify(
+    ociState({
+      id: record.id,
+      status,
+      pid: pid ?? record.pid,
+      bundle: record.bundle,
+      annotations: record.annotations,
+      ociVersion: record.config.ociVersion,
+    }),
+  );
+}
+
+async function hostHooks(kind: HookName, record: ContainerRecord, status: ContainerStatus): Promise<void> {
+  const hooks = record.config.hooks?.[kind];
+  if (!hooks?.length) return;
+  await runHooks(kind, hooks, JSON.parse(stateJson(record, status)), { cwd: record.bundle });
+}
+
+function alive(p: ProcRef | undefined): boolean {
+  return p !== undefined && p.pid > 0 && processAlive(p.pid, p.start);
+}
+
+function killRef(p: ProcRef | undefined, sig: NodeJS.Signals = "SIGKILL"): void {
+  if (!alive(p)) return;
+  try {
+    process.kill(p!.pid, sig);
+  } catch {}
+}
+
+async function waitGone(p: ProcRef | undefined, timeoutMs: number): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (alive(p)) {
+    if (Date.now() > end) return false;
+    await sleep(10);
+  }
+  return true;
+}
+
+function call<O extends ControlOp>(
+  ctx: RuntimeContext,
+  sandboxId: string,
+  op: O,
+  args: ControlArgs<O>,
+  timeoutMs?: number,
+): Promise<ControlResult<O>> {
+  return supervisorCall(sandboxPaths(ctx.root, sandboxId).socket, op, args, timeoutMs);
+}
+
+interface SandboxInfo {
+  supervisorPid: number;
+  supervisorStart: number;
+  vmPid: number;
+  vmStart: number;
+}
+
+function readSandboxInfo(ctx: RuntimeContext, sandboxId: string): { supervisor?: ProcRef; vm?: ProcRef } {
+  const p = sandboxPaths(ctx.root, sandboxId);
+  const out: { supervisor?: ProcRef; vm?: ProcRef } = {};
+  try {
+    const i = JSON.parse(readFileSync(p.info, "utf8")) as SandboxInfo;
+    out.supervisor = { pid: i.supervisorPid, start: i.supervisorStart };
+    if (i.vmPid) out.vm = { pid: i.vmPid, start: i.vmStart };
+  } catch {
+    // Not written yet (killed while booting): the supervisor writes its pid file first thing.
+    try {
+      const [pid, start] = readFileSync(p.pidFile, "utf8").trim().split(" ").map(Number);
+      out.supervisor = { pid, start };
+    } catch {}
+  }
+  if (!out.vm) {
+    // QEMU writes its own pid file as soon as it runs.
+    try {
+      const pid = Number(readFileSync(join(p.vmDir, "qemu.pid"), "utf8").trim());
+      const start = processStartTime(pid);
+      if (
+        start !== undefined &&
+        readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`sandbox-${sandboxId}`)
+      )
+        out.vm = { pid, start };
+    } catch {}
+  }
+  return out;
+}
+
+/**
+ * Stops whatever is left of a sandbox (supervisor, QEMU, mounts, sockets, its directory) when its
+ * supervisor is gone or does not leave by itself.
+ */
+export async function destroySandbox(
+  ctx: RuntimeContext,
+  sandboxId: string,
+  graceMs = 10_000,
+): Promise<void> {
+  const info = readSandboxInfo(ctx, sandboxId);
+  if (!(await waitGone(info.supervisor, graceMs))) killRef(info.supervisor);
+  await waitGone(info.supervisor, 2000);
+  killRef(info.vm);
+  await waitGone(info.vm, 5000);
+  cleanupSandboxDir(sandboxPaths(ctx.root, sandboxId), true);
+}
+
+/** Starts the sandbox supervisor (detached) and waits until it reports ready or fails. */
+async function startSupervisor(ctx: RuntimeContext, sandboxId: string): Promise<ProcRef> {
+  const p = sandboxPaths(ctx.root, sandboxId);
+  if (existsSync(p.info) || existsSync(p.pidFile)) {
+    // A previous sandbox of this id died without cleanup: its leftovers would confuse this one.
+    await destroySandbox(ctx, sandboxId, 0);
+  }
+  mkdirSync(p.dir, { recursive: true, mode: 0o711 });
+  const logFd = openSync(p.log, "a", 0o600);
+  const args = [supervisorScript(), "--root", ctx.root, "--sandbox", sandboxId];
+  if (ctx.configPath) args.push("--config", resolve(ctx.configPath));
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", logFd, logFd, "pipe"] });
+  } finally {
+    closeSync(logFd);
+  }
+  const ref = { pid: child.pid ?? 0, start: processStartTime(child.pid ?? 0) ?? 0 };
+  const pipe = child.stdio[3] as NodeJS.ReadableStream;
+  const line = await new Promise<string>((res) => {
+    let buf = "";
+    const timer = setTimeout(
+      () => res(`error: the sandbox did not become ready within ${SUPERVISOR_READY_MS} ms`),
+      SUPERVISOR_READY_MS,
+    );
+    pipe.setEncoding("utf8");
+    pipe.on("data", (d: string) => {
+      buf += d;
+      if (buf.includes("\n")) {
+        clearTimeout(timer);
+        res(buf.slice(0, buf.indexOf("\n")));
+      }
+    });
+    pipe.on("end", () => {
+      clearTimeout(timer);
+      res(
+        buf.includes("\n")
+          ? buf.slice(0, buf.indexOf("\n"))
+          : "error: the sandbox supervisor exited during start",
+      );
+    });
+  });
+  (pipe as unknown as { destroy(): void }).destroy();
+  child.unref();
+  if (line !== "ok") {
+    killRef(ref);
+    await destroySandbox(ctx, sandboxId, 5000);
+    let why = line.replace(/^error: /, "");
+    if (why === "the sandbox supervisor exited during start") {
+      try {
+        const last = readFileSync(p.log, "utf8").trim().split("\n").pop();
+        if (last) why = last.replace(/^\S+Z /, "");
+      } catch {}
+    }
+    throw new Error(`sandbox ${sandboxId}: ${why}`);
+  }
+  return ref;
+}
+
+/** Sends a pty master to the engine's --console-socket, as runc does (the data is the pty's name). */
+async function sendConsole(socketPath: string, master: number, name: string): Promise<void> {
+  const sock = connect(socketPath);
+  await new Promise<void>((res, rej) => {
+    sock.once("connect", () => res());
+    sock.once("error", (e: NodeJS.ErrnoException) =>
+      rej(new Error(`console socket ${socketPath}: ${e.code ?? e.message}`)),
+    );
+  });
+  try {
+    const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
+    // The socket is non-blocking; one small message fits in any socket buffer.
+    sendFds(fd, [master], Buffer.from(name));
+  } finally {
+    sock.destroy();
+  }
+}
+
+/** Spawns a stand-in: with a terminal, on a fresh host pty whose master goes to the console socket. */
+async function spawnStandin(
+  ctx: RuntimeContext,
+  sandboxId: string,
+  containerId: string,
+  execId: string,
+  terminal: boolean,
+  consoleSocket: string | undefined,
+): Promise<{ child: ChildProcess; ref: ProcRef }> {
+  const bin = standinBinary();
+  const sock = sandboxPaths(ctx.root, sandboxId).socket;
+  let stdio: ("inherit" | number)[] = ["inherit", "inherit", "inherit"];
+  let slave: number | undefined;
+  if (terminal) {
+    if (!consoleSocket)
+      throw new Error("cannot allocate tty if runc will detach without setting console socket");
+    const pty = openpty();
+    try {
+      await sendConsole(resolve(consoleSocket), pty.master, pty.name);
+    } finally {
+      closeFd(pty.master);
+    }
+    slave = pty.slave;
+    stdio = [slave, slave, slave];
+  }
+  let child: ChildProcess;
+  try {
+    child = spawn(bin, [sock, containerId, execId || "-", terminal ? "1" : "0"], { detached: true, stdio });
+  } finally {
+    if (slave !== undefined) closeFd(slave);
+  }
+  const pid = child.pid;
+  if (!pid) throw new Error(`${STANDIN_BINARY}: could not be started`);
+  child.on("error", () => {});
+  return { child, ref: { pid, start: processStartTime(pid) ?? 0 } };
+}
+
+function writePidFile(path: string | undefined, pid: number): void {
+  if (path) writeFileAtomic(resolve(path), String(pid), 0o644);
+}
+
+export interface VmCreated {
+  record: ContainerRecord;
+  /** The stand-in of the init (our child until this process exits). */
+  standin: ChildProcess;
+}
+
+/** create: the sandbox (if this container is its own), the container in the guest, the stand-in. */
+export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<VmCreated> {
+  validateContainerId(o.id);
+  const bundle = resolve(o.bundle ?? process.cwd());
+  const spec = loadBundle(bundle);
+  const rootPath = spec.root?.path ?? "rootfs";
+  const rootfs = isAbsolute(rootPath) ? rootPath : join(bundle, rootPath);
+  try {
+    if (!statSync(rootfs).isDirectory()) throw new Error("not a directory");
+  } catch {
+    throw new Error(`root.path: rootfs ${rootfs} does not exist or is not a directory`);
+  }
+  const kind = containerKind(spec.annotations, o.id);
+  const sandboxId = kind.sandboxId ?? o.id;
+  const ownSandbox = kind.type === "sandbox";
+  const store = new StateStore(ctx.root);
+  const record: ContainerRecord = {
+    id: o.id,
+    bundle,
+    rootfs,
+    created: rfc3339Nano(new Date()),
+    owner: "",
+    annotations: spec.annotations ?? {},
+    pid: 0,
+    pidStartTime: 0,
+    paused: false,
+    hypervisor: "qemu",
+    sandboxId,
+    containerType: kind.type,
+    config: spec,
+    engine: {},
+  };
+  store.create(record);
+  let standin: { child: ChildProcess; ref: ProcRef } | undefined;
+  let inGuest = false;
+  let supervisorStarted = false;
+  try {
+    return await store.withLock(o.id, async () => {
+      if (ownSandbox) {
+        const sup = await startSupervisor(ctx, sandboxId);
+        supervisorStarted = true;
+        record.engine.supervisor = sup;
+        store.write(record);
+      } else {
+        await call(ctx, sandboxId, "ping", {}).catch((err: Error) => {
+          throw new Error(`sandbox ${sandboxId} of pod container ${o.id} is not running: ${err.message}`);
+        });
+      }
+      const terminal = Boolean(spec.process?.terminal);
+      standin = await spawnStandin(ctx, sandboxId, o.id, "", terminal, o.consoleSocket);
+      record.pid = standin.ref.pid;
+      record.pidStartTime = standin.ref.start;
+      // The record names the pid before anything else can fail or a hook can call `state`.
+      writeFileSync(join(store.dir(o.id), EXEC_FIFO), "");
+      store.write(record);
+      const exited = new Promise<never>((_, rej) =>
+        standin!.child.once("exit", (code, sig) =>
+          rej(
+            new Error(
+              `${STANDIN_BINARY} exited early (${sig ?? code}): see ${sandboxPaths(ctx.root, sandboxId).log}`,
+            ),
+          ),
+        ),
+      );
+      exited.catch(() => {});
+      await Promise.race([
+        call(ctx, sandboxId, "createContainer", { containerId: o.id, spec, rootfs }, 120_000),
+        exited,
+      ]);
+      inGuest = true;
+      await hostHooks("prestart", record, "created");
+      await hostHooks("createRuntime", record, "created");
+      store.write(record);
+      writePidFile(o.pidFile, record.pid);
+      standin.child.removeAllListeners("exit");
+      return { record, standin: standin.child };
+    });
+  } catch (err) {
+    if (inGuest && !ownSandbox) await call(ctx, sandboxId, "delete", { containerId: o.id }).catch(() => {});
+    killRef(standin?.ref);
+    if (supervisorStarted || ownSandbox) {
+      await call(ctx, sandboxId, "shutdown", {}).catch(() => {});
+      await destroySandbox(ctx, sandboxId, 10_000);
+    }
+    await waitGone(standin?.ref, 2000);
+    store.remove(o.id);
+    throw err;
+  }
+}
+
+export async function vmStart(ctx: RuntimeContext, id: string): Promise<void> {
+  const store = new StateStore(ctx.root);
+  await store.withLock(id, async () => {
+    const record = store.read(id);
+    checkTransition("start", containerStatus(store, record), id);
+    await call(ctx, record.sandboxId, "startContainer", { containerId: id });
+    try {
+      unlinkSync(join(store.dir(id), EXEC_FIFO));
+    } catch {}
+    try {
+      await hostHooks("poststart", record, "running");
+    } catch (err) {
+      // runc: a failed poststart hook stops the container.
+      await call(ctx, record.sandboxId, "kill", { containerId: id, signal: 9, all: true }).catch(() => {});
+      throw err;
+    }
+  });
+}
+
+export async function vmKill(ctx: RuntimeContext, id: string, signal: string, all = false): Promise<void> {
+  const sig = parseSignal(signal);
+  const store = new StateStore(ctx.root);
+  await store.withLock(id, async () => {
+    const record = store.read(id);
+    checkTransition("kill", containerStatus(store, record), id);
+    await call(ctx, record.sandboxId, "kill", { containerId: id, signal: sig, all });
+  });
+}
+
+/** delete: the container leaves the guest and the share; the sandbox's last container stops the VM. */
+export async function vmDelete(ctx: RuntimeContext, id: string, force = false): Promise<void> {
+  const store = new StateStore(ctx.root);
+  if (!store.exists(id)) {
+    if (!force) throw new ContainerNotFound(id);
+    store.remove(id);
+    return;
+  }
+  let record: ContainerRecord | undefined;
+  await store.withLock(id, async () => {
+    const r = store.read(id);
+    if (!force) checkTransition("delete", containerStatus(store, r), id);
+    let empty = r.sandboxId === id;
+    try {
+      empty = (await call(ctx, r.sandboxId, "delete", { containerId: id }, 60_000)).sandboxEmpty || empty;
+    } catch {
+      // The supervisor is gone (or was never reachable): clean up directly below.
+      empty = empty || r.containerType === "sandbox";
+    }
+    const standin = { pid: r.pid, start: r.pidStartTime };
+    if (!(await waitGone(standin, 2000))) killRef(standin);
+    await waitGone(standin, 2000);
+    if (empty) await destroySandbox(ctx, r.sandboxId);
+    store.remove(id);
+    record = r;
+  });
+  if (record?.config.hooks?.poststop?.length) {
+    const warnings = await runPoststopHooks(record.config.hooks.poststop, stateJson(record, "stopped"), {
+      cwd: record.bundle,
+    });
+    for (const w of warnings) ctx.warn?.(w);
+  }
+}
+
+/** Waits for a stand-in child of ours; its exit code is the workload's (or 128+signal). */
+function childExit(child: ChildProcess): Promise<number> {
+  return new Promise((res) => {
+    if (child.exitCode !== null) return res(child.exitCode);
+    if (child.signalCode)
+      return res(128 + (require("node:os").constants.signals[child.signalCode] as number));
+    child.once("exit", (code, sig) =>
+      res(sig ? 128 + (require("node:os").constants.signals[sig] as number) : (code ?? 255)),
+    );
+  });
+}
+
+const RELAYED: NodeJS.Signals[] = [
+  "SIGINT",
+  "SIGTERM",
+  "SIGHUP",
+  "SIGQUIT",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGWINCH",
+];
+
+/** Forwards the signals a foreground CLI gets to the stand-in, which forwards them to the workload. */
+function relaySignals(pid: number): () => void {
+  const hs = RELAYED.map((sig) => {
+    const h = () => {
+      try {
+        process.kill(pid, sig);
+      } catch {}
+    };
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  return () => {
+    for (const [sig, h] of hs) process.off(sig, h);
+  };
+}
+
+/** run = create + start; in the foreground waits for the workload and returns its exit code. */
+export async function vmRun(ctx: RuntimeContext, o: RunOptions): Promise<number> {
+  const { standin } = await vmCreate(ctx, o);
+  try {
+    await vmStart(ctx, o.id);
+  } catch (err) {
+    await vmDelete(ctx, o.id, true).catch(() => {});
+    throw err;
+  }
+  if (o.detach) {
+    standin.unref();
+    return 0;
+  }
+  const stop = relaySignals(standin.pid ?? 0);
+  const code = await childExit(standin);
+  stop();
+  if (!o.keep) await vmDelete(ctx, o.id, true);
+  return code;
+}
+
+/** exec: a new process in the container, with its own stand-in (whose pid goes in --pid-file). */
+export async function vmExec(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
+  const store = new StateStore(ctx.root);
+  const record = store.read(o.id);
+  checkTransition("exec", containerStatus(store, record), o.id);
+  const execId = `exec-${randomBytes(8).toString("hex")}`;
+  const s = await spawnStandin(
+    ctx,
+    record.sandboxId,
+    o.id,
+    execId,
+    Boolean(o.process.terminal),
+    o.consoleSocket,
+  );
+  try {
+    await call(ctx, record.sandboxId, "exec", { containerId: o.id, execId, process: o.process }, 60_000);
+  } catch (err) {
+    killRef(s.ref);
+    throw err;
+  }
+  writePidFile(o.pidFile, s.ref.pid);
+  if (o.detach) {
+    s.child.unref();
+    return 0;
+  }
+  const stop = relaySignals(s.ref.pid);
+  const code = await childExit(s.child);
+  stop();
+  return code;
+}
+
+async function requireRunning(ctx: RuntimeContext, id: string): Promise<ContainerRecord> {
+  const store = new StateStore(ctx.root);
+  const record = store.read(id);
+  const status = containerStatus(store, record);
+  if (status === "stopped") throw new Error("container not running");
+  return record;
+}
+
+/** Guest pids of the container's processes (the host cannot see them). */
+export async function vmPs(ctx: RuntimeContext, id: string): Promise<number[]> {
+  const r = await requireRunning(ctx, id);
+  return (await call(ctx, r.sandboxId, "ps", { containerId: id })).pids;
+}
+
+export async function vmPause(ctx: RuntimeContext, id: string, pause: boolean): Promise<void> {
+  const store = new StateStore(ctx.root);
+  await store.withLock(id, async () => {
+    const r = store.read(id);
+    const status = containerStatus(store, r);
+    if (pause && status !== "running") throw new Error(`container ${id} is not running`);
+    if (!pause && status !== "paused") throw new Error(`container ${id} is not paused`);
+    await call(ctx, r.sandboxId, pause ? "pause" : "resume", { containerId: id });
+    r.paused = pause;
+    store.write(r);
+  });
+}
+
+export async function vmUpdate(ctx: RuntimeContext, id: string, resources: LinuxResources): Promise<void> {
+  const r = await requireRunning(ctx, id);
+  await call(ctx, r.sandboxId, "update", { containerId: id, resources });
+}
+
+export async function vmStats(ctx: RuntimeContext, id: string): Promise<Record<string, unknown>> {
+  const r = await requireRunning(ctx, id);
+  return (await call(ctx, r.sandboxId, "stats", { containerId: id })).data;
+}
+
+/** True for containers created in VM mode (the dispatch in lifecycle/operations asks this). */
+export function isVmRecord(r: ContainerRecord): boolean {
+  return r.hypervisor === "qemu";
+}

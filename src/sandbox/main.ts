@@ -1,0 +1,75 @@
+// Entry of dist/kata-supervisor.cjs: `kata-supervisor --root R --sandbox ID [--config FILE]`, started
+// detached (setsid) by the CLI's create with stdout/stderr on <sandbox>/supervisor.log and a pipe on
+// fd 3 on which it reports readiness: "ok\n" once the agent answers and the control socket listens,
+// or "error: <one line>\n". KATA_TS_SUPERVISOR_AGENT=host replaces the VM by host processes (tests of
+// the supervisor's own logic only).
+import { closeSync, writeSync } from "node:fs";
+import { loadConfig } from "../config/config";
+import { connectVmAgent } from "./agent";
+import { HostAgent } from "./hostagent";
+import { SHARE_TAG } from "./paths";
+import { Supervisor } from "./supervisor";
+
+function arg(argv: string[], name: string): string | undefined {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+}
+
+function report(line: string): void {
+  try {
+    writeSync(3, `${line}\n`);
+    closeSync(3);
+  } catch {}
+}
+
+async function main(argv: string[]): Promise<void> {
+  const root = arg(argv, "--root");
+  const sandboxId = arg(argv, "--sandbox");
+  const configPath = arg(argv, "--config");
+  if (!root || !sandboxId) throw new Error("usage: kata-supervisor --root DIR --sandbox ID [--config FILE]");
+  const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
+  const sup = new Supervisor({
+    root,
+    sandboxId,
+    log,
+    async boot(paths) {
+      if (process.env.KATA_TS_SUPERVISOR_AGENT === "host") return { agent: new HostAgent() };
+      const { config } = loadConfig({ explicitPath: configPath });
+      const { startVm } = await import("../hypervisor/qemu");
+      // `shares` is the 9p export of the sandbox's shared directory (tag kataShared).
+      const vm = await startVm({
+        id: sandboxId,
+        dir: paths.vmDir,
+        config: config.hypervisor,
+        onWarning: log,
+        ...{ shares: [{ tag: SHARE_TAG, path: paths.shared }] },
+      });
+      try {
+        const agent = await connectVmAgent(vm.agentSocket, Math.max(5, config.agent.dialTimeout) * 1000);
+        return { agent, vm };
+      } catch (err) {
+        vm.kill();
+        await vm.waitExit();
+        throw err;
+      }
+    },
+  });
+  process.on("SIGTERM", () => void sup.shutdown(0));
+  process.on("SIGINT", () => void sup.shutdown(0));
+  process.on("SIGHUP", () => {});
+  try {
+    await sup.start();
+  } catch (err) {
+    const msg = ((err as Error).message ?? String(err)).split("\n")[0];
+    log(`start failed: ${msg}`);
+    report(`error: ${msg}`);
+    await sup.shutdown(1);
+    return;
+  }
+  report("ok");
+}
+
+main(process.argv.slice(2)).catch((err) => {
+  report(`error: ${(err as Error).message}`);
+  process.exitCode = 1;
+});

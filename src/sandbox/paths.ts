@@ -1,0 +1,58 @@
+// Where a sandbox lives on the host: <root>/sandboxes/<sandbox-id>/ holds the supervisor's socket, pid
+// and log, the VM's sockets and logs (via the hypervisor driver) and the shared directory the guest
+// mounts. Unix socket paths are limited to 107 bytes; engines use long roots and 64-hex ids
+// (containerd: /run/containerd/runc/<ns>/...), so when the sandbox directory is too long for a socket
+// path the sockets go to a short per-sandbox directory under /run/kata-ts/s/ named by a hash.
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+
+/** sun_path is 108 bytes including the terminating NUL. */
+export const MAX_SOCKET_PATH = 107;
+/** Short socket directories for sandboxes whose own directory is too long. */
+export const SHORT_SOCKET_ROOT = "/run/kata-ts/s";
+
+export interface SandboxPaths {
+  /** <root>/sandboxes/<sid> */
+  dir: string;
+  /** Where the unix sockets go (dir itself when short enough). */
+  sockDir: string;
+  /** The control socket the CLI and the stand-ins connect to. */
+  socket: string;
+  /** The 9p/virtio-fs share: shared/<container-id>/rootfs are bind mounts of container rootfses. */
+  shared: string;
+  /** The supervisor's own pid ("<pid> <starttime>"), written first thing at start. */
+  pidFile: string;
+  /** The supervisor's stdout/stderr. */
+  log: string;
+  /** Sandbox facts for cleanup by a later CLI (sandbox.json: pids with start times, socket dir). */
+  info: string;
+  /** The hypervisor's runtime directory (qmp.sock, agent.sock, console.log, qemu.pid). */
+  vmDir: string;
+}
+
+export function sandboxPaths(root: string, sandboxId: string): SandboxPaths {
+  const dir = join(root, "sandboxes", sandboxId);
+  // The longest socket name the VM dir holds is "agent.sock"/"qmp.sock"; "supervisor.sock" is longer.
+  const short =
+    Buffer.byteLength(join(dir, "supervisor.sock")) <= MAX_SOCKET_PATH
+      ? dir
+      : join(SHORT_SOCKET_ROOT, createHash("sha256").update(dir).digest("hex").slice(0, 16));
+  return {
+    dir,
+    sockDir: short,
+    socket: join(short, "supervisor.sock"),
+    shared: join(dir, "shared"),
+    pidFile: join(dir, "supervisor.pid"),
+    log: join(dir, "supervisor.log"),
+    info: join(dir, "sandbox.json"),
+    vmDir: short === dir ? dir : join(short, "vm"),
+  };
+}
+
+/** The guest directory the share is mounted on, and a container's rootfs in it (as Kata names them). */
+export const GUEST_SHARED_DIR = "/run/kata-containers/shared/containers";
+export const SHARE_TAG = "kataShared";
+
+export function guestRootfs(containerId: string): string {
+  return `${GUEST_SHARED_DIR}/${containerId}/rootfs`;
+}
