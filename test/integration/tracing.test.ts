@@ -7,7 +7,6 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, it } from "node:test";
-import { promisify } from "node:util";
 import { BIN, tempDir } from "../helpers";
 
 const tmp = tempDir();
@@ -43,8 +42,9 @@ before(async () => {
     res.writeHead(200, { "content-type": "application/json" }).end("{}");
   });
   hanging = createServer(() => {}); // accepts, never answers
-  await promisify(collector.listen.bind(collector, 0, "127.0.0.1"))();
-  await promisify(hanging.listen.bind(hanging, 0, "127.0.0.1"))();
+  const listen = (s: Server) => new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
+  await listen(collector);
+  await listen(hanging);
 });
 
 after(() => {
