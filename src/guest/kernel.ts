@@ -13,17 +13,10 @@
 // with it must insmod them from its own image before it can see the agent port; `needsModules` says so.
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import {
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  realpathSync,
-  renameSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { GUEST_ASSET_DIR } from "../config/config";
+import { publishFile } from "./cache";
 
 export const KERNEL_SOURCE_PACKAGE = "linux-source-6.1";
 
@@ -237,10 +230,7 @@ export async function ensureStockKernel(
     const { vmlinux } = await extractVmlinux(readFileSync(boot.path));
     if (!hasPvhNote(vmlinux))
       throw new Error(`${boot.path}: the kernel has no PVH entry note; it cannot boot with -kernel`);
-    mkdirSync(dirname(out), { recursive: true });
-    const tmp = `${out}.tmp.${process.pid}`;
-    writeFileSync(tmp, vmlinux);
-    renameSync(tmp, out);
+    publishFile(out, vmlinux);
   }
   return { path: out, kind: "stock", id: boot.release, needsModules: true };
 }
