@@ -8,7 +8,7 @@
 // opened by the host with `openStdio` and carried on the same channel with flow control.
 import type { LinuxResources, Process, Spec } from "../oci/spec";
 
-export type Empty = {};
+export type Empty = Record<string, never>;
 
 /** A directory the guest sees: a 9p or virtio-fs share mounted by tag, or a block device. */
 export interface GuestMount {
