@@ -7,7 +7,8 @@
 //   findLeaks(before, target) -> string[]          // the same checks, returned instead of thrown
 //
 // What counts as a leak (anything new since the snapshot that names the container):
-//   - a process whose cmdline mentions the bundle path or the id, or whose cwd or root lies in the bundle
+//   - a process whose cmdline mentions the bundle path or the id, whose cwd or root lies in the bundle,
+//     whose cgroup path contains the id, or that has a file open under the bundle or the state root
 //     (scans /proc; the calling process and its ancestors are ignored);
 //   - a mount (in this process's mount namespace) at or below the bundle or the state root;
 //   - a cgroup directory whose name contains the id, in any v1 hierarchy or the unified tree
@@ -140,6 +141,21 @@ function ancestors(): Set<number> {
   return out;
 }
 
+/** The first open file of a process inside one of `dirs`, if any. */
+function openFileIn(pid: number, dirs: string[]): string | undefined {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return undefined;
+  }
+  for (const fd of fds) {
+    const target = readLink(`/proc/${pid}/fd/${fd}`);
+    if (target && dirs.some((d) => within(target, d))) return target;
+  }
+  return undefined;
+}
+
 function within(path: string | undefined, dir: string): boolean {
   if (!path) return false;
   const clean = path.replace(/ \(deleted\)$/, "");
@@ -175,16 +191,24 @@ export function findLeaks(before: HostSnapshot, t: LeakTarget): string[] {
 
   for (const pid of listPids()) {
     if (skip.has(pid)) continue;
+    const stat = readText(`/proc/${pid}/stat`);
+    // Gone while we looked, or a zombie: an exited container process that the host's init has not
+    // reaped yet holds nothing but its pid, and reaping it is its parent's job, not the runtime's.
+    if (stat === undefined || stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) continue;
     const cmdline = readText(`/proc/${pid}/cmdline`)?.replace(/\0/g, " ").trim();
-    if (cmdline === undefined) continue; // exited while we looked
+    if (cmdline === undefined) continue;
     const cwd = readLink(`/proc/${pid}/cwd`);
     const root = readLink(`/proc/${pid}/root`);
     const why: string[] = [];
     if (cmdline.includes(t.bundle) || cmdline.includes(t.id)) why.push("cmdline");
     if (within(cwd, t.bundle)) why.push(`cwd ${cwd}`);
     if (within(root, t.bundle)) why.push(`root ${root}`);
-    // A zombie has no cmdline; it still shows up through its cwd/root being unreadable, so only
-    // processes that reference the container are reported.
+    // A process that pivoted into the rootfs shows root "/" from here; its cgroup membership and
+    // open files (an exec fifo, the bundle) still name the container.
+    const cg = readText(`/proc/${pid}/cgroup`);
+    if (cg?.split("\n").some((l) => l.slice(l.lastIndexOf(":") + 1).includes(t.id))) why.push("cgroup");
+    const fd = openFileIn(pid, [t.bundle, t.root]);
+    if (fd) why.push(`fd ${fd}`);
     if (why.length > 0) leaks.push(`process ${pid} (${why.join(", ")}): ${cmdline || "<no cmdline>"}`);
   }
 

@@ -13,6 +13,9 @@ export const REPORT_SCRIPT = join(__dirname, "report.sh");
 /** The workload that prints the report; append probe arguments (see report.sh). */
 export const REPORT_ARGS = ["/bin/sh", "/report.sh"];
 
+/** The ociVersion `runc spec` (runc 1.1.5) writes. */
+export const RUNC_SPEC_VERSION = "1.0.2-dev";
+
 /** Users and groups in the rootfs: root and an unprivileged user 1000. */
 const PASSWD = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n";
 const GROUP = "root:x:0:\nwheel:x:10:user\nusers:x:100:\nuser:x:1000:\n";
@@ -81,6 +84,9 @@ export function deepMerge<T>(base: T, over: Overrides): T {
 /** The base config of every bundle: runc's default spec, no terminal, the report as the workload. */
 export function baseSpec(): Spec {
   const spec = defaultSpec();
+  // `runc spec` writes 1.0.2-dev; crun 1.8 refuses 1.2.x ("unknown version specified"), and engines
+  // hand runtimes 1.0.x/1.1.x configs, so the bundles carry runc's version string.
+  spec.ociVersion = RUNC_SPEC_VERSION;
   spec.process!.terminal = false;
   spec.process!.args = [...REPORT_ARGS];
   return spec;

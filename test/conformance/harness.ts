@@ -248,3 +248,37 @@ export async function runCase(
   if (failure) throw failure;
   return out;
 }
+
+/**
+ * A report with run-specific values replaced, for comparing two runtimes: paths of the bundle, the
+ * host fixtures and the state root, the id, namespace inodes (host / new / a labelled known inode)
+ * and host pids.
+ */
+export function normaliseReport(
+  o: Outcome,
+  ctx: CaseContext,
+  rt: Runtime,
+  host: Record<string, string> = hostNamespaces(),
+): string[] {
+  const hostInodes = new Set(Object.values(host));
+  return o.report.lines.map((line) => {
+    let l = line
+      .split(o.bundle.dir)
+      .join("<BUNDLE>")
+      .split(ctx.host)
+      .join("<HOST>")
+      .split(rt.root)
+      .join("<ROOT>")
+      .split(ctx.id)
+      .join("<ID>");
+    const eq = l.indexOf("=");
+    const key = l.slice(0, eq);
+    const value = l.slice(eq + 1);
+    if (key.startsWith("ns.")) {
+      l = `${key}=${ctx.knownInodes[value] ?? (hostInodes.has(value) ? "<host>" : "<new>")}`;
+    } else if (key === "pid.self" && value !== "1") {
+      l = `${key}=<host-pid>`;
+    }
+    return l;
+  });
+}

@@ -97,6 +97,36 @@ export class Runtime {
     });
   }
 
+  /**
+   * `create` without blocking: the container gets /dev/null as stdin and stdout and `stderrFile` as
+   * stderr (a detached container keeps the create process's stdio, so pipes would never close).
+   * Resolves when the create process exits.
+   */
+  createAsync(bundle: string, id: string, opts: { pidFile?: string; stderrFile: string }): Promise<Result> {
+    const args = ["create", "--bundle", bundle];
+    if (opts.pidFile) args.push("--pid-file", opts.pidFile);
+    args.push(id);
+    const e = openSync(opts.stderrFile, "w");
+    return new Promise((resolvePromise, reject) => {
+      const child = spawn(this.bin, this.argv(args), { stdio: ["ignore", "ignore", e] });
+      closeSync(e);
+      const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+      child.on("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      child.on("exit", (code, signal) => {
+        clearTimeout(timer);
+        resolvePromise({
+          code: code ?? -1,
+          signal,
+          stdout: "",
+          stderr: readFileSync(opts.stderrFile, "utf8"),
+        });
+      });
+    });
+  }
+
   /** `run --bundle B ID`: the container's stdout/stderr are the runtime's. */
   run(bundle: string, id: string, timeoutMs = 60_000): Result {
     return this.exec(["run", "--bundle", bundle, id], { timeoutMs });
