@@ -291,17 +291,23 @@ function releaseInit(fifo: string, record: ContainerRecord): void {
   }
   try {
     const buf = Buffer.alloc(1);
-    const end = Date.now() + 10_000;
-    for (;;) {
-      let n = 0;
+    const readByte = (): boolean => {
       try {
-        n = readSync(fd, buf, 0, 1, null);
+        return readSync(fd, buf, 0, 1, null) > 0;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+        return false;
       }
-      if (n > 0) return;
-      if (!processAlive(record.pid, record.pidStartTime))
+    };
+    const end = Date.now() + 10_000;
+    for (;;) {
+      if (readByte()) return;
+      // A fast workload may write, exec and exit between our read and this check: the byte it wrote
+      // is still in the fifo, so read once more before calling the container stopped.
+      if (!processAlive(record.pid, record.pidStartTime)) {
+        if (readByte()) return;
         throw new Error("cannot start a container that has stopped");
+      }
       if (Date.now() > end) throw new Error("timed out waiting for the container init to read the exec fifo");
       sleepMs(1);
     }
