@@ -5,11 +5,12 @@
 // libraries, the addon loads, the helper is executable, the init's mounts, cgroup2, lo, PID 1 reaping
 // orphans, and power-off when the agent exits. One VM boot in total.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, lstatSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { AgentClient } from "../../src/agent/client";
 import { defaultConfig } from "../../src/config/config";
 import { buildBootstrapInitramfs, stockBootstrapModules } from "../../src/guest/bootstrap";
 import { buildImage, defaultSources, IMAGE_FILE, type ImageSources } from "../../src/guest/image";
@@ -134,6 +135,76 @@ const alive = (pid: number) => {
   }
 };
 
+interface BootedVm {
+  pid: number;
+  exited: Promise<number | null>;
+  consoleLog: string;
+  agentSocket: string;
+  expectRelease: RegExp;
+  kernelKind: string;
+  kill(): void;
+}
+
+/**
+ * Boots `image`: with kata-ts's kernel through the QEMU driver (the image is the root device), else
+ * with Debian's kernel and the bootstrap initramfs (virtio-blk and ext4 are modules there, so it loads
+ * them and switch_roots into the image; the driver takes one of initrd/image, so the drive is added
+ * here).
+ */
+async function bootImage(image: string, dir: string): Promise<BootedVm> {
+  const cfg = { ...defaultConfig().hypervisor, path: QEMU, accel: "tcg" as const };
+  if (existsSync(BUILT_KERNEL)) {
+    const vm = await startVm({
+      id: "gimg",
+      dir,
+      config: { ...cfg, kernel: BUILT_KERNEL, image, initrd: "" },
+      memoryMiB: 512,
+    });
+    return {
+      pid: vm.pid,
+      exited: vm.waitExit().then((e) => e.code),
+      consoleLog: vm.consoleLog,
+      agentSocket: vm.agentSocket,
+      expectRelease: /-kata-ts$/,
+      kernelKind: "kata-ts kernel",
+      kill: () => vm.kill(),
+    };
+  }
+  mkdirSync(dir, { recursive: true });
+  const kernel = await ensureStockKernel({ cacheDir: join(dir, "..", "cache") });
+  const initrd = join(dir, "bootstrap.cpio");
+  writeFileSync(initrd, buildBootstrapInitramfs({ modules: stockBootstrapModules(kernel.id!) }));
+  const consoleLog = join(dir, "console.log");
+  const agentSocket = join(dir, "agent.sock");
+  const argv = buildQemuArgs({
+    qemuPath: QEMU,
+    machineType: "microvm",
+    accel: "tcg",
+    vcpus: 1,
+    memoryMiB: 512,
+    kernel: kernel.path,
+    initrd,
+    console: "serial",
+    consoleLog,
+    qmpSocket: join(dir, "qmp.sock"),
+    agentSocket,
+    pidFile: join(dir, "qemu.pid"),
+    tscKhz: hostTscKhz(),
+  });
+  argv.push("-drive", `if=none,id=image,file=${image},format=raw,readonly=on`);
+  argv.push("-device", "virtio-blk-device,drive=image");
+  const c = spawn(argv[0], argv.slice(1), { stdio: "ignore" });
+  return {
+    pid: c.pid!,
+    exited: new Promise((r) => c.once("exit", (code) => r(code))),
+    consoleLog,
+    agentSocket,
+    expectRelease: new RegExp(`^${kernel.id!.replace(/\./g, "\\.")}$`),
+    kernelKind: "stock kernel + bootstrap",
+    kill: () => c.kill("SIGKILL"),
+  };
+}
+
 describe("guest image", { skip: !existsSync(QEMU) && "qemu-system-x86_64 missing" }, () => {
   const tmp = tempDir("kata-ts-gimg-");
   const cacheDir = join(tmp.path, "cache");
@@ -221,68 +292,17 @@ describe("guest image", { skip: !existsSync(QEMU) && "qemu-system-x86_64 missing
   });
 
   test("boots under TCG: the init sets the guest up, the agent runs, PID 1 reaps, agent exit powers off", async (t) => {
-    const dir = join(tmp.path, "vm");
-    const cfg = { ...defaultConfig().hypervisor, path: QEMU, accel: "tcg" as const };
-    let pid: number;
-    let exited: Promise<number | null>;
-    let consoleLog: string;
-    let agentSocket: string;
-    let expectRelease: RegExp;
-    let child: ChildProcess | undefined;
     const started = performance.now();
-    if (existsSync(BUILT_KERNEL)) {
-      // kata-ts's kernel: the image is the root device, through the QEMU driver as the runtime does it.
-      const vm = await startVm({
-        id: "gimg",
-        dir,
-        config: { ...cfg, kernel: BUILT_KERNEL, image, initrd: "" },
-        memoryMiB: 512,
-      });
-      t.after(() => vm.kill());
-      pid = vm.pid;
-      exited = vm.waitExit().then((e) => e.code);
-      consoleLog = vm.consoleLog;
-      agentSocket = vm.agentSocket;
-      expectRelease = /-kata-ts$/;
-    } else {
-      // Debian's kernel: virtio-blk and ext4 are modules, so the bootstrap initramfs loads them and
-      // switch_roots into the image. The driver takes one of initrd/image: add the drive ourselves.
-      const kernel = await ensureStockKernel({ cacheDir });
-      const initrd = join(tmp.path, "bootstrap.cpio");
-      writeFileSync(initrd, buildBootstrapInitramfs({ modules: stockBootstrapModules(kernel.id!) }));
-      consoleLog = join(tmp.path, "console.log");
-      agentSocket = join(tmp.path, "agent.sock");
-      const argv = buildQemuArgs({
-        qemuPath: QEMU,
-        machineType: "microvm",
-        accel: "tcg",
-        vcpus: 1,
-        memoryMiB: 512,
-        kernel: kernel.path,
-        initrd,
-        console: "serial",
-        consoleLog,
-        qmpSocket: join(tmp.path, "qmp.sock"),
-        agentSocket,
-        pidFile: join(tmp.path, "qemu.pid"),
-        tscKhz: hostTscKhz(),
-      });
-      argv.push("-drive", `if=none,id=image,file=${image},format=raw,readonly=on`);
-      argv.push("-device", "virtio-blk-device,drive=image");
-      const c = spawn(argv[0], argv.slice(1), { stdio: "ignore" });
-      child = c;
-      t.after(() => c.kill("SIGKILL"));
-      pid = c.pid!;
-      exited = new Promise((r) => c.once("exit", (code) => r(code)));
-      expectRelease = new RegExp(`^${kernel.id!.replace(/\./g, "\\.")}$`);
-    }
+    const vm = await bootImage(image, join(tmp.path, "vm"));
+    t.after(() => vm.kill());
+    const { pid, exited, consoleLog, agentSocket, expectRelease } = vm;
     const consoleText = () => (existsSync(consoleLog) ? `console:\n${readFileSync(consoleLog, "utf8")}` : "");
     const sock = await connectRetry(agentSocket, 10_000);
     const next = lineReader(sock);
     const ready = await next(120_000, consoleText);
     const readyMs = performance.now() - started;
     t.diagnostic(
-      `${child ? "stock kernel + bootstrap" : "kata-ts kernel"}: spawn to agent ready ${Math.round(readyMs)} ms ` +
+      `${vm.kernelKind}: spawn to agent ready ${Math.round(readyMs)} ms ` +
         `(guest uptime ${ready.readyAt} s)`,
     );
 
@@ -337,5 +357,25 @@ describe("guest image", { skip: !existsSync(QEMU) && "qemu-system-x86_64 missing
     assert.equal(alive(pid), false, "no QEMU left");
     assert.match(readFileSync(consoleLog, "utf8"), /agent exited with status 0: powering off/);
     sock.destroy();
+  });
+  test("the real agent (dist/kata-agent.cjs) answers ping from the image and shuts the VM down", {
+    skip: !existsSync(defaultSources().agentBundle) && "dist/kata-agent.cjs not built yet",
+  }, async (t) => {
+    const built = await buildImage({ cacheDir: join(tmp.path, "cache-real"), link: false });
+    const started = performance.now();
+    const vm = await bootImage(built.paths.image, join(tmp.path, "vm-real"));
+    t.after(() => vm.kill());
+    const client = await AgentClient.connect(vm.agentSocket, { timeoutMs: 180_000 });
+    t.after(() => client.close());
+    const details = await client.call("ping", {});
+    t.diagnostic(
+      `${vm.kernelKind}: spawn to agent ping ${Math.round(performance.now() - started)} ms (readyAt ${details.readyAt} s)`,
+    );
+    assert.notEqual(details.bootId, readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim());
+    assert.match(details.kernelRelease, vm.expectRelease);
+    await client.call("shutdown", {}).catch(() => {}); // the reply may be lost as the guest goes down
+    const code = await Promise.race([vm.exited, new Promise((r) => setTimeout(() => r("timeout"), 60_000))]);
+    assert.equal(code, 0, "QEMU exits after the agent's shutdown");
+    assert.equal(alive(vm.pid), false, "no QEMU left");
   });
 });
