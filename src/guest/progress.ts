@@ -46,17 +46,32 @@ export function progressReporter(
   if (stream.isTTY) {
     let last = 0;
     let drawn = false;
+    let phase: ProgressEvent["phase"] | undefined;
+    let pending: ProgressEvent | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const draw = (e: ProgressEvent) => {
+      last = Date.now();
+      phase = e.phase;
+      pending = undefined;
+      const width = Math.max(60, (stream.columns ?? 80) - 1);
+      stream.write(`\r\x1b[K${renderBar(overallFraction(e), `${prefix}: ${e.label}`, width)}`);
+      drawn = true;
+    };
     return {
       onProgress(e) {
-        const now = Date.now();
-        // ~15 redraws a second are plenty; always draw a phase's last step.
-        if (now - last < 66 && e.done < e.total) return;
-        last = now;
-        const width = Math.max(40, (stream.columns ?? 80) - 1);
-        stream.write(`\r\x1b[K${renderBar(overallFraction(e), `${prefix}: ${e.label}`, width)}`);
-        drawn = true;
+        // ~15 redraws a second are plenty; always draw the first event of a phase and a phase's end.
+        // A skipped event is drawn a little later unless a newer one replaced it, so a slow step
+        // (stripping node) shows its own label while it runs.
+        const ends = e.total > 0 && e.done >= e.total;
+        if (Date.now() - last >= 66 || e.phase !== phase || ends) return draw(e);
+        pending = e;
+        timer ??= setTimeout(() => {
+          timer = undefined;
+          if (pending) draw(pending);
+        }, 66).unref();
       },
       finish() {
+        if (timer) clearTimeout(timer);
         if (drawn) stream.write("\r\x1b[K");
       },
     };
