@@ -91,12 +91,7 @@ export function launch(o: LaunchOptions): Promise<Launched> {
         } else if (op === "ready") {
           finish();
         } else if (op === "error") {
-          finish(
-            new ContainerStartError(
-              arg ?? "container init failed",
-              /^unable to start container process: exec:/.test(arg ?? "") ? 127 : 1,
-            ),
-          );
+          finish(new ContainerStartError(arg ?? "container init failed"));
         }
       }
     });

@@ -549,8 +549,21 @@ export function readProcessFile(path: string): Process {
   return validateProcess(parseConfigJson(text, path));
 }
 
+/** runc exits 255 when exec itself fails (the workload's own codes pass through unchanged). */
+export class ExecError extends Error {
+  readonly exitCode = 255;
+}
+
 /** exec: a new process in a running container. Foreground: returns its exit code; detached: 0. */
 export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
+  try {
+    return await execInner(ctx, o);
+  } catch (err) {
+    throw new ExecError(err instanceof Error ? err.message : String(err));
+  }
+}
+
+async function execInner(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
   const store = new StateStore(ctx.root);
   const record = store.read(o.id);
   checkTransition("exec", containerStatus(store, record), o.id);

@@ -219,7 +219,7 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     assert.equal(pidns, readlinkSync(`/proc/${init}/ns/pid`), "exec joined the container's pid namespace");
     assert.equal(cli(env, ["exec", "ex", "sh", "-c", "exit 5"]).code, 5);
     const missing = cli(env, ["exec", "ex", "/nonexistent"]);
-    assert.equal(missing.code, 127);
+    assert.equal(missing.code, 255, "runc exits 255 when exec fails");
     assert.equal(
       missing.stderr.trim(),
       'unable to start container process: exec: "/nonexistent": stat /nonexistent: no such file or directory',
@@ -245,6 +245,15 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     assert.equal(pf.stdout.trim(), "from-process-file");
     assert.equal(cli(env, ["delete", "-f", "ex"]).code, 0);
     assert.equal(alive(epid), false, "delete --force kills exec'd processes too");
+  });
+
+  test("--no-pivot: the container still sees only its rootfs", () => {
+    const b = makeBundle(env, "np", (s) => {
+      s.process.args = ["sh", "-c", "ls /; grep -c ' / ' /proc/self/mountinfo"];
+    });
+    const r = cli(env, ["run", "--no-pivot", "-b", b, "np"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^bin\ndev\netc\nproc\nreport\.sh\nsys\ntmp\n/);
   });
 
   test("a missing executable fails create with runc's wording and leaves nothing", () => {
