@@ -29,3 +29,5 @@ const common = {
 await build({ ...common, entryPoints: ["src/cli/entry.ts"], outfile: "dist/kata-ts.cjs" });
 // The sandbox supervisor (VM mode): a separate bundle, so the CLI never loads its code.
 await build({ ...common, entryPoints: ["src/sandbox/main.ts"], outfile: "dist/kata-supervisor.cjs" });
+// The guest agent (runs inside the VM): its own bundle, copied into the guest image.
+await build({ ...common, entryPoints: ["src/guest/agent/main.ts"], outfile: "dist/kata-agent.cjs" });

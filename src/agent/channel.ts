@@ -194,15 +194,23 @@ export class AgentStream extends Duplex {
     }
   }
 
-  /** The channel went away. */
+  /** Why the stream ended early: the connection closed before both directions finished. */
+  abortError?: Error;
+
+  /**
+   * The channel went away. The readable ends and the stream is destroyed without an 'error' event (an
+   * unheard error would crash the process); `abortError` says why, and the pending calls on the same
+   * channel (waitProcess) fail with it.
+   */
   abort(err: Error): void {
+    if (!(this.remoteEnded && this.writableFinished)) this.abortError = err;
     if (!this.remoteEnded) {
       this.remoteEnded = true;
       this.push(null);
     }
     this.localEnded = true;
     this.creditWaiter?.();
-    this.destroy(this.writableFinished ? undefined : err);
+    this.destroy();
   }
 }
 

@@ -1,0 +1,476 @@
+// Container management inside the guest: the same engine the host runs with hypervisor = "none" (plan
+// builders, helper handshake, cgroups), driven from requests instead of a bundle on disk. The agent
+// holds every process's stdio (pipes it relays to channel streams) and keeps the helper in "wait" mode as
+// each process's parent, so an exit arrives as the helper's own 'exit' event with the workload's code.
+import { execFile } from "node:child_process";
+import {
+  closeSync,
+  constants,
+  mkdirSync,
+  openSync,
+  readSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import type { Readable, Writable } from "node:stream";
+import { promisify } from "node:util";
+import type {
+  ContainerRef,
+  CreateContainerRequest,
+  ExecProcessRequest,
+  GuestMount,
+  ProcessRef,
+  ProcessStarted,
+  SignalProcessRequest,
+  StdioStreams,
+  UpdateContainerRequest,
+} from "../../agent/api";
+import type { AgentStream } from "../../agent/channel";
+import { AgentError, Code } from "../../agent/wire";
+import { type CgroupManager, cgroupManagerFor, runcStatsData, stringifyExact } from "../../engine/cgroups";
+import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../../engine/host";
+import { buildExecPlan, buildInitPlan, PROC_NS_NAME } from "../../engine/plan";
+import type { NamespaceType, Spec } from "../../oci/spec";
+import { NAMESPACE_TYPES } from "../../oci/spec";
+import { type GuestLaunched, launchWithStdio } from "./launch";
+
+const run = promisify(execFile);
+
+export const DEFAULT_STATE_ROOT = "/run/kata-ts-agent";
+const EXEC_FIFO = "exec.fifo";
+/** After a process exits, how long waitProcess waits for its output to drain (a daemon may hold it). */
+const OUTPUT_GRACE_MS = 2000;
+
+interface GuestProcess {
+  execId: string;
+  pid: number;
+  launched: GuestLaunched;
+  exitStatus?: number;
+  stdin?: Writable;
+  /** Resolves when every output pipe ended (or the grace time after exit passed). */
+  outputDone: Promise<void>;
+}
+
+interface GuestContainer {
+  id: string;
+  spec: Spec;
+  dir: string;
+  cgroup: CgroupManager;
+  init: GuestProcess;
+  execs: Map<string, GuestProcess>;
+  /** Targets this container mounted, in mount order. */
+  mounts: string[];
+  started: boolean;
+}
+
+export interface ManagerOptions {
+  stateRoot?: string;
+  log?: (msg: string) => void;
+}
+
+function notFound(id: string): AgentError {
+  return new AgentError(Code.notFound, `container ${id} not found`);
+}
+
+/** Mounts one GuestMount (creating the target); returns the target to unmount later. */
+export async function mountGuest(m: GuestMount): Promise<string> {
+  mkdirSync(m.target, { recursive: true });
+  const opts = [...m.options];
+  let args: string[];
+  if (m.fstype === "bind") args = ["-o", ["bind", ...opts].join(","), m.source, m.target];
+  else if (m.fstype === "9p")
+    args = [
+      "-t",
+      "9p",
+      "-o",
+      ["trans=virtio", "version=9p2000.L", "msize=512000", "cache=none", ...opts].join(","),
+      m.source,
+      m.target,
+    ];
+  else args = ["-t", m.fstype, ...(opts.length ? ["-o", opts.join(",")] : []), m.source, m.target];
+  try {
+    await run("mount", args);
+  } catch (err) {
+    const msg = ((err as { stderr?: string }).stderr ?? (err as Error).message).trim().split("\n")[0];
+    throw new AgentError(Code.internal, `mount ${m.source} on ${m.target} (${m.fstype}): ${msg}`);
+  }
+  return m.target;
+}
+
+export async function unmount(target: string): Promise<void> {
+  try {
+    await run("umount", [target]);
+  } catch {
+    // busy (a process still holds it): detach it, the kernel finishes when the last user goes
+    await run("umount", ["-l", target]).catch(() => {});
+  }
+}
+
+export class ContainerManager {
+  readonly stateRoot: string;
+  private containers = new Map<string, GuestContainer>();
+  private sandboxMounts: string[] = [];
+  private log: (msg: string) => void;
+
+  constructor(opts: ManagerOptions = {}) {
+    this.stateRoot = opts.stateRoot ?? DEFAULT_STATE_ROOT;
+    this.log = opts.log ?? (() => {});
+  }
+
+  private get(id: string): GuestContainer {
+    const c = this.containers.get(id);
+    if (!c) throw notFound(id);
+    return c;
+  }
+
+  private proc(ref: ProcessRef): GuestProcess {
+    const c = this.get(ref.containerId);
+    if (ref.execId === "") return c.init;
+    const p = c.execs.get(ref.execId);
+    if (!p) throw new AgentError(Code.notFound, `process ${ref.execId} not found in container ${c.id}`);
+    return p;
+  }
+
+  async addMount(m: GuestMount): Promise<void> {
+    this.sandboxMounts.push(await mountGuest(m));
+  }
+
+  /** Wires a process's pipes to the channel streams named in `stdio`. */
+  private bindStdio(
+    stdio: StdioStreams,
+    pipes: { stdin: Writable | null; stdout: Readable | null; stderr: Readable | null },
+    stream: (id: number) => AgentStream,
+    exited: Promise<number>,
+  ): { stdin?: Writable; outputDone: Promise<void> } {
+    if (stdio.stdin && pipes.stdin) {
+      const s = stream(stdio.stdin);
+      s.pipe(pipes.stdin);
+      pipes.stdin.on("error", () => {}); // EPIPE after the workload exited
+    }
+    // stdout and stderr may share one stream: end it only when both sources ended.
+    const outs = new Map<number, Readable[]>();
+    if (stdio.stdout && pipes.stdout) outs.set(stdio.stdout, [pipes.stdout]);
+    if (stdio.stderr && pipes.stderr)
+      outs.set(stdio.stderr, [...(outs.get(stdio.stderr) ?? []), pipes.stderr]);
+    const ends: Promise<void>[] = [];
+    for (const [id, srcs] of outs) {
+      const s = stream(id);
+      let open = srcs.length;
+      for (const src of srcs) {
+        src.pipe(s, { end: false });
+        ends.push(
+          new Promise<void>((resolve) =>
+            src.once("close", () => {
+              if (--open === 0) s.end();
+              resolve();
+            }),
+          ),
+        );
+      }
+    }
+    const outputDone = Promise.all(ends).then(() => {});
+    const grace = exited.then(() => new Promise<void>((r) => setTimeout(r, OUTPUT_GRACE_MS).unref()));
+    return {
+      stdin: pipes.stdin ?? undefined,
+      outputDone: Promise.race([outputDone, grace]),
+    };
+  }
+
+  async createContainer(
+    req: CreateContainerRequest,
+    stream: (id: number) => AgentStream,
+  ): Promise<ProcessStarted> {
+    const id = req.containerId;
+    if (!/^[\w][\w.-]*$/.test(id))
+      throw new AgentError(Code.invalidArgument, `invalid container id ${JSON.stringify(id)}`);
+    if (this.containers.has(id)) throw new AgentError(Code.alreadyExists, `container ${id} already exists`);
+    if (req.stdio.terminal)
+      throw new AgentError(Code.unimplemented, "terminal processes are not supported by the agent yet");
+    const spec = req.spec;
+    const rootfs = spec.root?.path;
+    if (!rootfs?.startsWith("/"))
+      throw new AgentError(Code.invalidArgument, "spec.root.path must be an absolute guest path");
+    const dir = join(this.stateRoot, id);
+    mkdirSync(dir, { recursive: true, mode: 0o711 });
+    const mounts: string[] = [];
+    let cgroup: CgroupManager | undefined;
+    let launched: GuestLaunched | undefined;
+    try {
+      for (const m of req.mounts) mounts.push(await mountGuest(m));
+      try {
+        if (!statSync(rootfs).isDirectory()) throw new Error();
+      } catch {
+        throw new AgentError(Code.invalidArgument, `rootfs ${rootfs} does not exist or is not a directory`);
+      }
+      writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
+      cgroup = cgroupManagerFor({
+        id,
+        cgroupsPath: spec.linux?.cgroupsPath,
+        resources: spec.linux?.resources,
+        warn: this.log,
+      });
+      cgroup.create();
+      const cg = cgroup;
+      const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
+      const facts = hostFacts(rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
+      const plan = buildInitPlan({ spec, bundle: dir, rootfs, fifo: join(dir, EXEC_FIFO), facts }, true);
+      launched = await launchWithStdio({
+        phase1: plan.phase1,
+        expectReady: true,
+        stdio: stdioModes(req.stdio),
+        onPid: (pid) => {
+          if (plan.uidMappings) writeFileSync(`/proc/${pid}/uid_map`, plan.uidMappings);
+          if (plan.gidMappings) writeFileSync(`/proc/${pid}/gid_map`, plan.gidMappings);
+          if (spec.process?.oomScoreAdj !== undefined)
+            writeFileSync(`/proc/${pid}/oom_score_adj`, String(spec.process.oomScoreAdj));
+          cg.apply(pid);
+          cg.set(spec.linux?.resources ?? {});
+          const state = {
+            ociVersion: spec.ociVersion,
+            id,
+            status: "creating",
+            pid,
+            bundle: dir,
+            annotations: spec.annotations ?? {},
+          };
+          return plan.phase2(JSON.stringify(state));
+        },
+      });
+      const l = launched;
+      const io = this.bindStdio(
+        req.stdio,
+        { stdin: l.helper.stdin, stdout: l.helper.stdout, stderr: l.helper.stderr },
+        stream,
+        l.exited,
+      );
+      const init: GuestProcess = { execId: "", pid: l.pid, launched: l, ...io };
+      l.exited.then((code) => {
+        init.exitStatus = code;
+        this.log(`container ${id}: init ${l.pid} exited with status ${code}`);
+      });
+      this.containers.set(id, { id, spec, dir, cgroup, init, execs: new Map(), mounts, started: false });
+      return { guestPid: l.pid };
+    } catch (err) {
+      if (launched) {
+        try {
+          process.kill(launched.pid, "SIGKILL");
+        } catch {}
+        await launched.exited;
+      }
+      try {
+        cgroup?.destroy();
+      } catch {}
+      for (const t of [...mounts].reverse()) await unmount(t);
+      rmSync(dir, { recursive: true, force: true });
+      throw err instanceof AgentError ? err : new AgentError(Code.internal, (err as Error).message);
+    }
+  }
+
+  async startContainer(ref: ContainerRef): Promise<void> {
+    const c = this.get(ref.containerId);
+    if (c.started) throw new AgentError(Code.failedPrecondition, `container ${c.id} is already started`);
+    if (c.init.exitStatus !== undefined)
+      throw new AgentError(Code.failedPrecondition, "cannot start a container that has stopped");
+    await releaseInit(join(c.dir, EXEC_FIFO), c.init);
+    c.started = true;
+    try {
+      unlinkSync(join(c.dir, EXEC_FIFO));
+    } catch {}
+  }
+
+  async execProcess(req: ExecProcessRequest, stream: (id: number) => AgentStream): Promise<ProcessStarted> {
+    const c = this.get(req.containerId);
+    if (!req.execId) throw new AgentError(Code.invalidArgument, "execId must not be empty");
+    if (c.execs.has(req.execId))
+      throw new AgentError(Code.alreadyExists, `process ${req.execId} already exists in container ${c.id}`);
+    if (c.init.exitStatus !== undefined)
+      throw new AgentError(Code.failedPrecondition, "cannot exec in a stopped container");
+    if (req.stdio.terminal || req.process.terminal)
+      throw new AgentError(Code.unimplemented, "terminal processes are not supported by the agent yet");
+    const joins: Partial<Record<NamespaceType, string>> = {};
+    for (const t of NAMESPACE_TYPES) {
+      if (t === "time") continue;
+      const theirs = `/proc/${c.init.pid}/ns/${PROC_NS_NAME[t]}`;
+      const a = inode(theirs);
+      if (a && a !== inode(`/proc/self/ns/${PROC_NS_NAME[t]}`)) joins[t] = theirs;
+    }
+    const plan = buildExecPlan({
+      process: req.process,
+      joins,
+      seccomp: c.spec.linux?.seccomp,
+      detach: false,
+      capLastCap: capLastCap(),
+      passwd: containerPasswd(c.spec.root?.path ?? "/"),
+    });
+    let l: GuestLaunched;
+    try {
+      l = await launchWithStdio({
+        phase1: plan.phase1,
+        expectReady: false,
+        stdio: stdioModes(req.stdio),
+        onPid: (pid) => {
+          c.cgroup.apply(pid);
+          return plan.phase2;
+        },
+      });
+    } catch (err) {
+      throw new AgentError(Code.internal, (err as Error).message);
+    }
+    const io = this.bindStdio(
+      req.stdio,
+      { stdin: l.helper.stdin, stdout: l.helper.stdout, stderr: l.helper.stderr },
+      stream,
+      l.exited,
+    );
+    const p: GuestProcess = { execId: req.execId, pid: l.pid, launched: l, ...io };
+    l.exited.then((code) => {
+      p.exitStatus = code;
+    });
+    c.execs.set(req.execId, p);
+    return { guestPid: l.pid };
+  }
+
+  async signalProcess(req: SignalProcessRequest): Promise<void> {
+    const c = this.get(req.containerId);
+    if (req.all) {
+      for (const pid of c.cgroup.pids())
+        try {
+          process.kill(pid, req.signal);
+        } catch {}
+      if (req.signal === 9 && c.cgroup.frozen()) c.cgroup.thaw();
+      return;
+    }
+    const p = this.proc(req);
+    if (p.exitStatus !== undefined) throw new AgentError(Code.notFound, "process already exited");
+    try {
+      process.kill(p.pid, req.signal);
+    } catch (err) {
+      throw new AgentError(Code.internal, `kill ${p.pid}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+    }
+  }
+
+  async waitProcess(ref: ProcessRef): Promise<{ exitStatus: number }> {
+    const p = this.proc(ref);
+    const exitStatus = await p.launched.exited;
+    await p.outputDone;
+    return { exitStatus };
+  }
+
+  async closeStdin(ref: ProcessRef): Promise<void> {
+    this.proc(ref).stdin?.end();
+  }
+
+  async pause(ref: ContainerRef): Promise<void> {
+    this.get(ref.containerId).cgroup.freeze();
+  }
+
+  async resume(ref: ContainerRef): Promise<void> {
+    this.get(ref.containerId).cgroup.thaw();
+  }
+
+  async update(req: UpdateContainerRequest): Promise<void> {
+    this.get(req.containerId).cgroup.update(req.resources);
+  }
+
+  async stats(ref: ContainerRef): Promise<{ data: Record<string, unknown> }> {
+    // stringifyExact keeps u64 values that are BigInts; JSON numbers beyond 2^53 lose precision here.
+    return { data: JSON.parse(stringifyExact(runcStatsData(this.get(ref.containerId).cgroup.stats()))) };
+  }
+
+  async listProcesses(ref: ContainerRef): Promise<{ pids: number[] }> {
+    return { pids: this.get(ref.containerId).cgroup.pids() };
+  }
+
+  /** Kills what is left (SIGKILL everything in the cgroup), waits for the helpers, removes it all. */
+  async removeContainer(ref: ContainerRef): Promise<void> {
+    const c = this.get(ref.containerId);
+    const procs = [c.init, ...c.execs.values()];
+    for (let round = 0; round < 5; round++) {
+      const pids = new Set([
+        ...c.cgroup.pids(),
+        ...procs.filter((p) => p.exitStatus === undefined).map((p) => p.pid),
+      ]);
+      if (pids.size === 0) break;
+      if (round === 0 && c.cgroup.frozen()) c.cgroup.thaw();
+      for (const pid of pids)
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {}
+      await new Promise((r) => setTimeout(r, 10 * (round + 1)));
+    }
+    await Promise.race([
+      Promise.all(procs.map((p) => p.launched.exited)),
+      new Promise((r) => setTimeout(r, 5000).unref()),
+    ]);
+    for (const p of procs) p.stdin?.destroy();
+    try {
+      c.cgroup.destroy();
+    } catch (err) {
+      this.log(`remove cgroups of ${c.id}: ${(err as Error).message}`);
+    }
+    for (const t of [...c.mounts].reverse()) await unmount(t);
+    rmSync(c.dir, { recursive: true, force: true });
+    this.containers.delete(c.id);
+  }
+
+  /** Everything, for shutdown. */
+  async removeAll(): Promise<void> {
+    for (const id of [...this.containers.keys()])
+      await this.removeContainer({ containerId: id }).catch(() => {});
+    for (const t of this.sandboxMounts.reverse()) await unmount(t);
+    this.sandboxMounts = [];
+  }
+
+  get size(): number {
+    return this.containers.size;
+  }
+}
+
+function stdioModes(s: StdioStreams): ["pipe" | "ignore", "pipe" | "ignore", "pipe" | "ignore"] {
+  return [s.stdin ? "pipe" : "ignore", s.stdout ? "pipe" : "ignore", s.stderr ? "pipe" : "ignore"];
+}
+
+function inode(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Opens the exec fifo for reading so the blocked init proceeds to execve; polls without blocking the loop. */
+async function releaseInit(fifo: string, init: GuestProcess): Promise<void> {
+  let fd: number;
+  try {
+    fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch {
+    throw new AgentError(Code.failedPrecondition, "cannot start a container that has stopped");
+  }
+  try {
+    const buf = Buffer.alloc(1);
+    const end = Date.now() + 10_000;
+    for (;;) {
+      let n = 0;
+      try {
+        n = readSync(fd, buf, 0, 1, null);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+      }
+      if (n > 0) return;
+      if (init.exitStatus !== undefined)
+        throw new AgentError(Code.failedPrecondition, "cannot start a container that has stopped");
+      if (Date.now() > end)
+        throw new AgentError(
+          Code.deadlineExceeded,
+          "timed out waiting for the container init to read the exec fifo",
+        );
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,206 @@
+// The guest agent on the host, without a VM: the same engine runs here as in the guest. The agent serves
+// on a unix socket (KATA_TS_AGENT_SOCKET, tests only); the "share" is a bind GuestMount of the bundle's
+// rootfs, as the 9p share is in the guest.
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { AgentClient, AgentError, type AgentStream, Code } from "../../src/agent";
+import { makeBundle } from "../conformance/bundle";
+import { REPO, tempDir } from "../helpers";
+import { assertNoLeaks, snapshotHost } from "../leaks";
+
+const AGENT = join(REPO, "dist", "kata-agent.cjs");
+
+function collect(s: AgentStream): Promise<string> {
+  const parts: Buffer[] = [];
+  return new Promise((resolve, reject) => {
+    s.on("data", (c: Buffer) => parts.push(c));
+    s.on("end", () => resolve(Buffer.concat(parts).toString()));
+    s.on("error", reject);
+  });
+}
+
+/** Resolves with the first chunk(s) that contain `text`. */
+function waitFor(s: AgentStream, text: string): Promise<void> {
+  let seen = "";
+  return new Promise((resolve) => {
+    const on = (c: Buffer) => {
+      seen += c.toString();
+      if (seen.includes(text)) {
+        s.off("data", on);
+        resolve();
+      }
+    };
+    s.on("data", on);
+  });
+}
+
+describe("guest agent on the host (no VM)", {
+  skip: !existsSync(AGENT) && "build first: node scripts/build.mjs",
+}, () => {
+  const tmp = tempDir("kata-ts-agent-it-");
+  const sock = join(tmp.path, "agent.sock");
+  const state = join(tmp.path, "state");
+  let agent: ChildProcess;
+  let agentLog = "";
+  let agentExit: Promise<number | null>;
+  let client: AgentClient;
+  const snap = snapshotHost();
+
+  before(async () => {
+    agent = spawn(process.execPath, [AGENT], {
+      env: { ...process.env, KATA_TS_AGENT_SOCKET: sock, KATA_TS_AGENT_STATE: state },
+      stdio: ["ignore", "inherit", "pipe"],
+    });
+    agent.stderr?.on("data", (c) => {
+      agentLog += c.toString();
+    });
+    agentExit = new Promise((r) => agent.on("exit", (code) => r(code)));
+    client = await AgentClient.connect(sock, { timeoutMs: 10_000 });
+  });
+
+  after(async () => {
+    client?.close();
+    if (agent.exitCode === null) agent.kill("SIGKILL");
+    await agentExit;
+    tmp.cleanup();
+  });
+
+  it("ping answers with guest details", async () => {
+    const d = await client.call("ping", {});
+    assert.equal(d.kernelRelease, readFileSync("/proc/sys/kernel/osrelease", "utf8").trim());
+    assert.match(d.bootId, /^[0-9a-f-]{36}$/);
+    assert.ok(d.readyAt > 0);
+  });
+
+  it("create → start → stdout → exec → signal → wait 3 → remove, nothing left behind", async () => {
+    const id = `agent-it-${process.pid}`;
+    const b = makeBundle(
+      {
+        process: {
+          args: ["/bin/sh", "-c", 'echo started; read line; echo "got:$line"; echo oops >&2; exit 3'],
+        },
+      },
+      { parent: tmp.path },
+    );
+    const target = join(tmp.path, "guest", id, "rootfs");
+    const spec = { ...b.spec, root: { path: target, readonly: false } };
+    const [stdin, stdout, stderr] = [client.openStream(), client.openStream(), client.openStream()];
+    const out = collect(stdout);
+    const err = collect(stderr);
+    const started = waitFor(stdout, "started\n");
+    const created = await client.call("createContainer", {
+      containerId: id,
+      spec,
+      mounts: [{ source: b.rootfs, fstype: "bind", target, options: [] }],
+      stdio: { terminal: false, stdin: stdin.id, stdout: stdout.id, stderr: stderr.id },
+    });
+    assert.ok(created.guestPid > 0);
+    // created: the init blocks on the exec fifo, it has not run the workload yet
+    assert.match(readFileSync(`/proc/${created.guestPid}/cmdline`, "utf8"), /kata-ts-helper|init/);
+    assert.ok(readFileSync("/proc/self/mountinfo", "utf8").includes(target), "the share is mounted");
+    await client.call("startContainer", { containerId: id });
+    await started;
+
+    // exec with output and an exit code
+    const [eo, ee] = [client.openStream(), client.openStream()];
+    const execOut = collect(eo);
+    await client.call("execProcess", {
+      containerId: id,
+      execId: "e1",
+      process: {
+        args: ["/bin/sh", "-c", "echo exec-out $(hostname); cat /proc/1/cmdline | tr '\\0' ' '; exit 5"],
+        cwd: "/",
+        user: { uid: 0, gid: 0 },
+        env: ["PATH=/bin"],
+      },
+      stdio: { terminal: false, stdin: 0, stdout: eo.id, stderr: ee.id },
+    });
+    assert.deepEqual(await client.call("waitProcess", { containerId: id, execId: "e1" }), { exitStatus: 5 });
+    // the exec ran in the container's pid namespace: its pid 1 is the container's init
+    assert.match(await execOut, /^exec-out \S+\n\/bin\/sh -c echo started/);
+
+    // a long exec, stopped by a signal: 128 + 15
+    const so = client.openStream();
+    const sleeping = waitFor(so, "sleeping");
+    await client.call("execProcess", {
+      containerId: id,
+      execId: "e2",
+      process: {
+        args: ["/bin/sh", "-c", "echo sleeping; exec sleep 1000"],
+        cwd: "/",
+        user: { uid: 0, gid: 0 },
+        env: ["PATH=/bin"],
+      },
+      stdio: { terminal: false, stdin: 0, stdout: so.id, stderr: 0 },
+    });
+    await sleeping;
+    const pids = (await client.call("listProcesses", { containerId: id })).pids;
+    assert.ok(pids.length >= 2, `pids ${pids}`);
+    await client.call("signalProcess", { containerId: id, execId: "e2", signal: 15, all: false });
+    assert.equal((await client.call("waitProcess", { containerId: id, execId: "e2" })).exitStatus, 143);
+
+    // unknown process and container map to NOT_FOUND
+    await assert.rejects(
+      client.call("waitProcess", { containerId: id, execId: "nope" }),
+      (e: unknown) => e instanceof AgentError && e.code === Code.notFound,
+    );
+    await assert.rejects(client.call("startContainer", { containerId: "nope" }), /container nope not found/);
+
+    // stdin reaches the init; it answers and exits 3
+    stdin.end("hello\n");
+    assert.deepEqual(await client.call("waitProcess", { containerId: id, execId: "" }), { exitStatus: 3 });
+    assert.equal(await out, "started\ngot:hello\n");
+    assert.equal(await err, "oops\n");
+
+    await client.call("removeContainer", { containerId: id });
+    assert.ok(!readFileSync("/proc/self/mountinfo", "utf8").includes(target), "the share is unmounted");
+    assertNoLeaks(snap, { root: state, bundle: b.dir, id });
+    b.cleanup();
+  });
+
+  it("a failing create unwinds: bad rootfs is INVALID_ARGUMENT and leaves no mount or state", async () => {
+    const id = `agent-bad-${process.pid}`;
+    const b = makeBundle({}, { parent: tmp.path });
+    const target = join(tmp.path, "guest", id, "rootfs");
+    await assert.rejects(
+      client.call("createContainer", {
+        containerId: id,
+        spec: { ...b.spec, root: { path: join(target, "missing") } },
+        mounts: [{ source: b.rootfs, fstype: "bind", target, options: [] }],
+        stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
+      }),
+      (e: unknown) =>
+        e instanceof AgentError && e.code === Code.invalidArgument && /does not exist/.test(e.message),
+    );
+    assertNoLeaks(snap, { root: state, bundle: b.dir, id });
+    b.cleanup();
+  });
+
+  it("removeContainer kills a running container; shutdown makes the agent exit 0", async () => {
+    const id = `agent-rm-${process.pid}`;
+    const b = makeBundle({ process: { args: ["/bin/sleep", "1000"] } }, { parent: tmp.path });
+    const target = join(tmp.path, "guest", id, "rootfs");
+    const { guestPid } = await client.call("createContainer", {
+      containerId: id,
+      spec: { ...b.spec, root: { path: target } },
+      mounts: [{ source: b.rootfs, fstype: "bind", target, options: [] }],
+      stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
+    });
+    await client.call("startContainer", { containerId: id });
+    await client.call("pauseContainer", { containerId: id });
+    const stats = await client.call("statsContainer", { containerId: id });
+    assert.ok(typeof stats.data.pids === "object", JSON.stringify(stats.data));
+    const wait = client.call("waitProcess", { containerId: id, execId: "" });
+    await client.call("removeContainer", { containerId: id });
+    assert.equal((await wait).exitStatus, 137);
+    assert.equal(existsSync(`/proc/${guestPid}`), false);
+    assertNoLeaks(snap, { root: state, bundle: b.dir, id });
+    b.cleanup();
+    await client.call("shutdown", {});
+    assert.equal(await agentExit, 0, agentLog);
+    assert.equal(existsSync(sock), false);
+  });
+});
