@@ -387,12 +387,17 @@ export async function planImage(sources: ImageSources, opts: PlanOptions = {}): 
     ["helper", sources.helper, GUEST_HELPER_PATH],
     ["addon", sources.addon, GUEST_ADDON_PATH],
   ];
+  // The external commands run in parallel: they are most of what an up-to-date check costs.
+  const [libsOf, applets] = await Promise.all([
+    Promise.all(binaries.map(([, src]) => lddOf(src))),
+    run(sources.busybox, ["--list-full"]),
+  ]);
   await add("busybox", sources.busybox, "/bin/busybox", 0o755);
-  for (const [role, src, dest] of binaries) {
+  for (const [i, [role, src, dest]] of binaries.entries()) {
     await add(role, src, dest, role === "addon" ? 0o644 : 0o755);
     // Each library goes where ldd found it on the host, so the guest's loader (same glibc) finds it
     // on its default search path without an ld.so.cache.
-    for (const lib of await lddOf(src)) await add("lib", lib.path, lib.path, 0o755, dest);
+    for (const lib of libsOf[i]) await add("lib", lib.path, lib.path, 0o755, dest);
   }
   await add("agent", sources.agentBundle, GUEST_AGENT_PATH, 0o644);
   const map = `${sources.agentBundle}.map`;
@@ -404,7 +409,7 @@ export async function planImage(sources: ImageSources, opts: PlanOptions = {}): 
   }
   hashes.save();
 
-  const symlinks: Record<string, string> = appletLinks(await run(sources.busybox, ["--list-full"]));
+  const symlinks: Record<string, string> = appletLinks(applets);
   symlinks["/sbin/init"] = "/init";
   symlinks["/etc/mtab"] = "/proc/self/mounts";
   for (const c of components) delete symlinks[c.dest];
