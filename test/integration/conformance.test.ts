@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { cli, type Env, haveBusybox, makeBundle, makeEnv } from "../fixtures/probe/bundle";
+import { cli, type Env, haveBusybox, type JsonSpec, makeBundle, makeEnv } from "../fixtures/probe/bundle";
 
 const RUNC = "/usr/sbin/runc";
 const skip = !haveBusybox()
@@ -43,7 +43,7 @@ describe("differential: runc vs kata-ts on the same bundle", { skip }, () => {
   });
   after(() => env.cleanup());
 
-  function compare(name: string, edit: (s: Record<string, any>) => void): void {
+  function compare(name: string, edit: (s: JsonSpec) => void): void {
     const bundle = makeBundle(env, name, (s) => {
       s.process.args = ["sh", "-c", `/report.sh; ${EXTRA_PROBES}`];
       edit(s);

@@ -11,6 +11,7 @@ import {
   cli,
   type Env,
   haveBusybox,
+  type JsonSpec,
   makeBundle,
   makeEnv,
   mountsMentioning,
@@ -271,7 +272,7 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
   });
 
   test("bad configs exit 1 with one line naming the field and leave nothing under --root", () => {
-    const cases: [string, (s: Record<string, any>) => void, RegExp][] = [
+    const cases: [string, (s: JsonSpec) => void, RegExp][] = [
       [
         "bad-args",
         (s) => {
