@@ -245,6 +245,16 @@ int main(int argc, char **argv) {
       if (npending >= 16) fail("helper: too many namespaces to join");
       pending_ns[npending++] = fd;
       (void)ns_type(r.argv[2]);
+    } else if (strcmp(op, "timens") == 0) {
+      /* a new time namespace for the child: unshare, then set the offsets before anyone is in it */
+      if (unshare(0x00000080 /* CLONE_NEWTIME */) < 0) fail("unshare time namespace: %s", strerror(errno));
+      int fd = open("/proc/self/timens_offsets", O_WRONLY | O_CLOEXEC);
+      if (fd < 0) fail("open /proc/self/timens_offsets: %s", strerror(errno));
+      for (int i = 1; i < r.argc; i++) {
+        size_t len = strlen(r.argv[i]);
+        if (write(fd, r.argv[i], len) != (ssize_t)len) fail("write time offsets \"%s\": %s", r.argv[i], strerror(errno));
+      }
+      close(fd);
     } else if (strcmp(op, "mkfifo") == 0 && r.argc == 2) {
       /* the exec fifo: Node has no mkfifo */
       if (mkfifo(r.argv[1], 0622) < 0) fail("mkfifo %s: %s", r.argv[1], strerror(errno));

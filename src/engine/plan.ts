@@ -110,12 +110,11 @@ function initPhase1(
   let flags = 0;
   const namespaces: InitPlan["namespaces"] = {};
   for (const ns of nss) {
-    if (ns.type === "time")
-      throw new PlanError("linux.namespaces: time namespaces are not supported by kata-ts yet");
     if (!ns.path) {
       // A new cgroup namespace is made in phase 2, after the caller put the pid in its cgroups, so
       // its root is the container's cgroup (as runc does).
-      if (ns.type !== "cgroup") flags |= CLONE_FLAGS[ns.type];
+      // A time namespace cannot be made by clone: the helper unshares it (it then applies to children).
+      if (ns.type !== "cgroup" && ns.type !== "time") flags |= CLONE_FLAGS[ns.type];
       namespaces[ns.type] = "new";
     } else namespaces[ns.type] = ns.path;
   }
@@ -123,6 +122,15 @@ function initPhase1(
   for (const t of JOIN_ORDER) {
     const p = namespaces[t];
     if (p && p !== "new") recs.push(["setns", p, t]);
+  }
+  if (namespaces.time === "new") {
+    const lines: string[] = [];
+    for (const [clock, o] of Object.entries(opts.spec.linux?.timeOffsets ?? {})) {
+      if (clock !== "monotonic" && clock !== "boottime")
+        throw new PlanError(`linux.timeOffsets: unknown clock ${JSON.stringify(clock)}`);
+      lines.push(`${clock} ${Math.trunc(o.secs ?? 0)} ${Math.trunc(o.nanosecs ?? 0)}`);
+    }
+    recs.push(["timens", ...lines]);
   }
   recs.push(["mkfifo", opts.fifo]);
   if (opts.consoleSocket) recs.push(["console-connect", opts.consoleSocket]);

@@ -257,6 +257,19 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     assert.match(r.stdout, /^bin\ndev\netc\nproc\nreport\.sh\nsys\ntmp\n/);
   });
 
+  test("a time namespace with a boottime offset shifts the container's uptime", () => {
+    const b = makeBundle(env, "tns", (s) => {
+      s.process.args = ["cat", "/proc/uptime"];
+      s.linux.namespaces.push({ type: "time" });
+      s.linux.timeOffsets = { boottime: { secs: 86400 * 365 } };
+    });
+    const r = cli(env, ["run", "-b", b, "tns"]);
+    assert.equal(r.code, 0, r.stderr);
+    const inside = Number(r.stdout.split(" ")[0]);
+    const host = Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
+    assert.ok(inside - host > 86400 * 364, `uptime inside ${inside}, host ${host}`);
+  });
+
   test("a missing executable fails create with runc's wording and leaves nothing", () => {
     const b = makeBundle(env, "nx", (s) => {
       s.process.args = ["nosuchbinary"];

@@ -240,8 +240,18 @@ describe("engine plan", () => {
     assert.equal(u64(1024), "1024");
   });
 
-  test("time namespaces and specs without a mount namespace are refused", () => {
-    assert.throws(() => plan(spec((s) => s.linux?.namespaces?.push({ type: "time" }))), /time namespaces/);
+  test("a new time namespace is unshared with its offsets; specs without a mount namespace are refused", () => {
+    const t = plan(
+      spec((s) => {
+        s.linux?.namespaces?.push({ type: "time" });
+        if (s.linux) s.linux.timeOffsets = { monotonic: { secs: 86400 }, boottime: { secs: 1, nanosecs: 5 } };
+      }),
+    );
+    assert.deepEqual(
+      t.phase1.find((r) => r[0] === "timens"),
+      ["timens", "monotonic 86400 0", "boottime 1 5"],
+    );
+    assert.equal(Number(t.phase1.at(-1)?.[1]) & CLONE_FLAGS.time, 0, "not a clone flag");
     assert.throws(
       () =>
         plan(
