@@ -419,7 +419,14 @@ export async function killContainer(
 
 function cgroupOf(record: ContainerRecord, ctx: RuntimeContext): CgroupManager | undefined {
   try {
-    return cgroupManagerFromState(record.engine.cgroup, ctx.warn);
+    if (record.engine.cgroup) return cgroupManagerFromState(record.engine.cgroup, ctx.warn);
+    // A create that was killed before it recorded its cgroups: the paths follow from the config.
+    return cgroupManagerFor({
+      id: record.id,
+      cgroupsPath: record.config.linux?.cgroupsPath,
+      systemd: ctx.systemdCgroup,
+      warn: ctx.warn,
+    });
   } catch {
     return undefined;
   }

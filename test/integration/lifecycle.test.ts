@@ -270,6 +270,32 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     assert.ok(inside - host > 86400 * 364, `uptime inside ${inside}, host ${host}`);
   });
 
+  test("a create killed mid-way (during a createRuntime hook) is cleaned up by delete --force", async () => {
+    const b = makeBundle(env, "ck", (s) => {
+      s.process.args = ["true"];
+      s.hooks = { createRuntime: [{ path: "/bin/sleep", args: ["sleep", "3"] }] };
+    });
+    const child = spawn(BIN, ["--root", env.root, "--config", env.config, "create", "-b", b, "ck"], {
+      stdio: "ignore",
+    });
+    let pid = 0;
+    for (let i = 0; i < 500 && pid === 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      try {
+        pid = JSON.parse(readFileSync(join(env.root, "ck", "state.json"), "utf8")).pid;
+      } catch {}
+    }
+    assert.ok(pid > 0, "the record names the init before hooks run");
+    child.kill("SIGKILL");
+    await new Promise((r) => child.on("exit", r));
+    for (let i = 0; i < 200 && alive(pid); i++) sleep(10);
+    assert.equal(alive(pid), false, "the init gives up when its caller is gone");
+    assert.ok(cgroupDirs("ck").length > 0, "cgroups were made");
+    assert.equal(cli(env, ["delete", "--force", "ck"]).code, 0);
+    assert.deepEqual(cgroupDirs("ck"), []);
+    assert.equal(existsSync(join(env.root, "ck")), false);
+  });
+
   test("a missing executable fails create with runc's wording and leaves nothing", () => {
     const b = makeBundle(env, "nx", (s) => {
       s.process.args = ["nosuchbinary"];
