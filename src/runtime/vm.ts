@@ -176,8 +176,11 @@ export async function destroySandbox(
   ctx: RuntimeContext,
   sandboxId: string,
   graceMs = 10_000,
+  known: { supervisor?: ProcRef; vm?: ProcRef } = {},
 ): Promise<void> {
-  const info = readSandboxInfo(ctx, sandboxId);
+  // What the caller read before the supervisor could remove its files, completed by what is on disk now.
+  const now = readSandboxInfo(ctx, sandboxId);
+  const info = { supervisor: known.supervisor ?? now.supervisor, vm: known.vm ?? now.vm };
   if (!(await waitGone(info.supervisor, graceMs))) killRef(info.supervisor);
   await waitGone(info.supervisor, 2000);
   killRef(info.vm);
@@ -203,6 +206,8 @@ async function startSupervisor(ctx: RuntimeContext, sandboxId: string): Promise<
     closeSync(logFd);
   }
   const ref = { pid: child.pid ?? 0, start: processStartTime(child.pid ?? 0) ?? 0 };
+  // Written by us too, at once: a CLI killed right after this line still leaves a findable pid.
+  writeFileSync(p.pidFile, `${ref.pid} ${ref.start}\n`);
   const pipe = child.stdio[3] as NodeJS.ReadableStream;
   const line = await new Promise<string>((res) => {
     let buf = "";
@@ -384,6 +389,8 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
       store.write(record);
       writePidFile(o.pidFile, record.pid);
       standin.child.removeAllListeners("exit");
+      // The stand-in outlives this CLI (the engine's subreaper adopts it); `run` re-refs it to wait.
+      standin.child.unref();
       return { record, standin: standin.child };
     });
   } catch (err) {
@@ -441,16 +448,19 @@ export async function vmDelete(ctx: RuntimeContext, id: string, force = false): 
     const r = store.read(id);
     if (!force) checkTransition("delete", containerStatus(store, r), id);
     let empty = r.sandboxId === id;
+    let grace = 10_000;
+    const known = readSandboxInfo(ctx, r.sandboxId);
     try {
       empty = (await call(ctx, r.sandboxId, "delete", { containerId: id }, 60_000)).sandboxEmpty || empty;
     } catch {
-      // The supervisor is gone (or was never reachable): clean up directly below.
+      // The supervisor is gone, still booting or wedged: what is left is cleaned up directly below.
       empty = empty || r.containerType === "sandbox";
+      grace = 0;
     }
     const standin = { pid: r.pid, start: r.pidStartTime };
     if (!(await waitGone(standin, 2000))) killRef(standin);
     await waitGone(standin, 2000);
-    if (empty) await destroySandbox(ctx, r.sandboxId);
+    if (empty) await destroySandbox(ctx, r.sandboxId, grace, known);
     store.remove(id);
     record = r;
   });
@@ -509,10 +519,8 @@ export async function vmRun(ctx: RuntimeContext, o: RunOptions): Promise<number>
     await vmDelete(ctx, o.id, true).catch(() => {});
     throw err;
   }
-  if (o.detach) {
-    standin.unref();
-    return 0;
-  }
+  if (o.detach) return 0;
+  standin.ref();
   const stop = relaySignals(standin.pid ?? 0);
   const code = await childExit(standin);
   stop();

@@ -72,7 +72,9 @@ export class HostAgent implements SandboxAgent {
   }
 
   private run(p: HostProc): number {
-    const child = spawn(p.process.args?.[0] ?? "/bin/true", p.process.args?.slice(1) ?? [], {
+    // setpriv --pdeathsig: the workload dies with the supervisor, as a guest dies with its VM.
+    const argv = ["--pdeathsig", "KILL", "--", ...(p.process.args?.length ? p.process.args : ["/bin/true"])];
+    const child = spawn("setpriv", argv, {
       cwd: p.process.cwd || "/",
       env: Object.fromEntries(
         (p.process.env ?? []).map((kv) => [kv.split("=")[0], kv.slice(kv.indexOf("=") + 1)]),

@@ -498,8 +498,12 @@ export class Supervisor {
       stdio?.stdin?.destroy();
       stdio?.stdout?.destroy();
       stdio?.stderr?.destroy();
-      standin?.closeFds();
-      standin?.tell(`exit ${EXIT_SANDBOX_DIED}`);
+      // The CLI kills the stand-in when it sees this error (telling it here would race the answer);
+      // until then it waits as unclaimed, so a delete or shutdown still ends it.
+      if (standin) {
+        standin.closeFds();
+        this.unclaimed.set(key(cid, ""), standin);
+      }
       try {
         unshare(this.paths.shared, cid);
       } catch {}
@@ -534,7 +538,7 @@ export class Supervisor {
       stdio.stdout?.destroy();
       stdio.stderr?.destroy();
       standin.closeFds();
-      standin.tell(`exit ${EXIT_SANDBOX_DIED}`);
+      this.unclaimed.set(key(cid, execId), standin);
       throw err;
     }
   }
