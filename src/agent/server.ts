@@ -1,6 +1,7 @@
 // The guest end: `serve(duplex, handlers)` answers the host's ttrpc requests with the handlers in
 // api.ts's shape and hands them the stdio streams by id (ctx.stream(id)). Handler errors become ttrpc
 // statuses: an AgentError keeps its code, anything else is UNKNOWN with the error's one-line message.
+import { setMaxListeners } from "node:events";
 import type { Duplex } from "node:stream";
 import type { AgentApi, AgentMethod, AgentRequest, AgentResponse } from "./api";
 import { type AgentStream, Channel, type ChannelOptions } from "./channel";
@@ -46,6 +47,8 @@ export class Session {
     opts: ChannelOptions & { onError?: (method: string, err: Error) => void } = {},
   ) {
     this.channel = new Channel(io, opts);
+    // every call in flight listens on the session's signal (pings queued during boot arrive together)
+    setMaxListeners(0, this.aborter.signal);
     this.closed = new Promise((resolve) =>
       this.channel.onClose((err) => {
         this.aborter.abort(err);

@@ -47,11 +47,15 @@ async function main(): Promise<void> {
     await manager.removeAll().catch((err) => log(`cleanup: ${(err as Error).message}`));
     rmSync(manager.stateRoot, { recursive: true, force: true });
     stop();
-    if (!env.KATA_TS_AGENT_SOCKET)
-      try {
-        execFileSync("sync");
-      } catch {}
-    process.exit(code);
+    if (env.KATA_TS_AGENT_SOCKET) process.exit(code);
+    try {
+      execFileSync("sync");
+    } catch {}
+    log("shutdown complete");
+    // A thread-pool thread is blocked in read() on the port while the host stays connected, and Node's
+    // exit joins the thread pool: exit() would hang. Nothing is left to flush, so end hard; the init
+    // powers the VM off whatever our status.
+    process.kill(process.pid, "SIGKILL");
   };
   const handlers: AgentHandlers = {
     ping: async () => details,
