@@ -324,6 +324,19 @@ static napi_value js_socketpair(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+// pipe() → [readFd, writeFd], O_CLOEXEC. Container stdio must be real pipes, not the unix socketpairs
+// Node's spawn makes: `echo > /dev/stdout` reopens the fd through /proc, which fails for a socket.
+static napi_value js_pipe(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return throw_errno(env, "pipe2", errno);
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_set_element(env, arr, 0, make_int(env, fds[0])));
+  CHECK(napi_set_element(env, arr, 1, make_int(env, fds[1])));
+  return arr;
+}
+
 static napi_value js_close_fd(napi_env env, napi_callback_info info) {
   ARGS(1);
   int32_t fd;
@@ -369,6 +382,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"getWinsize", js_get_winsize},
       {"setChildSubreaper", js_set_child_subreaper},
       {"socketpair", js_socketpair},
+      {"pipe", js_pipe},
       {"closeFd", js_close_fd},
       {"dupFd", js_dup_fd},
       {"setCloexec", js_set_cloexec},

@@ -38,6 +38,7 @@ export interface NativeAddon {
   setChildSubreaper(): void;
   /** AF_UNIX SOCK_STREAM pair, blocking, O_CLOEXEC. */
   socketpair(): [number, number];
+  pipe(): [number, number];
   closeFd(fd: number): void;
   /** fcntl(F_DUPFD_CLOEXEC, 3): never lands on stdio. */
   dupFd(fd: number): number;
@@ -130,6 +131,11 @@ export function setChildSubreaper(): void {
 
 export function socketpair(): [number, number] {
   return native().socketpair();
+}
+
+/** A real pipe: [readFd, writeFd], both O_CLOEXEC. */
+export function pipe(): [number, number] {
+  return native().pipe();
 }
 
 export function closeFd(fd: number): void {

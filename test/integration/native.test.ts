@@ -22,6 +22,7 @@ import {
   getWinsize,
   native,
   openpty,
+  pipe,
   recvFds,
   sendFds,
   setCloexec,
@@ -232,5 +233,25 @@ describe("native addon", () => {
       closeFd(fd);
     }
     assert.throws(() => closeFd(fd), { code: "EBADF" });
+  });
+});
+
+describe("pipe", () => {
+  it("gives a real pipe that a child can reopen through /proc/self/fd (unlike a socketpair)", () => {
+    const [r, w] = pipe();
+    try {
+      // `echo > /dev/stdout` in a container does exactly this reopen.
+      const child = spawnSync("sh", ["-c", "echo via-proc > /proc/self/fd/1"], {
+        stdio: ["ignore", w, "inherit"],
+      });
+      assert.equal(child.status, 0);
+      const buf = Buffer.alloc(64);
+      const n = readSync(r, buf);
+      assert.equal(buf.subarray(0, n).toString(), "via-proc\n");
+      assert.ok(fstatSync(r).isFIFO());
+    } finally {
+      closeFd(r);
+      closeFd(w);
+    }
   });
 });
