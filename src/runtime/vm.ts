@@ -445,7 +445,14 @@ export async function vmDelete(ctx: RuntimeContext, id: string, force = false): 
   }
   let record: ContainerRecord | undefined;
   await store.withLock(id, async () => {
-    const r = store.read(id);
+    let r: ContainerRecord;
+    try {
+      r = store.read(id);
+    } catch (err) {
+      // A create that failed meanwhile removed it: with --force that is success, as for runc.
+      if (force && err instanceof ContainerNotFound) return;
+      throw err;
+    }
     if (!force) checkTransition("delete", containerStatus(store, r), id);
     let empty = r.sandboxId === id;
     let grace = 10_000;

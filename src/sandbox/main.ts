@@ -3,7 +3,8 @@
 // fd 3 on which it reports readiness: "ok\n" once the agent answers and the control socket listens,
 // or "error: <one line>\n". KATA_TS_SUPERVISOR_AGENT=host replaces the VM by host processes (tests of
 // the supervisor's own logic only).
-import { closeSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
+import { join } from "node:path";
 import { loadConfig } from "../config/config";
 import { connectVmAgent } from "./agent";
 import { HostAgent } from "./hostagent";
@@ -35,14 +36,26 @@ async function main(argv: string[]): Promise<void> {
     async boot(paths) {
       if (process.env.KATA_TS_SUPERVISOR_AGENT === "host") return { agent: new HostAgent() };
       const { config } = loadConfig({ explicitPath: configPath });
-      const { startVm } = await import("../hypervisor/qemu");
-      // `shares` is the 9p export of the sandbox's shared directory (tag kataShared).
+      const { startVm, isMicrovm } = await import("../hypervisor/qemu");
+      // The driver has no way yet to add a 9p export, so QEMU is started through a two-line wrapper
+      // that appends it (exec: QEMU keeps the wrapper's pid). Remove once StartVmOptions takes shares.
+      mkdirSync(paths.vmDir, { recursive: true, mode: 0o700 });
+      const wrapper = join(paths.vmDir, "qemu-share.sh");
+      const dev = isMicrovm(config.hypervisor.machineType || "microvm")
+        ? "virtio-9p-device"
+        : "virtio-9p-pci";
+      const sq = (v: string) => `'${v.replace(/'/g, "'\\''")}'`;
+      const opt = (v: string) => sq(v.replace(/,/g, ",,"));
+      writeFileSync(
+        wrapper,
+        `#!/bin/sh\nexec ${sq(config.hypervisor.path)} "$@" -fsdev local,id=share,path=${opt(paths.shared)},security_model=none -device ${dev},fsdev=share,mount_tag=${SHARE_TAG}\n`,
+        { mode: 0o700 },
+      );
       const vm = await startVm({
         id: sandboxId,
         dir: paths.vmDir,
-        config: config.hypervisor,
+        config: { ...config.hypervisor, path: wrapper },
         onWarning: log,
-        ...{ shares: [{ tag: SHARE_TAG, path: paths.shared }] },
       });
       try {
         const agent = await connectVmAgent(vm.agentSocket, Math.max(5, config.agent.dialTimeout) * 1000);

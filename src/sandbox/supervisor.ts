@@ -78,6 +78,14 @@ interface Container {
   procs: Map<string, Proc>;
 }
 
+/** The sandbox share as the guest mounts it (host data that may change: no cache). */
+export const SANDBOX_SHARE: GuestMount = {
+  source: SHARE_TAG,
+  fstype: "9p",
+  target: GUEST_SHARED_DIR,
+  options: ["trans=virtio", "version=9p2000.L", "msize=524288", "cache=none"],
+};
+
 function key(cid: string, execId: string): string {
   return `${cid}\0${execId}`;
 }
@@ -474,23 +482,20 @@ export class Supervisor {
           shareFile(target, b.source, ro);
         } else shareDir(this.paths.shared, b.rel, b.source, ro);
       }
-      const mounts: GuestMount[] = [];
-      if (!this.shareMounted)
-        mounts.push({
-          source: SHARE_TAG,
-          fstype: "9p",
-          target: GUEST_SHARED_DIR,
-          options: ["trans=virtio", "version=9p2000.L", "msize=524288", "cache=none"],
-        });
+      // The share is mounted once per sandbox, outside any container: the agent unmounts a container's
+      // own mounts when it is removed, and the other containers of the pod still need the share.
+      if (!this.shareMounted) {
+        await this.agent.request("addMount", SANDBOX_SHARE);
+        this.shareMounted = true;
+      }
       const terminal = Boolean(spec.process?.terminal);
       stdio = this.agent.openStdio({ terminal, stdin: true, stdout: true, stderr: !terminal });
       const started = await this.agent.request("createContainer", {
         containerId: cid,
         spec: g,
-        mounts,
+        mounts: [],
         stdio: stdio.streams,
       });
-      this.shareMounted = true;
       this.track(c, "", standin, stdio);
       return started;
     } catch (err) {

@@ -1,0 +1,253 @@
+// VM mode for real: QEMU under TCG, the guest image with the agent, the sandbox supervisor and the
+// stand-ins, driven through the VM lifecycle (src/runtime/vm.ts). Three boots in the file: one sandbox
+// for the proofs (guest kernel, guest boot id, invisible workload), the lifecycle, exec, a pod
+// container's run and a kill -9 of QEMU; one for a kill -9 of the supervisor; one for a CLI killed
+// while the VM boots. After each: no QEMU, supervisor or stand-in, socket, mount or state is left.
+import assert from "node:assert/strict";
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { loadConfig } from "../../src/config/config";
+import { defaultSpec } from "../../src/oci/defaults";
+import { REPO, tempDir } from "../helpers";
+
+const QEMU = "/usr/bin/qemu-system-x86_64";
+const defaults = loadConfig({ explicitPath: join(REPO, "config", "configuration.toml") }).config.hypervisor;
+const KERNEL = process.env.KATA_TS_TEST_KERNEL ?? defaults.kernel;
+const AGENT = join(REPO, "dist", "kata-agent.cjs");
+const missing = [QEMU, KERNEL, AGENT, "/bin/busybox"].filter((f) => !existsSync(f));
+
+const tmp = tempDir("kata-vm-qemu-");
+const root = join(tmp.path, "root");
+const ENTRY = join(tmp.path, "vmcli.cjs");
+const CONFIG = join(tmp.path, "configuration.toml");
+const env = {
+  ...process.env,
+  KATA_TS_SUPERVISOR: join(REPO, "dist", "kata-supervisor.cjs"),
+  KATA_TS_NATIVE_DIR: join(REPO, "native", "build"),
+};
+const hostBootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+const hostRelease = readFileSync("/proc/sys/kernel/osrelease", "utf8").trim();
+
+function vm(args: string[], input = ""): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [ENTRY, "--root", root, "--config", CONFIG, ...args], {
+    env,
+    input,
+    encoding: "utf8",
+    timeout: 180_000,
+  });
+  return { code: r.status ?? 128, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** create with the container's stdio on a file (the supervisor holds it until the container exits). */
+function vmCreate(args: string[]): { code: number; output: string } {
+  const output = join(tmp.path, `${args[args.length - 1]}.out`);
+  const fd = openSync(output, "w");
+  try {
+    const r = spawnSync(process.execPath, [ENTRY, "--root", root, "--config", CONFIG, "create", ...args], {
+      env,
+      stdio: ["ignore", fd, fd],
+      timeout: 180_000,
+    });
+    return { code: r.status ?? 128, output };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function vmBg(args: string[]): { child: ChildProcess; code: Promise<number> } {
+  const child = spawn(process.execPath, [ENTRY, "--root", root, "--config", CONFIG, ...args], {
+    env,
+    stdio: "ignore",
+  });
+  return { child, code: new Promise((r) => child.on("exit", (c) => r(c ?? 137))) };
+}
+
+function busyboxRootfs(dir: string): void {
+  for (const d of ["bin", "proc", "sys", "dev", "tmp", "etc", "root"])
+    mkdirSync(join(dir, d), { recursive: true });
+  copyFileSync("/bin/busybox", join(dir, "bin", "busybox"));
+  const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).trim().split("\n");
+  for (const a of applets) if (a !== "busybox") symlinkSync("busybox", join(dir, "bin", a));
+  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n");
+}
+
+function bundle(name: string, args: string[], annotations?: Record<string, string>): string {
+  const dir = join(tmp.path, name);
+  busyboxRootfs(join(dir, "rootfs"));
+  const spec = defaultSpec();
+  spec.process = { ...(spec.process as NonNullable<typeof spec.process>) };
+  spec.process.terminal = false;
+  spec.process.args = args;
+  spec.root = { path: "rootfs", readonly: false };
+  if (annotations) spec.annotations = annotations;
+  writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
+  return dir;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, fn: () => boolean, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    return !/\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+function pgrep(pattern: string): string {
+  return spawnSync("pgrep", ["-af", pattern], { encoding: "utf8" })
+    .stdout.split("\n")
+    .filter((l) => l && !l.includes("pgrep"))
+    .join("\n");
+}
+
+function assertNothingLeft(sid: string, ids: string[] = [sid]): void {
+  assert.equal(pgrep(`sandbox-${sid}( |,|$)`), "", `QEMU left for ${sid}`);
+  assert.equal(pgrep(`kata-supervisor.* ${sid}( |$)`), "", `supervisor left for ${sid}`);
+  for (const id of ids) assert.equal(pgrep(`kata-ts-standin .* ${id} `), "", `stand-in left for ${id}`);
+  assert.equal(existsSync(join(root, "sandboxes", sid)), false, `sandbox dir left for ${sid}`);
+  for (const id of ids) assert.equal(existsSync(join(root, id)), false, `state left for ${id}`);
+  const mounts = readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => l.includes(tmp.path));
+  assert.deepEqual(mounts, [], "mounts left");
+}
+
+function state(id: string): { status: string; pid: number } {
+  const r = vm(["state", id]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+describe("VM sandboxes under QEMU", { skip: missing.length > 0 && `missing ${missing.join(", ")}` }, () => {
+  before(async () => {
+    execFileSync("make", ["-s", "-C", join(REPO, "native")], { stdio: "inherit" });
+    execFileSync(process.execPath, [join(REPO, "scripts", "build.mjs")], { cwd: REPO, stdio: "inherit" });
+    execFileSync(
+      join(REPO, "node_modules", ".bin", "esbuild"),
+      [
+        join(REPO, "src", "sandbox", "vmcli.ts"),
+        "--bundle",
+        "--platform=node",
+        "--format=cjs",
+        `--outfile=${ENTRY}`,
+      ],
+      { cwd: REPO, stdio: "inherit" },
+    );
+    const { buildImage, defaultSources } = await import("../../src/guest/image");
+    const img = await buildImage({ sources: defaultSources() });
+    writeFileSync(
+      CONFIG,
+      [
+        "[hypervisor.qemu]",
+        `path = "${QEMU}"`,
+        `kernel = "${KERNEL}"`,
+        `image = "${img.paths.image}"`,
+        'initrd = ""',
+        "default_memory = 512",
+        "[runtime]",
+        'hypervisor = "qemu"',
+        "",
+      ].join("\n"),
+    );
+  });
+  after(() => {
+    for (const id of existsSync(root) ? readdirSync(root) : [])
+      if (id !== "sandboxes") vm(["delete", "--force", id]);
+    tmp.cleanup();
+  });
+
+  test("it is a VM: guest kernel and boot id, workload invisible to the host; lifecycle, exec, pod run, QEMU killed", async () => {
+    const marker = `kata-vm-marker-${process.pid}`;
+    const b = bundle("vm1", ["/bin/sh", "-c", "sleep 100000"]);
+    const c = vmCreate(["--bundle", b, "--pid-file", join(tmp.path, "vm1.pid"), "vm1"]);
+    assert.equal(c.code, 0, readFileSync(c.output, "utf8"));
+    const standin = Number(readFileSync(join(tmp.path, "vm1.pid"), "utf8"));
+    assert.equal(readFileSync(`/proc/${standin}/comm`, "utf8").trim(), "kata-ts-standin");
+    assert.equal(state("vm1").status, "created");
+    assert.equal(vm(["start", "vm1"]).code, 0);
+    assert.equal(state("vm1").status, "running");
+
+    const uname = vm(["exec", "vm1", "uname", "-r"]);
+    assert.equal(uname.code, 0, uname.stderr);
+    assert.notEqual(uname.stdout.trim(), "");
+    assert.notEqual(uname.stdout.trim(), hostRelease, "the container runs on the guest kernel");
+    const boot = vm(["exec", "vm1", "cat", "/proc/sys/kernel/random/boot_id"]);
+    assert.equal(boot.code, 0, boot.stderr);
+    assert.notEqual(boot.stdout.trim(), hostBootId, "the container sees the guest's boot id");
+
+    // A process started in the container is not a host process: no host pid runs it.
+    const bg = vmBg(["exec", "--detach", "vm1", "/bin/sh", "-c", `sleep 1000; : ${marker}`]);
+    assert.equal(await bg.code, 0);
+    const guestPids = JSON.parse(vm(["ps", "vm1"]).stdout) as number[];
+    assert.ok(guestPids.length >= 2, `guest pids ${guestPids}`);
+    assert.equal(pgrep(marker), "", "the host sees the workload");
+
+    const ex = vm(["exec", "vm1", "/bin/sh", "-c", "echo from-exec; exit 9"]);
+    assert.equal(ex.code, 9);
+    assert.equal(ex.stdout, "from-exec\n");
+
+    // A pod container joins this VM (no new boot) and `run` gives its exit code and output.
+    const pod = bundle("pod1", ["/bin/sh", "-c", "cat /proc/sys/kernel/random/boot_id; exit 3"], {
+      "io.kubernetes.cri.container-type": "container",
+      "io.kubernetes.cri.sandbox-id": "vm1",
+    });
+    const run = vm(["run", "--bundle", pod, "pod1"]);
+    assert.equal(run.code, 3, run.stderr);
+    assert.equal(run.stdout.trim(), boot.stdout.trim(), "the pod container runs in the same guest");
+    assert.equal(existsSync(join(root, "pod1")), false);
+
+    // kill -9 of QEMU: the stand-in ends (137), the container is stopped, delete --force cleans up.
+    const info = JSON.parse(readFileSync(join(root, "sandboxes", "vm1", "sandbox.json"), "utf8"));
+    process.kill(info.vmPid, "SIGKILL");
+    await until("stand-in exit", () => !alive(standin));
+    assert.equal(state("vm1").status, "stopped");
+    assert.equal(vm(["delete", "--force", "vm1"]).code, 0);
+    assertNothingLeft("vm1");
+  });
+
+  test("the supervisor is killed: the container stops and delete --force leaves nothing", async () => {
+    const b = bundle("vm2", ["/bin/sh", "-c", "sleep 100000"]);
+    const c = vmCreate(["--bundle", b, "--pid-file", join(tmp.path, "vm2.pid"), "vm2"]);
+    assert.equal(c.code, 0, readFileSync(c.output, "utf8"));
+    assert.equal(vm(["start", "vm2"]).code, 0);
+    const standin = Number(readFileSync(join(tmp.path, "vm2.pid"), "utf8"));
+    const info = JSON.parse(readFileSync(join(root, "sandboxes", "vm2", "sandbox.json"), "utf8"));
+    process.kill(info.supervisorPid, "SIGKILL");
+    await until("stand-in exit", () => !alive(standin));
+    assert.equal(state("vm2").status, "stopped");
+    assert.ok(alive(info.vmPid), "QEMU outlives a killed supervisor until delete");
+    assert.equal(vm(["delete", "--force", "vm2"]).code, 0);
+    assertNothingLeft("vm2");
+  });
+
+  test("the CLI is killed while the VM boots: delete --force leaves nothing", async () => {
+    const b = bundle("vm3", ["/bin/true"]);
+    const r = vmBg(["create", "--bundle", b, "vm3"]);
+    await until("QEMU started", () => pgrep("sandbox-vm3( |,|$)") !== "");
+    r.child.kill("SIGKILL");
+    await r.code;
+    assert.equal(vm(["delete", "--force", "vm3"]).code, 0);
+    assertNothingLeft("vm3");
+  });
+});
