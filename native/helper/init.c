@@ -251,6 +251,19 @@ static void op_mount(struct record *r) {
   close(fd);
 }
 
+/* setattr DEST SET CLEAR: runc's recursive mount options ("rro", ...) via mount_setattr(AT_RECURSIVE). */
+static void op_setattr(struct record *r) {
+  if (r->argc != 4) fail("helper: bad setattr record");
+  struct {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+  } attr = {parse_u64(r->argv[2], "mount attributes"), parse_u64(r->argv[3], "mount attributes"), 0, 0};
+  int fd = open_in_root(r->argv[1], O_PATH);
+  if (fd < 0) fail("setattr %s: %s", r->argv[1], strerror(errno));
+  if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+    fail("set recursive mount options on %s: %s", r->argv[1], strerror(errno));
+  close(fd);
+}
+
 /* device PATH TYPE MAJOR MINOR MODE UID GID BIND */
 static void op_device(struct record *r) {
   if (r->argc != 9) fail("helper: bad device record");
@@ -581,6 +594,8 @@ void container_main(void) {
       op_rootfs(&r);
     } else if (strcmp(op, "mount") == 0) {
       op_mount(&r);
+    } else if (strcmp(op, "setattr") == 0) {
+      op_setattr(&r);
     } else if (strcmp(op, "mkdir") == 0 && r.argc == 3) {
       mkdir_all_in_root(r.argv[1], (mode_t)parse_u64(r.argv[2], "mode"));
     } else if (strcmp(op, "device") == 0) {

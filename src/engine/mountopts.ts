@@ -72,6 +72,41 @@ export const PROPAGATION: Record<string, number> = {
   runbindable: MS.UNBINDABLE | MS.REC,
 };
 
+/** mount_setattr(2) attributes (linux/mount.h) for runc's recursive options ("rro", "rnosuid", ...). */
+export const MOUNT_ATTR = {
+  RDONLY: 0x1,
+  NOSUID: 0x2,
+  NODEV: 0x4,
+  NOEXEC: 0x8,
+  ATIME_MASK: 0x70,
+  NOATIME: 0x10,
+  STRICTATIME: 0x20,
+  NODIRATIME: 0x80,
+  NOSYMFOLLOW: 0x200000,
+} as const;
+
+// [clear?, attr, also clear (the atime family is one field)]
+const RECURSIVE: Record<string, [boolean, number, number]> = {
+  rro: [false, MOUNT_ATTR.RDONLY, 0],
+  rrw: [true, MOUNT_ATTR.RDONLY, 0],
+  rnosuid: [false, MOUNT_ATTR.NOSUID, 0],
+  rsuid: [true, MOUNT_ATTR.NOSUID, 0],
+  rnodev: [false, MOUNT_ATTR.NODEV, 0],
+  rdev: [true, MOUNT_ATTR.NODEV, 0],
+  rnoexec: [false, MOUNT_ATTR.NOEXEC, 0],
+  rexec: [true, MOUNT_ATTR.NOEXEC, 0],
+  rnodiratime: [false, MOUNT_ATTR.NODIRATIME, 0],
+  rdiratime: [true, MOUNT_ATTR.NODIRATIME, 0],
+  rrelatime: [false, 0, MOUNT_ATTR.ATIME_MASK],
+  rnorelatime: [true, 0, 0],
+  rnoatime: [false, MOUNT_ATTR.NOATIME, MOUNT_ATTR.ATIME_MASK],
+  ratime: [true, MOUNT_ATTR.NOATIME, 0],
+  rstrictatime: [false, MOUNT_ATTR.STRICTATIME, MOUNT_ATTR.ATIME_MASK],
+  rnostrictatime: [true, MOUNT_ATTR.STRICTATIME, 0],
+  rnosymfollow: [false, MOUNT_ATTR.NOSYMFOLLOW, 0],
+  rsymfollow: [true, MOUNT_ATTR.NOSYMFOLLOW, 0],
+};
+
 // Options runc accepts that are not kernel flags and must not reach the filesystem either.
 const IGNORED = new Set(["tmpcopyup", "idmap", "ridmap", "recursive"]);
 
@@ -79,15 +114,30 @@ export interface ParsedMountOptions {
   flags: number;
   propagation: number;
   data: string;
+  /** Recursive attributes to set / clear with mount_setattr(AT_RECURSIVE); 0 when none were asked. */
+  attrSet: number;
+  attrClr: number;
 }
 
 export function parseMountOptions(options: readonly string[] | undefined): ParsedMountOptions {
   let flags = 0;
   let propagation = 0;
+  let attrSet = 0;
+  let attrClr = 0;
   const data: string[] = [];
   for (const o of options ?? []) {
     const f = FLAGS[o];
-    if (f) {
+    const r = RECURSIVE[o];
+    if (r) {
+      const [clear, attr, also] = r;
+      if (clear) {
+        attrClr |= attr;
+        attrSet &= ~attr;
+      } else {
+        attrSet |= attr;
+        attrClr = (attrClr | also) & ~attr;
+      }
+    } else if (f) {
       flags = f[0] ? flags & ~f[1] : flags | f[1];
     } else if (PROPAGATION[o] !== undefined) {
       propagation |= PROPAGATION[o];
@@ -95,5 +145,5 @@ export function parseMountOptions(options: readonly string[] | undefined): Parse
       data.push(o);
     }
   }
-  return { flags, propagation, data: data.join(",") };
+  return { flags, propagation, data: data.join(","), attrSet, attrClr };
 }

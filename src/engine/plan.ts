@@ -157,7 +157,7 @@ function abs(p: string): string {
 /** The records for one spec mount. */
 export function mountRecords(m: Mount, bundle: string, facts: HostFacts): Rec[] {
   const dest = abs(m.destination);
-  const { flags, propagation, data } = parseMountOptions(m.options);
+  const { flags, propagation, data, attrSet, attrClr } = parseMountOptions(m.options);
   const type = m.type ?? "";
   const isBind = (flags & MS.BIND) !== 0 || type === "bind";
   if (type === "cgroup" && !isBind) {
@@ -172,9 +172,18 @@ export function mountRecords(m: Mount, bundle: string, facts: HostFacts): Rec[] 
       throw new PlanError(
         `error mounting "${src}" to rootfs at "${dest}": stat ${src}: no such file or directory`,
       );
-    return [["mount", src, dest, "", String(flags | MS.BIND), String(propagation), "", dir ? "dir" : "file"]];
+    return withAttrs([
+      ["mount", src, dest, "", String(flags | MS.BIND), String(propagation), "", dir ? "dir" : "file"],
+    ]);
   }
-  return [["mount", m.source ?? type, dest, type, String(flags), String(propagation), data, "dir"]];
+  return withAttrs([
+    ["mount", m.source ?? type, dest, type, String(flags), String(propagation), data, "dir"],
+  ]);
+
+  function withAttrs(recs: Rec[]): Rec[] {
+    if (attrSet || attrClr) recs.push(["setattr", dest, String(attrSet), String(attrClr)]);
+    return recs;
+  }
 }
 
 function capMask(names: readonly string[] | undefined, last: number): string {

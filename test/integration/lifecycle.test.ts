@@ -2,7 +2,15 @@
 // CLI on a busybox bundle, asserting on what the container saw and on what is left on the host.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
@@ -294,6 +302,28 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     assert.equal(cli(env, ["delete", "--force", "ck"]).code, 0);
     assert.deepEqual(cgroupDirs("ck"), []);
     assert.equal(existsSync(join(env.root, "ck")), false);
+  });
+
+  test("recursive mount options: rro makes submounts read-only too, plain ro does not", () => {
+    const src = join(env.dir, "rsrc");
+    mkdirSync(join(src, "sub"), { recursive: true });
+    assert.equal(spawnSync("mount", ["-t", "tmpfs", "tmpfs", join(src, "sub")]).status, 0);
+    try {
+      const b = makeBundle(env, "rro", (s) => {
+        s.mounts.push({ destination: "/r", type: "bind", source: src, options: ["rbind", "rro"] });
+        s.mounts.push({ destination: "/p", type: "bind", source: src, options: ["rbind", "ro"] });
+        s.process.args = [
+          "sh",
+          "-c",
+          "for f in /r/x /r/sub/x /p/x /p/sub/x; do touch $f 2>/dev/null && echo $f:rw || echo $f:ro; done",
+        ];
+      });
+      const r = cli(env, ["run", "-b", b, "rro"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "/r/x:ro\n/r/sub/x:ro\n/p/x:ro\n/p/sub/x:rw\n");
+    } finally {
+      spawnSync("umount", ["-l", join(src, "sub")]);
+    }
   });
 
   test("a missing executable fails create with runc's wording and leaves nothing", () => {

@@ -182,7 +182,20 @@ describe("engine plan", () => {
         flags: 0x2 | 0x8,
         propagation: 0x40000 | 0x4000,
         data: "mode=755,size=1m",
+        attrSet: 0,
+        attrClr: 0,
       },
+    );
+    const rec = parseMountOptions(["rbind", "rro", "rnosuid", "rnoatime", "rsuid"]);
+    assert.equal(rec.attrSet, 0x1 | 0x10, "recursive ro and noatime set");
+    assert.equal(
+      rec.attrClr,
+      0x2 | (0x70 & ~0x10),
+      "rsuid clears nosuid; noatime clears the rest of the atime field",
+    );
+    assert.deepEqual(
+      mountRecords({ destination: "/v", source: "/src", options: ["rbind", "rro"] }, "/b", facts).at(-1),
+      ["setattr", "/v", "1", "0"],
     );
     assert.equal(parseMountOptions(["ro", "rw"]).flags, 0, "later options win");
     assert.deepEqual(
