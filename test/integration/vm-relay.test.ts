@@ -13,9 +13,13 @@ import {
   readFileSync,
   readlinkSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { ReadStream as TtyReadStream } from "node:tty";
+import { recvFds } from "../../src/sys/native";
 import { REPO, tempDir } from "../helpers";
 
 const tmp = tempDir("kata-vm-relay-");
@@ -282,6 +286,54 @@ describe("vm-mode lifecycle with a host agent", () => {
       );
       assertNothingLeft(id);
     }
+  });
+
+  test("terminal: the pty master goes to --console-socket and carries the workload's output and input", async () => {
+    const consoleSock = join(tmp.path, "console.sock");
+    const got = new Promise<{ fd: number; name: string }>((resolveGot, reject) => {
+      const server = createServer({ pauseOnConnect: true }, async (s) => {
+        const fd = (s as unknown as { _handle: { fd: number } })._handle.fd;
+        for (let i = 0; i < 500; i++) {
+          try {
+            const r = recvFds(fd, 1, 256);
+            server.close();
+            s.destroy();
+            return resolveGot({ fd: r.fds[0], name: r.data.toString() });
+          } catch {
+            await sleep(10);
+          }
+        }
+        reject(new Error("no fd on the console socket"));
+      });
+      server.listen(consoleSock);
+    });
+    const b = bundle("tty", ["/bin/sh", "-c", "echo tty-out; read line; echo got:$line; exit 6"], {});
+    const cfg = JSON.parse(readFileSync(join(b, "config.json"), "utf8"));
+    cfg.process.terminal = true;
+    writeFileSync(join(b, "config.json"), JSON.stringify(cfg));
+    const pidFile = join(tmp.path, "tty.pid");
+    const c = vmCreate(["--bundle", b, "--pid-file", pidFile, "--console-socket", consoleSock, "tty1"]);
+    assert.equal(c.code, 0, readFileSync(c.output, "utf8"));
+    const { fd: master, name } = await got;
+    assert.match(name, /^\/dev\/pts\/\d+$/);
+    const standin = Number(readFileSync(pidFile, "utf8"));
+    // The stand-in keeps the slave as its controlling terminal (for SIGWINCH); its stdio is /dev/null.
+    assert.equal(readlinkSync(`/proc/${standin}/fd/1`), "/dev/null");
+    const out = new TtyReadStream(master);
+    let text = "";
+    out.setEncoding("utf8");
+    out.on("data", (d: string) => {
+      text += d;
+    });
+    out.on("error", () => {});
+    assert.equal(vm(["start", "tty1"]).code, 0);
+    await until("tty output", () => text.includes("tty-out"));
+    writeSync(master, "hello\n");
+    await until("echoed input", () => text.includes("got:hello"));
+    await until("stand-in exit", () => !alive(standin));
+    out.destroy();
+    assert.equal(vm(["delete", "tty1"]).code, 0);
+    assertNothingLeft("tty1");
   });
 
   test("a failed create unwinds (missing rootfs in the guest spec path; bad mount source)", () => {
