@@ -1,0 +1,158 @@
+// Pure logic of the sandbox supervisor: where a sandbox's files go (socket path limit), what a container
+// spec becomes in the guest, mountinfo parsing for cleanup, and the control protocol client.
+import assert from "node:assert/strict";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import type { Spec } from "../../src/oci/spec";
+import {
+  GUEST_SHARED_DIR,
+  guestRootfs,
+  MAX_SOCKET_PATH,
+  SHORT_SOCKET_ROOT,
+  sandboxPaths,
+} from "../../src/sandbox/paths";
+import { SupervisorClient } from "../../src/sandbox/protocol";
+import { mountsUnder } from "../../src/sandbox/share";
+import { guestSpec } from "../../src/sandbox/supervisor";
+import { tempDir } from "../helpers";
+
+describe("sandbox paths", () => {
+  test("a short root keeps every file in <root>/sandboxes/<id>", () => {
+    const p = sandboxPaths("/run/kata-ts", "abc");
+    assert.equal(p.dir, "/run/kata-ts/sandboxes/abc");
+    assert.equal(p.sockDir, p.dir);
+    assert.equal(p.socket, "/run/kata-ts/sandboxes/abc/supervisor.sock");
+    assert.equal(p.shared, "/run/kata-ts/sandboxes/abc/shared");
+    assert.equal(p.vmDir, p.dir);
+  });
+
+  test("a root + 64-hex id too long for sun_path moves only the sockets, stably", () => {
+    const id = "f".repeat(64);
+    const p = sandboxPaths("/run/containerd/runc/k8s.io", id);
+    assert.equal(p.dir, `/run/containerd/runc/k8s.io/sandboxes/${id}`);
+    assert.ok(p.sockDir.startsWith(`${SHORT_SOCKET_ROOT}/`));
+    assert.ok(Buffer.byteLength(p.socket) <= MAX_SOCKET_PATH);
+    assert.ok(Buffer.byteLength(join(p.vmDir, "agent.sock")) <= MAX_SOCKET_PATH);
+    assert.equal(p.shared, join(p.dir, "shared"), "the share stays with the sandbox");
+    assert.deepEqual(sandboxPaths("/run/containerd/runc/k8s.io", id), p);
+    assert.notEqual(sandboxPaths("/run/containerd/runc/other", id).sockDir, p.sockDir);
+  });
+});
+
+describe("guest spec", () => {
+  const spec: Spec = {
+    ociVersion: "1.0.2",
+    process: { terminal: false, user: { uid: 0, gid: 0 }, args: ["sh"], cwd: "/" },
+    root: { path: "/var/lib/x/rootfs", readonly: true },
+    hooks: { prestart: [{ path: "/usr/bin/hook" }] },
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc" },
+      { destination: "/data", type: "bind", source: "/srv/data", options: ["rbind", "ro"] },
+      { destination: "/etc/hosts", source: "/var/lib/x/hosts", options: ["bind"] },
+      { destination: "/dev/null2", type: "bind", source: "/dev/null", options: ["bind"] },
+      { destination: "/tmp", type: "tmpfs", source: "tmpfs" },
+    ],
+    linux: { namespaces: [{ type: "pid" }, { type: "network", path: "/proc/123/ns/net" }] },
+  };
+
+  test("root.path points into the share; hooks stay on the host; namespace paths are dropped", () => {
+    const { spec: g } = guestSpec(spec, "c1");
+    assert.deepEqual(g.root, { path: `${GUEST_SHARED_DIR}/c1/rootfs`, readonly: true });
+    assert.equal(guestRootfs("c1"), g.root?.path);
+    assert.equal(g.hooks, undefined);
+    assert.deepEqual(g.linux?.namespaces, [{ type: "pid" }, { type: "network" }]);
+    assert.equal(spec.hooks?.prestart?.length, 1, "the host spec is not modified");
+  });
+
+  test("host bind sources travel through the share; kernel filesystems and /dev stay the guest's", () => {
+    const { spec: g, binds } = guestSpec(spec, "c1");
+    assert.deepEqual(binds, [
+      { index: 1, source: "/srv/data", rel: "c1/mounts/1" },
+      { index: 2, source: "/var/lib/x/hosts", rel: "c1/mounts/2" },
+    ]);
+    assert.equal(g.mounts?.[1].source, `${GUEST_SHARED_DIR}/c1/mounts/1`);
+    assert.deepEqual(g.mounts?.[1].options, ["rbind", "ro"]);
+    assert.equal(g.mounts?.[2].source, `${GUEST_SHARED_DIR}/c1/mounts/2`);
+    assert.equal(g.mounts?.[0].source, "proc");
+    assert.equal(g.mounts?.[3].source, "/dev/null");
+    assert.equal(g.mounts?.[4].source, "tmpfs");
+  });
+});
+
+describe("mountsUnder", () => {
+  const info = [
+    "22 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw",
+    "40 22 8:1 /b /run/k/sandboxes/s1/shared/c1/rootfs rw - ext4 /dev/sda1 rw",
+    "41 22 8:1 /c /run/k/sandboxes/s1/shared/c1/mounts/1 rw - ext4 /dev/sda1 rw",
+    "42 22 8:1 /d /run/k/sandboxes/s1/shared/with\\040space rw - ext4 /dev/sda1 rw",
+    "43 22 8:1 /e /run/k/sandboxes/s10/shared/c2/rootfs rw - ext4 /dev/sda1 rw",
+  ].join("\n");
+
+  test("lists mounts at or below a directory, deepest first, octal escapes decoded", () => {
+    assert.deepEqual(mountsUnder("/run/k/sandboxes/s1", info), [
+      "/run/k/sandboxes/s1/shared/c1/mounts/1",
+      "/run/k/sandboxes/s1/shared/with space",
+      "/run/k/sandboxes/s1/shared/c1/rootfs",
+    ]);
+  });
+
+  test("a sibling with a common prefix is not below", () => {
+    assert.deepEqual(mountsUnder("/run/k/sandboxes/s10", info), ["/run/k/sandboxes/s10/shared/c2/rootfs"]);
+    assert.deepEqual(mountsUnder("/run/k/sandboxes/s1/shared/c1/rootfs", info), [
+      "/run/k/sandboxes/s1/shared/c1/rootfs",
+    ]);
+  });
+});
+
+describe("control protocol client", () => {
+  test("pipelined calls are matched by id; errors reject with the supervisor's message", async () => {
+    const tmp = tempDir("kata-sandbox-unit-");
+    const sock = join(tmp.path, "s.sock");
+    const seen: unknown[] = [];
+    const server = createServer((c) => {
+      let buf = "";
+      c.setEncoding("utf8");
+      c.on("data", (d: string) => {
+        buf += d;
+        const lines = buf.split("\n");
+        buf = lines.pop() ?? "";
+        const reqs = lines.map((l) => JSON.parse(l) as { id: number; op: string; containerId?: string });
+        seen.push(...reqs);
+        // Answer in reverse order: the client must not rely on ordering.
+        for (const r of reqs.reverse()) {
+          const res =
+            r.op === "ps"
+              ? { id: r.id, ok: true, result: { pids: [1, 7] } }
+              : { id: r.id, ok: false, error: `container ${r.containerId} is not in sandbox s1` };
+          c.write(`${JSON.stringify(res)}\n`);
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(sock, r));
+    try {
+      const client = await SupervisorClient.connect(sock);
+      const [ps, kill] = await Promise.allSettled([
+        client.call("ps", { containerId: "a" }),
+        client.call("kill", { containerId: "b", signal: 9 }),
+      ]);
+      assert.deepEqual(ps, { status: "fulfilled", value: { pids: [1, 7] } });
+      assert.equal(kill.status, "rejected");
+      assert.equal((kill as PromiseRejectedResult).reason.message, "container b is not in sandbox s1");
+      assert.deepEqual(
+        (seen as { op: string }[]).map((r) => r.op),
+        ["ps", "kill"],
+      );
+      client.close();
+    } finally {
+      server.close();
+      tmp.cleanup();
+    }
+  });
+
+  test("a supervisor that is not there is a one-line error naming the socket", async () => {
+    await assert.rejects(SupervisorClient.connect("/nonexistent/supervisor.sock"), {
+      message: "sandbox supervisor at /nonexistent/supervisor.sock: ENOENT",
+    });
+  });
+});
