@@ -265,6 +265,20 @@ export function seccompRecords(s: Seccomp | undefined): Rec[] {
   return recs;
 }
 
+/**
+ * The environment as runc's init builds it (os.Setenv in order): a later KEY=value replaces an earlier
+ * one in place, so `exec --env` overrides the container's own; an entry without "=" is an error.
+ */
+export function mergeEnv(env: readonly string[]): string[] {
+  const byKey = new Map<string, string>();
+  for (const e of env) {
+    const i = e.indexOf("=");
+    if (i <= 0) throw new PlanError(`invalid environment variable: ${JSON.stringify(e)} (missing '=')`);
+    byKey.set(e.slice(0, i), e);
+  }
+  return [...byKey.values()];
+}
+
 /** HOME from the container's /etc/passwd for uid, "/" when unknown (runc's default). */
 export function homeFor(passwd: string | undefined, uid: number): string {
   for (const line of (passwd ?? "").split("\n")) {
@@ -290,7 +304,7 @@ export function processRecords(
   recs.push(["user", String(p.user.uid), String(p.user.gid), ...(p.user.additionalGids ?? []).map(String)]);
   recs.push(...seccompRecords(opts.seccomp));
   recs.push(["cwd", p.cwd || "/"]);
-  const env = [...(p.env ?? [])];
+  const env = mergeEnv(p.env ?? []);
   if (!env.some((e) => e.startsWith("HOME="))) env.push(`HOME=${homeFor(opts.passwd, p.user.uid)}`);
   for (const e of env) recs.push(["env", e]);
   const args = p.args ?? [];

@@ -227,6 +227,8 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     assert.equal(line, "bar /bin 65534:65534");
     assert.equal(pidns, readlinkSync(`/proc/${init}/ns/pid`), "exec joined the container's pid namespace");
     assert.equal(cli(env, ["exec", "ex", "sh", "-c", "exit 5"]).code, 5);
+    const over = cli(env, ["exec", "--env", "PATH=/bin", "ex", "sh", "-c", 'echo "$PATH"; env | grep -c ^PATH=']);
+    assert.equal(over.stdout, "/bin\n1\n", "exec --env replaces the container's PATH, no duplicate");
     const missing = cli(env, ["exec", "ex", "/nonexistent"]);
     assert.equal(missing.code, 255, "runc exits 255 when exec fails");
     assert.equal(

@@ -10,6 +10,7 @@ import {
   capsRecord,
   type HostFacts,
   homeFor,
+  mergeEnv,
   mountRecords,
   seccompRecords,
   u64,
@@ -336,6 +337,8 @@ describe("engine plan", () => {
     assert.equal(parseSignal(undefined), 15);
     assert.throws(() => parseSignal("FOO"), /unknown signal "FOO"/);
     assert.equal(homeFor("a:x:5:5::/h:/bin/sh\n", 5), "/h");
+    assert.deepEqual(mergeEnv(["A=1", "B=2", "A=3", "C=x=y"]), ["A=3", "B=2", "C=x=y"]);
+    assert.throws(() => mergeEnv(["NOEQUALS"]), /invalid environment variable/);
     assert.equal(homeFor(undefined, 0), "/");
     const bytes = encodeRecords([["op", "a", ""], ["go"]]);
     const d = new RecordDecoder();
