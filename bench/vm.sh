@@ -1,0 +1,122 @@
+#!/bin/bash
+# VM mode end to end, in one run:
+#   (a) the floor: bare QEMU boot to READY (bench/qemu-boot.sh, the same kernel);
+#   (b) `run` of busybox `true` in a VM, cold (a new sandbox = a new VM per run), through the VM
+#       lifecycle (src/runtime/vm.ts; the CLI verbs dispatch to it when hypervisor = "qemu");
+#   (c) `runc run` of the same bundle, for scale;
+# medians, the ratio b/a, and the host memory of one running sandbox: PSS (/proc/PID/smaps_rollup) of
+# QEMU, the supervisor and the stand-in.
+#
+# usage: bench/vm.sh [-n RUNS] [--kernel PATH] [--image PATH] [--host-agent]
+#   --host-agent: no VM (the supervisor runs workloads as host processes): measures what the
+#   supervisor, the stand-in and the CLI cost by themselves; (a) is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+runs=5 kernel=/var/cache/kata-ts/vmlinux image=/var/cache/kata-ts/kata-ts-guest.img host_agent=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n) runs=$2; shift 2 ;;
+    --kernel) kernel=$2; shift 2 ;;
+    --image) image=$2; shift 2 ;;
+    --host-agent) host_agent=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "vm.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+if [ "$host_agent" = 0 ]; then
+  for f in "$kernel" "$image" /usr/bin/qemu-system-x86_64; do
+    [ -e "$f" ] || { echo "vm.sh: $f missing (guest/kernel/build.sh, kata-ts guest build)" >&2; exit 1; }
+  done
+fi
+
+make -s -C native >/dev/null
+node scripts/build.mjs
+work=$(mktemp -d /tmp/kata-ts-bench-vm-XXXXXX)
+root=$work/root
+cleanup() {
+  for d in "$root"/*/; do
+    id=$(basename "$d"); [ "$id" = sandboxes ] && continue
+    [ -e "$d/state.json" ] && node "$work/vmcli.cjs" --root "$root" --config "$work/config.toml" delete --force "$id" >/dev/null 2>&1 || true
+  done
+  runc --root "$work/runc" delete --force bench-runc >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+node_modules/.bin/esbuild src/sandbox/vmcli.ts --bundle --platform=node --format=cjs \
+  --outfile="$work/vmcli.cjs" --log-level=warning
+export KATA_TS_SUPERVISOR=$repo/dist/kata-supervisor.cjs KATA_TS_NATIVE_DIR=$repo/native/build
+[ "$host_agent" = 1 ] && export KATA_TS_SUPERVISOR_AGENT=host
+cat >"$work/config.toml" <<EOF
+[hypervisor.qemu]
+kernel = "$kernel"
+image = "$image"
+initrd = ""
+default_memory = 512
+[runtime]
+hypervisor = "qemu"
+EOF
+
+# The busybox bundle (static busybox, applet links).
+b=$work/bundle
+mkdir -p "$b/rootfs/bin" "$b/rootfs/proc" "$b/rootfs/sys" "$b/rootfs/dev" "$b/rootfs/tmp" "$b/rootfs/etc"
+cp /bin/busybox "$b/rootfs/bin/busybox"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$b/rootfs/bin/$a"; done
+(cd "$b" && runc spec && sed -i 's/"terminal": true/"terminal": false/; s/"sh"$/"true"/' config.json)
+
+ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2))}'; }
+vmcli() { node "$work/vmcli.cjs" --root "$root" --config "$work/config.toml" "$@"; }
+
+floor=""
+if [ "$host_agent" = 0 ]; then
+  echo "== (a) floor: bench/qemu-boot.sh -n $runs --kernel $kernel"
+  out=$(bench/qemu-boot.sh -n "$runs" --kernel "$kernel" | tee /dev/stderr)
+  floor=$(echo "$out" | sed -n 's/.*median_ms=\([0-9]*\).*/\1/p' | head -1)
+fi
+
+echo "== (b) kata-ts run (VM mode, cold: one new VM per run) × $runs"
+: >"$work/b.txt"
+for i in $(seq "$runs"); do
+  t=$(date +%s%N)
+  vmcli run --bundle "$b" "bench-$i-$$" </dev/null >/dev/null
+  ms "$t" >>"$work/b.txt"
+done
+b_med=$(median <"$work/b.txt")
+echo "   runs: $(tr '\n' ' ' <"$work/b.txt")ms"
+
+echo "== (c) runc run × $runs"
+: >"$work/c.txt"
+for i in $(seq "$runs"); do
+  t=$(date +%s%N)
+  runc --root "$work/runc" run --bundle "$b" bench-runc </dev/null >/dev/null
+  ms "$t" >>"$work/c.txt"
+done
+c_med=$(median <"$work/c.txt")
+
+echo "== memory of one running sandbox (PSS, kB)"
+sed -i 's/"true"$/"sleep", "1000"/' "$b/config.json"
+vmcli create --bundle "$b" --pid-file "$work/standin.pid" bench-mem </dev/null >/dev/null 2>&1
+vmcli start bench-mem
+sleep 1
+pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo "?"; }
+info=$root/sandboxes/bench-mem/sandbox.json
+sup_pid=$(sed -n 's/.*"supervisorPid":\([0-9]*\).*/\1/p' "$info")
+vm_pid=$(sed -n 's/.*"vmPid":\([0-9]*\).*/\1/p' "$info")
+standin_pid=$(cat "$work/standin.pid")
+qemu_pss=$([ "${vm_pid:-0}" != 0 ] && pss "$vm_pid" || echo "-")
+sup_pss=$(pss "$sup_pid")
+standin_pss=$(pss "$standin_pid")
+vmcli delete --force bench-mem
+
+echo
+echo "| measure | median |"
+echo "|---|---|"
+[ -n "$floor" ] && echo "| (a) QEMU boot floor, spawn → READY | ${floor} ms |"
+echo "| (b) kata-ts run busybox true, VM cold$([ "$host_agent" = 1 ] && echo ' (host agent: no VM)') | ${b_med} ms |"
+echo "| (c) runc run busybox true | ${c_med} ms |"
+[ -n "$floor" ] && [ "$floor" -gt 0 ] && echo "| b / a | $(awk -v b="$b_med" -v a="$floor" 'BEGIN{printf "%.2f", b/a}') |"
+echo "| b / c | $(awk -v b="$b_med" -v c="$c_med" 'BEGIN{printf "%.1f", b/c}') |"
+echo "| PSS QEMU | ${qemu_pss} kB |"
+echo "| PSS supervisor | ${sup_pss} kB |"
+echo "| PSS stand-in | ${standin_pss} kB |"
