@@ -534,7 +534,9 @@ export function execProcessFromArgs(
     const name = cap.toUpperCase().startsWith("CAP_") ? cap.toUpperCase() : `CAP_${cap.toUpperCase()}`;
     const caps = p.capabilities ?? {};
     p.capabilities = caps;
-    for (const set of ["bounding", "effective", "permitted", "inheritable", "ambient"] as const)
+    // runc 1.1 adds --cap to every set but the inheritable one (so, for a non-root user, ambient raising
+    // fails quietly and the cap is gone after execve, exactly as under runc).
+    for (const set of ["bounding", "effective", "permitted", "ambient"] as const)
       caps[set] = [...(caps[set] ?? []), name];
   }
   if (a.user) {

@@ -121,6 +121,42 @@ describe("differential: runc vs kata-ts on the same bundle", { skip }, () => {
     });
   });
 
+  test("exec into a running container: the exec'd process sees the same as under runc", () => {
+    const bundle = makeBundle(env, "exec", (s) => {
+      s.process.args = ["sleep", "1000"];
+      s.process.env.push("BASE=1");
+    });
+    const runcRoot = join(env.dir, "runc-root");
+    const runc = (args: string[]) => cli(env, args, { bin: RUNC, globals: ["--root", runcRoot] });
+    assert.equal(runc(["run", "-d", "--bundle", bundle, "runc-exec"]).code, 0);
+    assert.equal(cli(env, ["run", "-d", "--bundle", bundle, "kata-exec"]).code, 0);
+    try {
+      const flags = [
+        "--env",
+        "BASE=2",
+        "--env",
+        "EXTRA=x",
+        "--cwd",
+        "/bin",
+        "--user",
+        "1000:1000",
+        "--additional-gids",
+        "20",
+        "--cap",
+        "CAP_CHOWN",
+      ];
+      const r = runc(["exec", ...flags, "runc-exec", "/report.sh"]);
+      const k = cli(env, ["exec", ...flags, "kata-exec", "/report.sh"]);
+      assert.equal(k.code, r.code, k.stderr);
+      const want = comparable(r.stdout + r.stderr, "runc-exec");
+      assert.ok(want.length > 40, `runc produced a full report: ${r.stdout}${r.stderr}`);
+      assert.deepEqual(comparable(k.stdout + k.stderr, "kata-exec"), want);
+    } finally {
+      runc(["delete", "--force", "runc-exec"]);
+      cli(env, ["delete", "--force", "kata-exec"]);
+    }
+  });
+
   test("missing executable: same message, same failure", () => {
     const bundle = makeBundle(env, "missing", (s) => {
       s.process.args = ["/no/such/binary"];
