@@ -171,69 +171,24 @@ export async function runCase(
   opts: { check?: boolean; ctx?: CaseContext } = {},
 ): Promise<Outcome> {
   const ctx = opts.ctx ?? newContext();
-  c.setup?.(ctx);
-  const before = snapshotHost();
-  const overrides = c.spec(ctx);
-  const args = c.args ?? [...REPORT_ARGS, ...(c.probes ?? [])];
-  const bundle = makeBundle({ ...overrides, process: { ...((overrides.process as Overrides) ?? {}), args } });
-  const out: Outcome = {
-    code: -1,
-    stdout: "",
-    stderr: "",
-    report: new Report(""),
-    host: {},
-    bundle,
-    leaks: [],
-  };
-  try {
-    const mode = c.mode ?? "run";
-    if (mode === "run") {
-      const r = rt.run(bundle.dir, ctx.id);
-      Object.assign(out, { code: r.code, stdout: r.stdout, stderr: r.stderr });
-    } else if (mode === "kill") {
-      // `run` in the background, SIGKILL from the outside once it runs: run exits 128+9.
-      const running = rt.execAsync(["run", "--bundle", bundle.dir, ctx.id]);
-      const st = await rt.waitStatus(ctx.id, "running");
-      out.host.statusBeforeKill = st?.status ?? "<none>";
-      const k = rt.exec(["kill", ctx.id, "9"]);
-      out.host.killCode = String(k.code);
-      const r: Result = await running;
-      Object.assign(out, { code: r.code, stdout: r.stdout, stderr: r.stderr });
-    } else {
-      const files = { stdout: join(ctx.host, "stdout"), stderr: join(ctx.host, "stderr") };
-      const pidFile = join(ctx.host, "pid");
-      const cr = rt.create(bundle.dir, ctx.id, files, pidFile);
-      out.host.createCode = String(cr.code);
-      out.host.createStderr = cr.stderr;
-      if (cr.code === 0) {
-        const pid = Number(readOr(pidFile));
-        const st = rt.state(ctx.id);
-        out.host.status = st?.status ?? "<none>";
-        out.host.statePid = String(st?.pid);
-        out.host.pidFile = String(pid);
-        Object.assign(out.host, c.inspect?.(pid, ctx) ?? {});
-        const s = rt.exec(["start", ctx.id]);
-        out.host.startCode = String(s.code);
-        const after = await rt.waitStatus(ctx.id, "stopped");
-        out.host.finalStatus = after?.status ?? "<none>";
-        const d = rt.exec(["delete", ctx.id]);
-        out.host.deleteCode = String(d.code);
-        out.code = s.code;
-        out.stdout = readOr(files.stdout);
-        out.stderr = readOr(files.stderr);
-      } else {
-        out.code = cr.code;
-        out.stderr = cr.stderr;
-      }
-    }
-    out.report = new Report(out.stdout);
-  } finally {
-    // Whatever happened, the container must go (a failed case must not poison the next one).
-    if (existsSync(join(rt.root, ctx.id))) rt.exec(["delete", "--force", ctx.id]);
-    out.leaks = findLeaks(before, { root: rt.root, bundle: bundle.dir, id: ctx.id });
-  }
+  let bundle: Bundle | undefined;
   let failure: unknown;
+  let out: Outcome | undefined;
   try {
+    c.setup?.(ctx);
+    const before = snapshotHost();
+    const overrides = c.spec(ctx);
+    const args = c.args ?? [...REPORT_ARGS, ...(c.probes ?? [])];
+    bundle = makeBundle({ ...overrides, process: { ...((overrides.process as Overrides) ?? {}), args } });
+    out = { code: -1, stdout: "", stderr: "", report: new Report(""), host: {}, bundle, leaks: [] };
+    try {
+      await drive(rt, c, ctx, bundle, out);
+      out.report = new Report(out.stdout);
+    } finally {
+      // Whatever happened, the container must go (a failed case must not poison the next one).
+      if (existsSync(join(rt.root, ctx.id))) rt.exec(["delete", "--force", ctx.id]);
+      out.leaks = findLeaks(before, { root: rt.root, bundle: bundle.dir, id: ctx.id });
+    }
     if (opts.check) {
       c.check(out, ctx);
       assert.deepEqual(out.leaks, [], `leaks after delete:\n  ${out.leaks.join("\n  ")}`);
@@ -241,12 +196,60 @@ export async function runCase(
   } catch (e) {
     failure = e;
   } finally {
-    c.teardown?.(ctx);
-    bundle.cleanup();
-    rmSync(ctx.host, { recursive: true, force: true });
+    // Host fixtures (a netns, bind sources) and the bundle go even when the runtime or a check threw.
+    try {
+      c.teardown?.(ctx);
+    } finally {
+      bundle?.cleanup();
+      rmSync(ctx.host, { recursive: true, force: true });
+    }
   }
-  if (failure) throw failure;
+  if (failure || !out) throw failure;
   return out;
+}
+
+/** Runs the container the way the case asks; fills `out` with what happened. */
+async function drive(rt: Runtime, c: ConformanceCase, ctx: CaseContext, bundle: Bundle, out: Outcome) {
+  const mode = c.mode ?? "run";
+  if (mode === "run") {
+    const r = rt.run(bundle.dir, ctx.id);
+    Object.assign(out, { code: r.code, stdout: r.stdout, stderr: r.stderr });
+  } else if (mode === "kill") {
+    // `run` in the background, SIGKILL from the outside once it runs: run exits 128+9.
+    const running = rt.execAsync(["run", "--bundle", bundle.dir, ctx.id]);
+    const st = await rt.waitStatus(ctx.id, "running");
+    out.host.statusBeforeKill = st?.status ?? "<none>";
+    const k = rt.exec(["kill", ctx.id, "9"]);
+    out.host.killCode = String(k.code);
+    const r: Result = await running;
+    Object.assign(out, { code: r.code, stdout: r.stdout, stderr: r.stderr });
+  } else {
+    const files = { stdout: join(ctx.host, "stdout"), stderr: join(ctx.host, "stderr") };
+    const pidFile = join(ctx.host, "pid");
+    const cr = rt.create(bundle.dir, ctx.id, files, pidFile);
+    out.host.createCode = String(cr.code);
+    out.host.createStderr = cr.stderr;
+    if (cr.code !== 0) {
+      out.code = cr.code;
+      out.stderr = cr.stderr;
+      return;
+    }
+    const pid = Number(readOr(pidFile));
+    const st = rt.state(ctx.id);
+    out.host.status = st?.status ?? "<none>";
+    out.host.statePid = String(st?.pid);
+    out.host.pidFile = String(pid);
+    Object.assign(out.host, c.inspect?.(pid, ctx) ?? {});
+    const s = rt.exec(["start", ctx.id]);
+    out.host.startCode = String(s.code);
+    const after = await rt.waitStatus(ctx.id, "stopped");
+    out.host.finalStatus = after?.status ?? "<none>";
+    const d = rt.exec(["delete", ctx.id]);
+    out.host.deleteCode = String(d.code);
+    out.code = s.code;
+    out.stdout = readOr(files.stdout);
+    out.stderr = readOr(files.stderr);
+  }
 }
 
 /**

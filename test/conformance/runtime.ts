@@ -69,13 +69,23 @@ export class Runtime {
       cwd: opts.cwd,
       killSignal: "SIGKILL",
     });
-    if (r.error && (r.error as NodeJS.ErrnoException).code !== "ETIMEDOUT") throw r.error;
+    // A missing or unexecutable binary is a failed call (127/126, as a shell reports it), not an
+    // exception: a suite run against an unbuilt kata-ts must fail case by case and still clean up.
+    const err = r.error as NodeJS.ErrnoException | undefined;
+    if (err && err.code !== "ETIMEDOUT") {
+      return {
+        code: err.code === "ENOENT" ? 127 : 126,
+        signal: null,
+        stdout: "",
+        stderr: `${this.bin}: ${err.message}`,
+      };
+    }
     return { code: r.status ?? -1, signal: r.signal, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
   }
 
   /** Runs one verb without blocking the event loop. */
   execAsync(args: string[], opts: { timeoutMs?: number } = {}): Promise<Result> {
-    return new Promise((resolvePromise, reject) => {
+    return new Promise((resolvePromise) => {
       const child = spawn(this.bin, this.argv(args), { stdio: ["ignore", "pipe", "pipe"] });
       let stdout = "";
       let stderr = "";
@@ -86,9 +96,14 @@ export class Runtime {
         stderr += d;
       });
       const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
-      child.on("error", (e) => {
+      child.on("error", (e: NodeJS.ErrnoException) => {
         clearTimeout(timer);
-        reject(e);
+        resolvePromise({
+          code: e.code === "ENOENT" ? 127 : 126,
+          signal: null,
+          stdout,
+          stderr: `${this.bin}: ${e.message}`,
+        });
       });
       child.on("close", (code, signal) => {
         clearTimeout(timer);
@@ -107,13 +122,13 @@ export class Runtime {
     if (opts.pidFile) args.push("--pid-file", opts.pidFile);
     args.push(id);
     const e = openSync(opts.stderrFile, "w");
-    return new Promise((resolvePromise, reject) => {
+    return new Promise((resolvePromise) => {
       const child = spawn(this.bin, this.argv(args), { stdio: ["ignore", "ignore", e] });
       closeSync(e);
       const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
       child.on("error", (err) => {
         clearTimeout(timer);
-        reject(err);
+        resolvePromise({ code: 127, signal: null, stdout: "", stderr: `${this.bin}: ${err.message}` });
       });
       child.on("exit", (code, signal) => {
         clearTimeout(timer);
@@ -144,7 +159,7 @@ export class Runtime {
       if (pidFile) args.push("--pid-file", pidFile);
       args.push(id);
       const r = spawnSync(this.bin, this.argv(args), { stdio: ["ignore", o, e], timeout: 60_000 });
-      if (r.error) throw r.error;
+      if (r.error) return { code: 127, signal: null, stdout: "", stderr: `${this.bin}: ${r.error.message}` };
       return {
         code: r.status ?? -1,
         signal: r.signal,
