@@ -1,8 +1,8 @@
 // Entry of dist/kata-supervisor.cjs: `kata-supervisor --root R --sandbox ID [--config FILE]`, started
 // detached (setsid) by the CLI's create with stdout/stderr on <sandbox>/supervisor.log and a pipe on
 // fd 3 on which it reports readiness: "ok\n" once the agent answers and the control socket listens,
-// or "error: <one line>\n". KATA_TS_SUPERVISOR_AGENT=host replaces the VM by host processes (tests of
-// the supervisor's own logic only).
+// or "error: <one line>\n". Tests only: KATA_TS_SUPERVISOR_AGENT=host replaces the VM by host processes;
+// KATA_TS_SUPERVISOR_AGENT=socket:PATH uses a guest agent already serving on a host unix socket.
 import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfig } from "../config/config";
@@ -34,7 +34,13 @@ async function main(argv: string[]): Promise<void> {
     sandboxId,
     log,
     async boot(paths) {
-      if (process.env.KATA_TS_SUPERVISOR_AGENT === "host") return { agent: new HostAgent() };
+      const which = process.env.KATA_TS_SUPERVISOR_AGENT ?? "";
+      if (which === "host") return { agent: new HostAgent() };
+      if (which.startsWith("socket:")) {
+        // The real guest agent serving on a host socket (tests): it sees the host's share directory.
+        const agent = await connectVmAgent(which.slice("socket:".length), 10_000);
+        return { agent, share: { dir: paths.shared }, ownsAgent: false };
+      }
       const { config } = loadConfig({ explicitPath: configPath });
       const { startVm, isMicrovm } = await import("../hypervisor/qemu");
       // The driver has no way yet to add a 9p export, so QEMU is started through a two-line wrapper

@@ -28,11 +28,26 @@ export interface VmHandle {
   waitExit(): Promise<unknown>;
 }
 
+/** Where the agent sees the share, and the mount that makes it appear there (none: already visible). */
+export interface GuestShare {
+  dir: string;
+  mount?: GuestMount;
+}
+
+export interface Booted {
+  agent: SandboxAgent;
+  vm?: VmHandle;
+  /** Default: the 9p share at GUEST_SHARED_DIR. */
+  share?: GuestShare;
+  /** False when the agent is not this sandbox's (a test agent on the host): no `shutdown` call. */
+  ownsAgent?: boolean;
+}
+
 export interface SupervisorOptions {
   root: string;
   sandboxId: string;
   /** Boots the VM and connects the agent; the host agent for tests returns no VM. */
-  boot(paths: SandboxPaths): Promise<{ agent: SandboxAgent; vm?: VmHandle }>;
+  boot(paths: SandboxPaths): Promise<Booted>;
   log?: (msg: string) => void;
 }
 
@@ -94,9 +109,13 @@ function key(cid: string, execId: string): string {
 export function guestSpec(
   spec: Spec,
   containerId: string,
+  sharedDir = GUEST_SHARED_DIR,
 ): { spec: Spec; binds: { index: number; source: string; rel: string }[] } {
   const g = structuredClone(spec);
-  g.root = { path: guestRootfs(containerId), readonly: spec.root?.readonly };
+  g.root = {
+    path: sharedDir === GUEST_SHARED_DIR ? guestRootfs(containerId) : `${sharedDir}/${containerId}/rootfs`,
+    readonly: spec.root?.readonly,
+  };
   // Hooks run on the host (the CLI runs them); host namespace paths mean nothing in the guest.
   delete g.hooks;
   if (g.linux?.namespaces) g.linux.namespaces = g.linux.namespaces.map((n) => ({ type: n.type }));
@@ -108,7 +127,7 @@ export function guestSpec(
       return { ...m };
     const rel = `${containerId}/mounts/${index}`;
     binds.push({ index, source: m.source, rel });
-    return { ...m, source: `${GUEST_SHARED_DIR}/${rel}` };
+    return { ...m, source: `${sharedDir}/${rel}` };
   });
   return { spec: g, binds };
 }
@@ -117,6 +136,8 @@ export class Supervisor {
   readonly paths: SandboxPaths;
   private agent!: SandboxAgent;
   private vm?: VmHandle;
+  private share: GuestShare = { dir: GUEST_SHARED_DIR, mount: SANDBOX_SHARE };
+  private ownsAgent = true;
   private guest?: GuestDetails;
   private server?: Server;
   private containers = new Map<string, Container>();
@@ -142,6 +163,8 @@ export class Supervisor {
     const booted = await this.opts.boot(p);
     this.agent = booted.agent;
     this.vm = booted.vm;
+    if (booted.share) this.share = booted.share;
+    this.ownsAgent = booted.ownsAgent ?? true;
     this.writeInfo();
     this.guest = await this.agent.request("ping", {});
     this.log(`sandbox ${this.opts.sandboxId}: agent ready (guest ${this.guest.kernelRelease})`);
@@ -464,7 +487,7 @@ export class Supervisor {
     let standin: Standin | undefined;
     try {
       standin = await this.claimStandin(cid, "", standinTimeoutMs);
-      const { spec: g, binds } = guestSpec(spec, cid);
+      const { spec: g, binds } = guestSpec(spec, cid, this.share.dir);
       shareDir(this.paths.shared, `${cid}/rootfs`, rootfs, Boolean(spec.root?.readonly));
       for (const b of binds) {
         const m = spec.mounts?.[b.index];
@@ -484,8 +507,8 @@ export class Supervisor {
       }
       // The share is mounted once per sandbox, outside any container: the agent unmounts a container's
       // own mounts when it is removed, and the other containers of the pod still need the share.
-      if (!this.shareMounted) {
-        await this.agent.request("addMount", SANDBOX_SHARE);
+      if (!this.shareMounted && this.share.mount) {
+        await this.agent.request("addMount", this.share.mount);
         this.shareMounted = true;
       }
       const terminal = Boolean(spec.process?.terminal);
@@ -632,7 +655,7 @@ export class Supervisor {
       s.tell("kill 9");
     }
     try {
-      if (!this.vmDead && this.agent)
+      if (!this.vmDead && this.agent && this.ownsAgent)
         await Promise.race([this.agent.request("shutdown", {}, 1000), sleep(1000)]);
     } catch {}
     this.agent?.close();
