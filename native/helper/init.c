@@ -341,18 +341,23 @@ static void op_pivot(int no_pivot) {
   rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
-void console_connect(const char *path) {
+int seccomp_listener = -1;
+
+int unix_connect(const char *path, const char *what) {
   struct sockaddr_un addr;
   memset(&addr, 0, sizeof(addr));
   addr.sun_family = AF_UNIX;
-  if (strlen(path) >= sizeof(addr.sun_path)) fail("console socket path too long: %s", path);
+  if (strlen(path) >= sizeof(addr.sun_path)) fail("%s path too long: %s", what, path);
   strcpy(addr.sun_path, path);
-  console_sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (console_sock < 0 || connect(console_sock, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-    fail("connect to console socket %s: %s", path, strerror(errno));
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+    fail("connect to %s %s: %s", what, path, strerror(errno));
+  return fd;
 }
 
-static int send_fd(int sock, int fd, const char *name) {
+void console_connect(const char *path) { console_sock = unix_connect(path, "console socket"); }
+
+int send_fd(int sock, int fd, const char *name) {
   char cbuf[CMSG_SPACE(sizeof(int))];
   memset(cbuf, 0, sizeof(cbuf));
   struct iovec iov = {.iov_base = (void *)name, .iov_len = strlen(name)};

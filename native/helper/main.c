@@ -263,6 +263,9 @@ int main(int argc, char **argv) {
     } else if (strcmp(op, "console-connect") == 0 && r.argc == 2) {
       /* before setns: the socket path is the caller's, the container may not see it */
       console_connect(r.argv[1]);
+    } else if (strcmp(op, "seccomp-connect") == 0 && r.argc == 2) {
+      /* the seccomp listener (linux.seccomp.listenerPath), reached before any setns */
+      seccomp_listener = unix_connect(r.argv[1], "seccomp listener");
     } else if (strcmp(op, "console-relay") == 0) {
       /* an internal console socket: the container sends its pty master to us (see relay_tty) */
       if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, relay_pair) < 0)

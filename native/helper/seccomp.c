@@ -10,6 +10,7 @@
 #include <seccomp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helper.h"
 
@@ -17,6 +18,7 @@ struct seccomp_plan {
   scmp_filter_ctx ctx;
   uint32_t default_action;
   int log, spec_allow;
+  char *listener_message; /* seccomp-message: sent with the notify fd to the listener */
 };
 
 struct seccomp_plan *seccomp_new(void) {
@@ -39,6 +41,11 @@ void seccomp_add(struct seccomp_plan *p, struct record *r) {
   if (strcmp(op, "seccomp-default") == 0 && r->argc == 2) {
     if (p->ctx) fail("seccomp: default action after rules");
     p->default_action = (uint32_t)parse_u64(r->argv[1], "seccomp action");
+    return;
+  }
+  if (strcmp(op, "seccomp-message") == 0 && r->argc == 2) {
+    free(p->listener_message);
+    p->listener_message = strdup(r->argv[1]);
     return;
   }
   ensure_ctx(p);
@@ -86,6 +93,16 @@ void plan_seccomp_load(struct seccomp_plan *p) {
   ensure_ctx(p);
   int rc = seccomp_load(p->ctx);
   if (rc < 0) fail("seccomp: load the filter: %s", strerror(-rc));
+  if (seccomp_listener >= 0 && p->listener_message) {
+    /* SCMP_ACT_NOTIFY: the listener gets the notify fd with the container process state, as from runc */
+    int nfd = seccomp_notify_fd(p->ctx);
+    if (nfd < 0) fail("seccomp: no notify fd: %s", strerror(-nfd));
+    if (send_fd(seccomp_listener, nfd, p->listener_message) < 0)
+      fail("seccomp: send the notify fd to the listener: %s", strerror(errno));
+    close(nfd);
+    close(seccomp_listener);
+    seccomp_listener = -1;
+  }
 }
 
 int seccomp_has_rules(struct seccomp_plan *p) { return p->ctx != NULL; }

@@ -133,6 +133,9 @@ function initPhase1(
     recs.push(["timens", ...lines]);
   }
   recs.push(["mkfifo", opts.fifo]);
+  const sec = opts.spec.linux?.seccomp;
+  // Connected before any setns/pivot: the listener's path is the caller's.
+  if (sec?.listenerPath && usesSeccompNotify(sec)) recs.push(["seccomp-connect", sec.listenerPath]);
   if (opts.consoleSocket) recs.push(["console-connect", opts.consoleSocket]);
   // Foreground with a terminal and no console socket: the waiting helper relays the pty, as runc does.
   else if (wait && opts.spec.process?.terminal) recs.push(["console-relay"]);
@@ -218,6 +221,7 @@ const SECCOMP_ACTION: Record<string, number> = {
   SCMP_ACT_TRACE: 0x7ff00000,
   SCMP_ACT_LOG: 0x7ffc0000,
   SCMP_ACT_ALLOW: 0x7fff0000,
+  SCMP_ACT_NOTIFY: 0x7fc00000,
 };
 const SECCOMP_OP: Record<string, number> = {
   SCMP_CMP_NE: 1,
@@ -231,8 +235,6 @@ const SECCOMP_OP: Record<string, number> = {
 const EPERM = 1;
 
 function seccompAction(name: string, errnoRet: number | undefined): number {
-  if (name === "SCMP_ACT_NOTIFY")
-    throw new PlanError("linux.seccomp: SCMP_ACT_NOTIFY is not supported by kata-ts yet");
   const base = SECCOMP_ACTION[name];
   if (base === undefined) throw new PlanError(`linux.seccomp: unknown action ${name}`);
   if (name === "SCMP_ACT_ERRNO" || name === "SCMP_ACT_TRACE")
@@ -240,10 +242,30 @@ function seccompAction(name: string, errnoRet: number | undefined): number {
   return base;
 }
 
-export function seccompRecords(s: Seccomp | undefined): Rec[] {
+/** True when a rule hands syscalls to a user-space listener (linux.seccomp.listenerPath). */
+export function usesSeccompNotify(s: Seccomp | undefined): boolean {
+  return Boolean(s?.listenerPath && s.syscalls?.some((sc) => sc.action === "SCMP_ACT_NOTIFY"));
+}
+
+/**
+ * What the listener receives with the notify fd (SCM_RIGHTS), as runc sends it: the OCI
+ * ContainerProcessState with `fds: ["seccompFd"]`.
+ */
+export function seccompListenerMessage(s: Seccomp, state: string, pid: number): string {
+  return JSON.stringify({
+    ociVersion: "1.0.2",
+    fds: ["seccompFd"],
+    pid,
+    metadata: s.listenerMetadata ?? "",
+    state: JSON.parse(state),
+  });
+}
+
+export function seccompRecords(s: Seccomp | undefined, listenerMessage?: string): Rec[] {
   if (!s) return [];
   const def = seccompAction(s.defaultAction, s.defaultErrnoRet);
   const recs: Rec[] = [["seccomp-default", String(def)]];
+  if (listenerMessage !== undefined && usesSeccompNotify(s)) recs.push(["seccomp-message", listenerMessage]);
   for (const a of s.architectures ?? [])
     recs.push(["seccomp-arch", a.replace(/^SCMP_ARCH_/, "").toLowerCase()]);
   for (const f of s.flags ?? []) {
@@ -291,7 +313,14 @@ export function homeFor(passwd: string | undefined, uid: number): string {
 /** The records describing the final process: rlimits, caps, user, seccomp, cwd, env, args. */
 export function processRecords(
   p: Process,
-  opts: { seccomp?: Seccomp; capLastCap: number; passwd?: string; preserveFds?: number; hooks?: Rec[] },
+  opts: {
+    seccomp?: Seccomp;
+    capLastCap: number;
+    passwd?: string;
+    preserveFds?: number;
+    hooks?: Rec[];
+    listenerMessage?: string;
+  },
 ): Rec[] {
   const recs: Rec[] = [];
   for (const rl of p.rlimits ?? []) {
@@ -302,7 +331,7 @@ export function processRecords(
   recs.push(...capsRecord(p.capabilities, opts.capLastCap));
   if (p.noNewPrivileges) recs.push(["nnp"]);
   recs.push(["user", String(p.user.uid), String(p.user.gid), ...(p.user.additionalGids ?? []).map(String)]);
-  recs.push(...seccompRecords(opts.seccomp));
+  recs.push(...seccompRecords(opts.seccomp, opts.listenerMessage));
   recs.push(["cwd", p.cwd || "/"]);
   const env = mergeEnv(p.env ?? []);
   if (!env.some((e) => e.startsWith("HOME="))) env.push(`HOME=${homeFor(opts.passwd, p.user.uid)}`);
@@ -410,7 +439,17 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
     if (personality !== undefined) r.push(["personality", String(personality)]);
     r.push(["umask", String(proc.user.umask ?? 0o022)]);
     const startHooks = (spec.hooks?.startContainer ?? []).map((h) => hookRecord("startContainer", h, state));
-    r.push(...processRecords(proc, { ...procRecsBase, preserveFds: opts.preserveFds, hooks: startHooks }));
+    const listenerMessage = linux.seccomp
+      ? seccompListenerMessage(linux.seccomp, state, Number(JSON.parse(state).pid ?? 0))
+      : undefined;
+    r.push(
+      ...processRecords(proc, {
+        ...procRecsBase,
+        preserveFds: opts.preserveFds,
+        hooks: startHooks,
+        listenerMessage,
+      }),
+    );
     r.push(["go"]);
     return r;
   };
@@ -433,16 +472,20 @@ export interface ExecPlanOptions {
   detach: boolean;
   capLastCap: number;
   passwd?: string;
+  /** The container's state JSON (for a seccomp listener's message). */
+  state?: string;
 }
 
 /** exec: join the init's namespaces, then the same process setup without mounts or fifo. */
-export function buildExecPlan(o: ExecPlanOptions): { phase1: Rec[]; phase2: Rec[] } {
+export function buildExecPlan(o: ExecPlanOptions): { phase1: Rec[]; phase2: (pid: number) => Rec[] } {
   const p = o.process;
   if (p.terminal && !o.consoleSocket && o.detach)
     throw new PlanError("cannot allocate tty if kata-ts will detach without setting console socket");
   if (!p.terminal && o.consoleSocket)
     throw new PlanError("cannot use console socket if kata-ts will not detach or allocate tty");
   const phase1: Rec[] = [];
+  if (o.seccomp?.listenerPath && usesSeccompNotify(o.seccomp))
+    phase1.push(["seccomp-connect", o.seccomp.listenerPath]);
   if (o.consoleSocket) phase1.push(["console-connect", o.consoleSocket]);
   else if (p.terminal) phase1.push(["console-relay"]);
   for (const t of JOIN_ORDER) {
@@ -456,14 +499,16 @@ export function buildExecPlan(o: ExecPlanOptions): { phase1: Rec[]; phase2: Rec[
     phase2.push(["console", "0", String(cs?.height ?? 0), String(cs?.width ?? 0)]);
   }
   phase2.push(["umask", String(p.user.umask ?? 0o022)]);
-  phase2.push(
+  const phase2For = (pid: number): Rec[] => [
+    ...phase2,
     ...processRecords(p, {
       seccomp: o.seccomp,
       capLastCap: o.capLastCap,
       passwd: o.passwd,
       preserveFds: o.preserveFds,
+      listenerMessage: o.seccomp ? seccompListenerMessage(o.seccomp, o.state ?? "{}", pid) : undefined,
     }),
-  );
-  phase2.push(["go"]);
-  return { phase1, phase2 };
+    ["go"],
+  ];
+  return { phase1, phase2: phase2For };
 }

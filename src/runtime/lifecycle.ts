@@ -593,6 +593,7 @@ async function execInner(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
     detach: Boolean(o.detach),
     capLastCap: capLastCap(),
     passwd: containerPasswd(record.rootfs),
+    state: stateJson(record, "running"),
   });
   const cg = cgroupOf(record, ctx);
   const launched = await launch({
@@ -603,7 +604,7 @@ async function execInner(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
     onPid: (pid) => {
       setOomScoreAdj(pid, o.process.oomScoreAdj);
       cg?.apply(pid);
-      return plan.phase2;
+      return plan.phase2(pid);
     },
   });
   writePidFile(o.pidFile, launched.pid);

@@ -227,7 +227,15 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     assert.equal(line, "bar /bin 65534:65534");
     assert.equal(pidns, readlinkSync(`/proc/${init}/ns/pid`), "exec joined the container's pid namespace");
     assert.equal(cli(env, ["exec", "ex", "sh", "-c", "exit 5"]).code, 5);
-    const over = cli(env, ["exec", "--env", "PATH=/bin", "ex", "sh", "-c", 'echo "$PATH"; env | grep -c ^PATH=']);
+    const over = cli(env, [
+      "exec",
+      "--env",
+      "PATH=/bin",
+      "ex",
+      "sh",
+      "-c",
+      'echo "$PATH"; env | grep -c ^PATH=',
+    ]);
     assert.equal(over.stdout, "/bin\n1\n", "exec --env replaces the container's PATH, no duplicate");
     const missing = cli(env, ["exec", "ex", "/nonexistent"]);
     assert.equal(missing.code, 255, "runc exits 255 when exec fails");
@@ -541,6 +549,53 @@ describe("hooks around the lifecycle (hypervisor = none)", { skip }, () => {
     assert.match(r.stderr, /createContainer hook #0: hook ran past specified timeout of 1.0s/);
     assert.ok(Date.now() - t0 < 10_000);
     assert.equal(existsSync(join(env.root, "hkt")), false);
+  });
+});
+
+describe("seccomp listener (SCMP_ACT_NOTIFY)", { skip }, () => {
+  let env: Env;
+  before(() => {
+    env = makeEnv();
+  });
+  after(() => env.cleanup());
+
+  test("the listener gets the notify fd and the process state; a closed listener fails the syscall", () => {
+    const sock = join(env.dir, "seccomp.sock");
+    const got = join(env.dir, "seccomp.out");
+    // The listener: accept, take the fd, record what it is, then close it (the kernel then fails the
+    // notified syscall with ENOSYS instead of blocking it forever).
+    const listener = spawn("python3", [
+      "-c",
+      `import socket,os,sys
+s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
+c,_=s.accept(); msg,fds,_,_=socket.recv_fds(c,65536,1)
+open(sys.argv[2],"w").write(os.readlink("/proc/self/fd/%d" % fds[0]) + "\\n" + msg.decode())
+os.close(fds[0])`,
+      sock,
+      got,
+    ]);
+    for (let i = 0; i < 300 && !existsSync(sock); i++) sleep(10);
+    const b = makeBundle(env, "sn", (s) => {
+      s.root.readonly = false;
+      s.process.args = ["sh", "-c", "mkdir /made 2>&1; echo rc=$?"];
+      s.linux.seccomp = {
+        defaultAction: "SCMP_ACT_ALLOW",
+        listenerPath: sock,
+        listenerMetadata: "meta",
+        syscalls: [{ names: ["mkdir", "mkdirat"], action: "SCMP_ACT_NOTIFY" }],
+      };
+    });
+    const r = cli(env, ["run", "-b", b, "sn"]);
+    listener.kill();
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Function not implemented[\s\S]*rc=1/);
+    const [kind, msg] = readFileSync(got, "utf8").split("\n");
+    assert.equal(kind, "anon_inode:seccomp notify");
+    const state = JSON.parse(msg);
+    assert.deepEqual(state.fds, ["seccompFd"]);
+    assert.equal(state.metadata, "meta");
+    assert.equal(state.state.id, "sn");
+    assert.ok(state.pid > 0);
   });
 });
 

@@ -12,6 +12,7 @@ import {
   homeFor,
   mergeEnv,
   mountRecords,
+  seccompListenerMessage,
   seccompRecords,
   u64,
 } from "../../src/engine/plan";
@@ -249,7 +250,32 @@ describe("engine plan", () => {
       ],
       "the kill rule equals the default action and is skipped, as runc does",
     );
-    assert.throws(() => seccompRecords({ defaultAction: "SCMP_ACT_NOTIFY" }), /SCMP_ACT_NOTIFY/);
+    const notify = {
+      defaultAction: "SCMP_ACT_ALLOW",
+      listenerPath: "/run/l.sock",
+      listenerMetadata: "m",
+      syscalls: [{ names: ["mkdir"], action: "SCMP_ACT_NOTIFY" }],
+    };
+    const msg = seccompListenerMessage(notify, '{"id":"c"}', 42);
+    assert.deepEqual(JSON.parse(msg), {
+      ociVersion: "1.0.2",
+      fds: ["seccompFd"],
+      pid: 42,
+      metadata: "m",
+      state: { id: "c" },
+    });
+    assert.deepEqual(seccompRecords(notify, msg).slice(1), [
+      ["seccomp-message", msg],
+      ["seccomp-rule", String(0x7fc00000), "mkdir"],
+    ]);
+    const withListener = plan(
+      spec((s) => {
+        if (s.linux) s.linux.seccomp = notify;
+      }),
+    );
+    const ops1 = withListener.phase1.map((r) => r.join(" "));
+    assert.ok(ops1.indexOf("seccomp-connect /run/l.sock") >= 0, ops1.join(","));
+    assert.ok(ops1.indexOf("seccomp-connect /run/l.sock") < ops1.findIndex((o) => o.startsWith("clone")));
     assert.equal(u64(2 ** 64), "18446744073709551615");
     assert.equal(u64(1024), "1024");
   });
@@ -289,9 +315,9 @@ describe("engine plan", () => {
       p.phase1.map((r) => `${r[0]}:${r[2] ?? ""}`),
       ["console-connect:", "setns:user", "setns:pid", "setns:mount", "clone:detach"],
     );
-    assert.ok(!p.phase2.some((r) => ["mount", "pivot", "fifo"].includes(r[0])));
+    assert.ok(!p.phase2(7).some((r) => ["mount", "pivot", "fifo"].includes(r[0])));
     assert.deepEqual(
-      p.phase2.find((r) => r[0] === "user"),
+      p.phase2(7).find((r) => r[0] === "user"),
       ["user", "1", "2"],
     );
   });
