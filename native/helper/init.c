@@ -251,6 +251,26 @@ static void op_mount(struct record *r) {
   close(fd);
 }
 
+/* keyring NAME: a fresh session keyring for the container (runc's "_ses.<id>"), user-searchable. */
+static void op_keyring(const char *name) {
+  long id = syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, name, 0, 0, 0);
+  if (id < 0) {
+    if (errno == ENOSYS || errno == EPERM) return; /* no keyrings here (or seccomp said no), as runc */
+    fail("join session keyring %s: %s", name, strerror(errno));
+  }
+  char desc[512];
+  long n = syscall(SYS_keyctl, 6 /* KEYCTL_DESCRIBE */, id, desc, sizeof(desc) - 1, 0);
+  if (n < 0) fail("describe session keyring: %s", strerror(errno));
+  desc[n < (long)sizeof(desc) ? n : (long)sizeof(desc) - 1] = '\0';
+  /* "type;uid;gid;perm;description" */
+  char *p = desc;
+  for (int i = 0; i < 3 && p; i++) p = strchr(p, ';') ? strchr(p, ';') + 1 : NULL;
+  if (!p) fail("describe session keyring: unexpected %s", desc);
+  unsigned long perm = strtoul(p, NULL, 16) | 0x080000 /* KEY_USR_SEARCH */;
+  if (syscall(SYS_keyctl, 5 /* KEYCTL_SETPERM */, id, perm, 0, 0) < 0)
+    fail("set session keyring permissions: %s", strerror(errno));
+}
+
 /* setattr DEST SET CLEAR: runc's recursive mount options ("rro", ...) via mount_setattr(AT_RECURSIVE). */
 static void op_setattr(struct record *r) {
   if (r->argc != 4) fail("helper: bad setattr record");
@@ -599,6 +619,8 @@ void container_main(void) {
       op_rootfs(&r);
     } else if (strcmp(op, "mount") == 0) {
       op_mount(&r);
+    } else if (strcmp(op, "keyring") == 0 && r.argc == 2) {
+      op_keyring(r.argv[1]);
     } else if (strcmp(op, "setattr") == 0) {
       op_setattr(&r);
     } else if (strcmp(op, "mkdir") == 0 && r.argc == 3) {

@@ -63,6 +63,8 @@ export interface InitPlanOptions {
   consoleSocket?: string;
   noPivot?: boolean;
   preserveFds?: number;
+  /** runc's per-container session keyring ("_ses.<id>"); undefined with --no-new-keyring. */
+  sessionKeyring?: string;
   facts: HostFacts;
 }
 
@@ -388,6 +390,7 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
 
   const phase2 = (state: string): Rec[] => {
     const r: Rec[] = [["setsid"], ["fifo", opts.fifo]];
+    if (opts.sessionKeyring) r.push(["keyring", opts.sessionKeyring]);
     // In a new user namespace the maps are written by now: become its root (kuid = the mapped id), or
     // files we create would belong to an unmapped id (EOVERFLOW).
     if (newUserNs) r.push(["become-root"]);

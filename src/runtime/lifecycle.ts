@@ -77,6 +77,8 @@ export interface CreateOptions {
   consoleSocket?: string;
   noPivot?: boolean;
   preserveFds?: number;
+  /** --no-new-keyring: keep the caller's session keyring. */
+  noNewKeyring?: boolean;
 }
 
 function requireHostEngine(ctx: RuntimeContext): void {
@@ -211,6 +213,7 @@ export async function createContainer(
           consoleSocket: o.consoleSocket ? resolve(o.consoleSocket) : undefined,
           noPivot: o.noPivot,
           preserveFds: o.preserveFds,
+          sessionKeyring: o.noNewKeyring ? undefined : `_ses.${o.id}`,
           facts,
         },
         wait,

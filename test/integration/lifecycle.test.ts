@@ -336,6 +336,21 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     }
   });
 
+  test("each container gets its own session keyring _ses.<id> (runc's), unless --no-new-keyring", () => {
+    const b = makeBundle(env, "kr", (s) => {
+      s.process.args = ["sleep", "1000"];
+    });
+    const id = `kr${process.pid}`;
+    assert.equal(cli(env, ["run", "-d", "-b", b, id]).code, 0);
+    const keys = readFileSync("/proc/keys", "utf8");
+    assert.match(keys, new RegExp(`perm 3f1b0000 +0 +0 keyring +_ses\\.${id}:`));
+    assert.equal(cli(env, ["delete", "-f", id]).code, 0);
+    const id2 = `krn${process.pid}`;
+    assert.equal(cli(env, ["run", "-d", "--no-new-keyring", "-b", b, id2]).code, 0);
+    assert.doesNotMatch(readFileSync("/proc/keys", "utf8"), new RegExp(`_ses\\.${id2}:`));
+    assert.equal(cli(env, ["delete", "-f", id2]).code, 0);
+  });
+
   test("a missing executable fails create with runc's wording and leaves nothing", () => {
     const b = makeBundle(env, "nx", (s) => {
       s.process.args = ["nosuchbinary"];

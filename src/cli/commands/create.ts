@@ -29,6 +29,7 @@ export function register(program: Command, app: App): void {
           pidFile: opts.pidFile as string | undefined,
           consoleSocket: opts.consoleSocket as string | undefined,
           noPivot: opts.pivot === false,
+          noNewKeyring: opts.newKeyring === false,
           preserveFds: parsePreserveFds(opts.preserveFds as string | undefined),
         },
       );
