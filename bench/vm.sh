@@ -7,7 +7,9 @@
 # medians, the ratio b/a, and the host memory of one running sandbox: PSS (/proc/PID/smaps_rollup) of
 # QEMU, the supervisor and the stand-in.
 #
-# usage: bench/vm.sh [-n RUNS] [--kernel PATH] [--image PATH] [--host-agent]
+# usage: bench/vm.sh [-n RUNS] [--kernel PATH|stock] [--image PATH] [--host-agent]
+#   --kernel stock: Debian's kernel with a bootstrap initramfs loading virtio/ext4/9p modules, and the
+#   image built from this tree into a temporary cache (for when kata-ts's kernel is not built yet).
 #   --host-agent: no VM (the supervisor runs workloads as host processes): measures what the
 #   supervisor, the stand-in and the CLI cost by themselves; (a) is skipped.
 set -euo pipefail
@@ -24,7 +26,7 @@ while [ $# -gt 0 ]; do
     *) echo "vm.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-if [ "$host_agent" = 0 ]; then
+if [ "$host_agent" = 0 ] && [ "$kernel" != stock ]; then
   for f in "$kernel" "$image" /usr/bin/qemu-system-x86_64; do
     [ -e "$f" ] || { echo "vm.sh: $f missing (guest/kernel/build.sh, kata-ts guest build)" >&2; exit 1; }
   done
@@ -47,11 +49,38 @@ node_modules/.bin/esbuild src/sandbox/vmcli.ts --bundle --platform=node --format
   --outfile="$work/vmcli.cjs" --log-level=warning
 export KATA_TS_SUPERVISOR=$repo/dist/kata-supervisor.cjs KATA_TS_NATIVE_DIR=$repo/native/build
 [ "$host_agent" = 1 ] && export KATA_TS_SUPERVISOR_AGENT=host
+qemu_path=/usr/bin/qemu-system-x86_64 initrd=""
+if [ "$kernel" = stock ] && [ "$host_agent" = 0 ]; then
+  cat >"$work/prep.ts" <<'TS'
+import { writeFileSync } from "node:fs";
+import { bootstrapModuleNames, buildBootstrapInitramfs } from "../src/guest/bootstrap";
+import { moduleLoadOrder } from "../src/guest/floor";
+import { buildImage, defaultSources } from "../src/guest/image";
+import { ensureStockKernel } from "../src/guest/kernel";
+const work = process.argv[2];
+(async () => {
+  const img = await buildImage({ sources: defaultSources(), cacheDir: `${work}/cache` });
+  const k = await ensureStockKernel();
+  const mods = moduleLoadOrder(`/lib/modules/${k.id}`, [...bootstrapModuleNames(), "9pnet_virtio", "9p"]);
+  writeFileSync(`${work}/bootstrap.cpio`, buildBootstrapInitramfs({ modules: mods }));
+  console.log(`${k.path} ${img.paths.image}`);
+})();
+TS
+  cp "$work/prep.ts" bench/.vm-prep.ts
+  read -r kernel image < <(node --import tsx bench/.vm-prep.ts "$work")
+  rm -f bench/.vm-prep.ts
+  initrd=$work/bootstrap.cpio
+  qemu_path=$work/qemu-image.sh
+  printf '#!/bin/sh\nexec /usr/bin/qemu-system-x86_64 "$@" -drive if=none,id=image,file=%s,format=raw,readonly=on -device virtio-blk-device,drive=image\n' "$image" >"$qemu_path"
+  chmod +x "$qemu_path"
+  image=""
+fi
 cat >"$work/config.toml" <<EOF
 [hypervisor.qemu]
+path = "$qemu_path"
 kernel = "$kernel"
 image = "$image"
-initrd = ""
+initrd = "$initrd"
 default_memory = 512
 [runtime]
 hypervisor = "qemu"
@@ -70,9 +99,10 @@ vmcli() { node "$work/vmcli.cjs" --root "$root" --config "$work/config.toml" "$@
 
 floor=""
 if [ "$host_agent" = 0 ]; then
-  echo "== (a) floor: bench/qemu-boot.sh -n $runs --kernel $kernel"
-  out=$(bench/qemu-boot.sh -n "$runs" --kernel "$kernel" | tee /dev/stderr)
-  floor=$(echo "$out" | sed -n 's/.*median_ms=\([0-9]*\).*/\1/p' | head -1)
+  floor_kernel=$kernel; [ -n "$initrd" ] && floor_kernel=stock
+  echo "== (a) floor: bench/qemu-boot.sh -n $runs --kernel $floor_kernel"
+  out=$(bench/qemu-boot.sh -n "$runs" --kernel "$floor_kernel" | tee /dev/stderr)
+  floor=$(echo "$out" | sed -n 's/.* median_ms=\([0-9]*\).*/\1/p' | head -1)
 fi
 
 echo "== (b) kata-ts run (VM mode, cold: one new VM per run) × $runs"
