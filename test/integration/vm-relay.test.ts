@@ -242,6 +242,21 @@ describe("vm-mode lifecycle with a host agent", () => {
     assertNothingLeft("sig2");
   });
 
+  test("the stand-in is killed: the workload goes with it, as a runc init's death ends the container", async () => {
+    const nap = `${200_000 + (process.pid % 10_000)}`;
+    const b = bundle("sk", ["/bin/sh", "-c", `exec sleep ${nap}`]);
+    const pidFile = join(tmp.path, "sk.pid");
+    assert.equal(vmCreate(["--bundle", b, "--pid-file", pidFile, "sk1"]).code, 0);
+    assert.equal(vm(["start", "sk1"]).code, 0);
+    const workload = () => spawnSync("pgrep", ["-f", `^sleep ${nap}$`], { encoding: "utf8" }).stdout.trim();
+    await until("workload", () => workload() !== "");
+    process.kill(Number(readFileSync(pidFile, "utf8")), "SIGKILL");
+    await until("workload killed", () => workload() === "");
+    assert.equal(state("sk1").status, "stopped");
+    assert.equal(vm(["delete", "sk1"]).code, 0);
+    assertNothingLeft("sk1");
+  });
+
   test("the supervisor dies: stand-ins exit 255, state says stopped, delete --force cleans up", async () => {
     const b = bundle("die", LOOP);
     const pidFile = join(tmp.path, "die.pid");
