@@ -551,6 +551,11 @@ static void set_user(void) {
   if (setresuid(uid, uid, uid) < 0) fail("setuid %u: %s", uid, strerror(errno));
 }
 
+static void die_like_go(int sig) {
+  (void)sig;
+  _exit(2);
+}
+
 static void finalize(void) __attribute__((noreturn));
 static void finalize(void) {
   if (nargs == 0) fail("args must not be empty");
@@ -576,6 +581,17 @@ static void finalize(void) {
   }
   char *exe = look_path(args[0]);
   if (fifo_fd >= 0) {
+    /*
+     * runc's init is a Go program: while it waits on the fifo, SIGTERM/SIGINT/SIGHUP/... end it even
+     * though it is the pid namespace's init (which ignores signals it has no handler for). Engines
+     * rely on that (podman stop of a created container sends SIGTERM first), so catch them and exit
+     * as Go does (status 2). execve resets caught signals, so the workload starts with defaults.
+     */
+    static const int fatal[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = die_like_go;
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++) sigaction(fatal[i], &sa, NULL);
     if (send_msg(sync_fd, "ready", NULL) < 0) _exit(1);
     close(sync_fd);
     sync_fd = -1;
@@ -738,9 +754,14 @@ void run_hook(const char *kind, int index, struct record *r, int first) {
   }
   close(in[0]);
   close(out[1]);
-  signal(SIGPIPE, SIG_IGN);
+  /* a hook that does not read its stdin must not kill us; the workload must not inherit SIG_IGN */
+  struct sigaction ign, saved;
+  memset(&ign, 0, sizeof(ign));
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ign, &saved);
   (void)!write(in[1], state, strlen(state));
   close(in[1]);
+  sigaction(SIGPIPE, &saved, NULL);
   char outbuf[2048];
   size_t outlen = 0;
   struct timespec start;

@@ -191,6 +191,24 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     assert.match(missing.stderr, /nosuch/);
   });
 
+  test("SIGTERM ends a created container (as runc's Go init does); the workload starts with default signals", () => {
+    const b = makeBundle(env, "st", (s) => {
+      s.process.args = ["grep", "-E", "^Sig(Ign|Cgt)", "/proc/self/status"];
+      s.hooks = { startContainer: [{ path: "/bin/sh", args: ["sh", "-c", "exit 0"] }] };
+    });
+    const pidFile = join(env.dir, "st.pid");
+    assert.equal(cli(env, ["create", "-b", b, "--pid-file", pidFile, "st"]).code, 0);
+    const pid = Number(readFileSync(pidFile, "utf8"));
+    assert.equal(cli(env, ["kill", "st", "TERM"]).code, 0);
+    for (let i = 0; i < 200 && alive(pid); i++) sleep(10);
+    assert.equal(alive(pid), false);
+    assert.equal(JSON.parse(cli(env, ["state", "st"]).stdout).status, "stopped");
+    assert.equal(cli(env, ["delete", "st"]).code, 0);
+    const r = cli(env, ["run", "-b", b, "st2"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /SigIgn:\s+0000000000000000/, "nothing ignored (not even SIGPIPE after a hook)");
+  });
+
   test("delete of a created container kills its init", () => {
     const b = makeBundle(env, "dc", (s) => {
       s.process.args = ["true"];
