@@ -55,7 +55,8 @@ export function launch(o: LaunchOptions): Promise<Launched> {
   const stdio: ("inherit" | "pipe" | number)[] = ["inherit", "inherit", "inherit"];
   for (let i = 0; i < preserve; i++) stdio.push(3 + i);
   stdio.push("pipe");
-  const helper = spawn(helperPath(), [String(syncFd)], { stdio, detached: false });
+  // Its own session: a terminal's ^C reaches us once and we relay it once (not twice via the process group).
+  const helper = spawn(helperPath(), [String(syncFd)], { stdio, detached: true });
   const exited = new Promise<number>((resolve) => {
     helper.on("exit", (code, signal) => resolve(code ?? 128 + signalNumber(signal)));
     helper.on("error", () => resolve(255));
