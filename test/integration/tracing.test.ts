@@ -76,15 +76,27 @@ it("exports a root span named after the verb with the container id", async () =>
   assert.equal(r.code, 1);
   assert.equal(r.stderr, 'container "ghost" does not exist\n');
   assert.equal(received.length, 1);
-  const { url, type, body } = received[0] as { url: string; type: string; body: any };
+  interface OtlpSpan {
+    name: string;
+    traceId: string;
+    attributes: unknown[];
+    status: { code: number; message?: string };
+    startTimeUnixNano: string;
+    endTimeUnixNano: string;
+  }
+  const { url, type, body } = received[0] as {
+    url: string;
+    type: string;
+    body: { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] };
+  };
   assert.equal(url, "/v1/traces");
   assert.equal(type, "application/json");
   const spans = body.resourceSpans[0].scopeSpans[0].spans;
-  const root = spans.find((s: { name: string }) => s.name === "state");
+  const root = spans.find((s) => s.name === "state");
   assert.ok(root, `no span named state in ${JSON.stringify(spans)}`);
   assert.deepEqual(root.attributes, [{ key: "container", value: { stringValue: "ghost" } }]);
   assert.equal(root.status.code, 2);
-  assert.match(root.status.message, /does not exist/);
+  assert.match(root.status.message ?? "", /does not exist/);
   assert.match(root.traceId, /^[0-9a-f]{32}$/);
   assert.ok(BigInt(root.endTimeUnixNano) >= BigInt(root.startTimeUnixNano));
 });
