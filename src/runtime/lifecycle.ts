@@ -29,6 +29,7 @@ import { parseConfigJson, validateProcess, validateSpec } from "../oci/validate"
 import { runHooks, runPoststopHooks } from "./hooks";
 import { type ContainerStatus, containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
 import { ContainerNotFound, type ContainerRecord, StateStore, writeFileAtomic } from "./store";
+import { standinExit, vmCreate, vmDelete, vmExec, vmKill, vmRun, vmStart } from "./vm";
 
 export type Verb = "start" | "delete" | "exec" | "kill" | "pause";
 
@@ -81,12 +82,18 @@ export interface CreateOptions {
   noNewKeyring?: boolean;
 }
 
-function requireHostEngine(ctx: RuntimeContext): void {
-  const { config } = loadConfig({ explicitPath: ctx.configPath });
-  if (config.runtime.hypervisor !== "none")
-    throw new Error(
-      'VM sandboxes (hypervisor = "qemu") are not available yet: set [runtime] hypervisor = "none" in configuration.toml',
-    );
+/** New containers go to a VM sandbox (src/runtime/vm.ts) when the configuration says hypervisor = "qemu". */
+function vmMode(ctx: RuntimeContext): boolean {
+  return loadConfig({ explicitPath: ctx.configPath }).config.runtime.hypervisor === "qemu";
+}
+
+/** An existing container stays where it was created, whatever the configuration says now. */
+function isVmContainer(ctx: RuntimeContext, id: string): boolean {
+  try {
+    return new StateStore(ctx.root).read(id).hypervisor === "qemu";
+  } catch {
+    return false;
+  }
 }
 
 function loadBundle(bundle: string): Spec {
@@ -159,7 +166,10 @@ export async function createContainer(
   wait = false,
 ): Promise<{ record: ContainerRecord; launched: Launched }> {
   validateContainerId(o.id);
-  requireHostEngine(ctx);
+  if (vmMode(ctx)) {
+    const { record, standin } = await vmCreate(ctx, o);
+    return { record, launched: { pid: record.pid, helper: standin, exited: standinExit(standin) } };
+  }
   const bundle = resolve(o.bundle ?? process.cwd());
   const spec = loadBundle(bundle);
   const rootPath = spec.root?.path ?? "rootfs";
@@ -320,6 +330,7 @@ function releaseInit(fifo: string, record: ContainerRecord): void {
 }
 
 export async function startContainer(ctx: RuntimeContext, id: string): Promise<void> {
+  if (isVmContainer(ctx, id)) return vmStart(ctx, id);
   const store = new StateStore(ctx.root);
   await store.withLock(id, async () => {
     const record = store.read(id);
@@ -348,6 +359,7 @@ export interface RunOptions extends CreateOptions {
 
 /** run = create + start; in the foreground, waits and returns the workload's exit code, then deletes. */
 export async function runContainer(ctx: RuntimeContext, o: RunOptions): Promise<number> {
+  if (vmMode(ctx)) return vmRun(ctx, o);
   const { launched } = await createContainer(ctx, o, !o.detach);
   try {
     await startContainer(ctx, o.id);
@@ -395,6 +407,7 @@ export async function killContainer(
   signal: string,
   all = false,
 ): Promise<void> {
+  if (isVmContainer(ctx, id)) return vmKill(ctx, id, signal, all);
   const sig = parseSignal(signal);
   const store = new StateStore(ctx.root);
   await store.withLock(id, async () => {
@@ -466,6 +479,7 @@ function destroy(ctx: RuntimeContext, store: StateStore, record: ContainerRecord
 }
 
 export async function deleteContainer(ctx: RuntimeContext, id: string, force = false): Promise<void> {
+  if (isVmContainer(ctx, id)) return vmDelete(ctx, id, force);
   const store = new StateStore(ctx.root);
   if (!store.exists(id)) {
     if (force) {
@@ -569,7 +583,7 @@ export class ExecError extends Error {
 /** exec: a new process in a running container. Foreground: returns its exit code; detached: 0. */
 export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
   try {
-    return await execInner(ctx, o);
+    return await (isVmContainer(ctx, o.id) ? vmExec(ctx, o) : execInner(ctx, o));
   } catch (err) {
     throw new ExecError(err instanceof Error ? err.message : String(err));
   }

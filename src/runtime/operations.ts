@@ -12,6 +12,7 @@ import {
 import type { LinuxResources } from "../oci/spec";
 import { containerStatus } from "./status";
 import { type ContainerRecord, StateStore } from "./store";
+import { vmApplyResources, vmFreeze, vmPsSync, vmStats, vmStatsSync } from "./vm";
 
 export interface OpsContext {
   root: string;
@@ -30,17 +31,20 @@ function managerOf(record: ContainerRecord, warn?: (m: string) => void): CgroupM
 export function containerPids(ctx: OpsContext, id: string): number[] {
   const store = new StateStore(ctx.root);
   const record = store.read(id);
+  // VM containers: guest pids from the agent (the host has no pids for the workload).
+  if (record.hypervisor === "qemu") return vmPsSync(ctx, record);
   return managerOf(record, ctx.warn).pids();
 }
 
 /** runc's pause: only a created or running container; freezes the cgroup, then records it. */
 export async function pauseContainer(ctx: OpsContext, id: string): Promise<void> {
   const store = new StateStore(ctx.root);
-  await store.withLock(id, () => {
+  await store.withLock(id, async () => {
     const record = store.read(id);
     const status = containerStatus(store, record);
     if (status !== "running" && status !== "created") throw new Error("container not running");
-    managerOf(record, ctx.warn).freeze();
+    if (record.hypervisor === "qemu") await vmFreeze(ctx, record, true);
+    else managerOf(record, ctx.warn).freeze();
     record.paused = true;
     store.write(record);
   });
@@ -48,10 +52,11 @@ export async function pauseContainer(ctx: OpsContext, id: string): Promise<void>
 
 export async function resumeContainer(ctx: OpsContext, id: string): Promise<void> {
   const store = new StateStore(ctx.root);
-  await store.withLock(id, () => {
+  await store.withLock(id, async () => {
     const record = store.read(id);
     if (containerStatus(store, record) !== "paused") throw new Error("container not paused");
-    managerOf(record, ctx.warn).thaw();
+    if (record.hypervisor === "qemu") await vmFreeze(ctx, record, false);
+    else managerOf(record, ctx.warn).thaw();
     record.paused = false;
     store.write(record);
   });
@@ -173,12 +178,13 @@ export async function updateContainer(
   delta: LinuxResources,
 ): Promise<LinuxResources> {
   const store = new StateStore(ctx.root);
-  return store.withLock(id, () => {
+  return store.withLock(id, async () => {
     const record = store.read(id);
     if (containerStatus(store, record) === "stopped") throw new Error("container not running");
     const merged = mergeResources(record.config.linux?.resources, delta);
     const { devices: _devices, ...toWrite } = nonZero(merged);
-    managerOf(record, ctx.warn).update(toWrite);
+    if (record.hypervisor === "qemu") await vmApplyResources(ctx, record, toWrite);
+    else managerOf(record, ctx.warn).update(toWrite);
     record.config.linux = { ...(record.config.linux ?? {}), resources: merged };
     store.write(record);
     return merged;
@@ -191,6 +197,8 @@ export function containerStats(ctx: OpsContext, id: string): CgroupStats {
   const store = new StateStore(ctx.root);
   const record = store.read(id);
   if (containerStatus(store, record) === "stopped") throw new Error(`container with id ${id} is not running`);
+  // VM containers: runc's stats object as the agent reads it from the guest's cgroups.
+  if (record.hypervisor === "qemu") return vmStatsSync(ctx, record) as unknown as CgroupStats;
   return managerOf(record, ctx.warn).stats();
 }
 
@@ -234,6 +242,7 @@ export async function streamEvents(ctx: OpsContext, id: string, o: EventsOptions
   const store = new StateStore(ctx.root);
   const record = store.read(id);
   if (containerStatus(store, record) === "stopped") throw new Error(`container with id ${id} is not running`);
+  if (record.hypervisor === "qemu") return vmEvents(ctx, id, o);
   const m = managerOf(record, ctx.warn);
   let ooms = m.oomKills();
   let nextStats = Date.now() + o.intervalMs;
@@ -258,6 +267,27 @@ export async function streamEvents(ctx: OpsContext, id: string, o: EventsOptions
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return; // cgroup removed
+      ctx.warn?.(`events: ${(err as Error).message}`);
+    }
+  }
+}
+
+/** events for a VM container: stats from the agent every interval (no OOM events from the guest yet). */
+async function vmEvents(ctx: OpsContext, id: string, o: EventsOptions): Promise<void> {
+  const store = new StateStore(ctx.root);
+  for (;;) {
+    await new Promise((r) => setTimeout(r, o.intervalMs));
+    if (o.signal?.aborted) return;
+    let current: ContainerRecord;
+    try {
+      current = store.read(id);
+    } catch {
+      return; // deleted
+    }
+    if (containerStatus(store, current) === "stopped") return;
+    try {
+      o.write(statsEvent(id, (await vmStats(ctx, id)) as unknown as CgroupStats));
+    } catch (err) {
       ctx.warn?.(`events: ${(err as Error).message}`);
     }
   }

@@ -26,7 +26,13 @@ import type { HookName, LinuxResources, Spec } from "../oci/spec";
 import { ociState, rfc3339Nano } from "../oci/state";
 import { parseConfigJson, validateSpec } from "../oci/validate";
 import { sandboxPaths } from "../sandbox/paths";
-import { type ControlArgs, type ControlOp, type ControlResult, supervisorCall } from "../sandbox/protocol";
+import {
+  type ControlArgs,
+  type ControlOp,
+  type ControlResult,
+  supervisorCall,
+  supervisorCallSync,
+} from "../sandbox/protocol";
 import { cleanupSandboxDir } from "../sandbox/supervisor";
 import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
 import { runHooks, runPoststopHooks } from "./hooks";
@@ -480,6 +486,10 @@ export async function vmDelete(ctx: RuntimeContext, id: string, force = false): 
 }
 
 /** Waits for a stand-in child of ours; its exit code is the workload's (or 128+signal). */
+export function standinExit(child: ChildProcess): Promise<number> {
+  return childExit(child);
+}
+
 function childExit(child: ChildProcess): Promise<number> {
   return new Promise((res) => {
     if (child.exitCode !== null) return res(child.exitCode);
@@ -606,4 +616,31 @@ export async function vmStats(ctx: RuntimeContext, id: string): Promise<Record<s
 /** True for containers created in VM mode (the dispatch in lifecycle/operations asks this). */
 export function isVmRecord(r: ContainerRecord): boolean {
   return r.hypervisor === "qemu";
+}
+
+// Synchronous forms for the operations whose callers print from synchronous code (ps, events --stats).
+
+export function vmPsSync(ctx: RuntimeContext, record: ContainerRecord): number[] {
+  return supervisorCallSync(sandboxPaths(ctx.root, record.sandboxId).socket, "ps", { containerId: record.id })
+    .pids;
+}
+
+export function vmStatsSync(ctx: RuntimeContext, record: ContainerRecord): Record<string, unknown> {
+  return supervisorCallSync(sandboxPaths(ctx.root, record.sandboxId).socket, "stats", {
+    containerId: record.id,
+  }).data;
+}
+
+/** update inside the caller's lock: the agent applies the resources in the guest. */
+export async function vmApplyResources(
+  ctx: RuntimeContext,
+  record: ContainerRecord,
+  resources: LinuxResources,
+): Promise<void> {
+  await call(ctx, record.sandboxId, "update", { containerId: record.id, resources });
+}
+
+/** pause/resume inside the caller's lock. */
+export async function vmFreeze(ctx: RuntimeContext, record: ContainerRecord, pause: boolean): Promise<void> {
+  await call(ctx, record.sandboxId, pause ? "pause" : "resume", { containerId: record.id });
 }

@@ -151,3 +151,46 @@ export async function supervisorCall<O extends ControlOp>(
     c.close();
   }
 }
+
+// A client small enough to pass to `node -e`: for the few callers that must stay synchronous (`ps` and
+// `events --stats` print from synchronous code paths). It costs one node start.
+const SYNC_CLIENT = `
+const [sock, line] = process.argv.slice(1);
+const c = require("node:net").connect(sock);
+let buf = "";
+c.on("connect", () => c.write(line + "\\n"));
+c.on("data", (d) => {
+  buf += d;
+  const nl = buf.indexOf("\\n");
+  if (nl >= 0) { process.stdout.write(buf.slice(0, nl)); c.destroy(); }
+});
+c.on("error", (e) => { process.stdout.write(JSON.stringify({ id: 1, ok: false, error: "sandbox supervisor at " + sock + ": " + (e.code || e.message) })); });
+`;
+
+export function supervisorCallSync<O extends ControlOp>(
+  socket: string,
+  op: O,
+  args: ControlArgs<O>,
+  timeoutMs = 30_000,
+): ControlResult<O> {
+  const { execFileSync } = require("node:child_process") as typeof import("node:child_process");
+  const line = JSON.stringify({ ...args, id: 1, op });
+  let out: string;
+  try {
+    out = execFileSync(process.execPath, ["-e", SYNC_CLIENT, socket, line], {
+      encoding: "utf8",
+      timeout: timeoutMs,
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+  } catch {
+    throw new Error(`sandbox supervisor: ${op}: no answer within ${timeoutMs} ms`);
+  }
+  let res: ControlResponse;
+  try {
+    res = JSON.parse(out) as ControlResponse;
+  } catch {
+    throw new Error(`sandbox supervisor at ${socket}: ${op}: no answer`);
+  }
+  if (!res.ok) throw new Error(res.error);
+  return res.result as ControlResult<O>;
+}
