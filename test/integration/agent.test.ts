@@ -161,6 +161,45 @@ describe("guest agent on the host (no VM)", {
     b.cleanup();
   });
 
+  it("exec shaped like the sandbox supervisor's: the spec's process, three streams, stdin open", async () => {
+    const id = `agent-sx-${process.pid}`;
+    const b = makeBundle({ process: { args: ["/bin/sleep", "1000"] } }, { parent: tmp.path });
+    const target = join(tmp.path, "guest", id, "rootfs");
+    await client.call("createContainer", {
+      containerId: id,
+      spec: { ...b.spec, root: { path: target } },
+      mounts: [{ source: b.rootfs, fstype: "bind", target, options: [] }],
+      stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
+    });
+    await client.call("startContainer", { containerId: id });
+    // src/runtime/vm.ts vmExec → supervisor exec: the container's process with args and terminal replaced;
+    // the supervisor opens stdin, stdout and stderr streams (no terminal).
+    const [si, so, se] = [client.openStream(), client.openStream(), client.openStream()];
+    const out = collect(so);
+    const err = collect(se);
+    const started = await client.call("execProcess", {
+      containerId: id,
+      execId: "exec-0123456789abcdef",
+      process: {
+        cwd: "/",
+        user: { uid: 0, gid: 0 },
+        ...b.spec.process,
+        terminal: false,
+        args: ["/bin/sh", "-c", "read l; echo in:$l; echo e >&2; exit 4"],
+      },
+      stdio: { terminal: false, stdin: si.id, stdout: so.id, stderr: se.id },
+    });
+    assert.ok(started.guestPid > 0);
+    si.end("x\n");
+    const w = await client.call("waitProcess", { containerId: id, execId: "exec-0123456789abcdef" });
+    assert.equal(w.exitStatus, 4);
+    assert.equal(await out, "in:x\n");
+    assert.equal(await err, "e\n");
+    await client.call("removeContainer", { containerId: id });
+    assertNoLeaks(snap, { root: state, bundle: b.dir, id });
+    b.cleanup();
+  });
+
   it("a failing create unwinds: bad rootfs is INVALID_ARGUMENT and leaves no mount or state", async () => {
     const id = `agent-bad-${process.pid}`;
     const b = makeBundle({}, { parent: tmp.path });

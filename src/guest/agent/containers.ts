@@ -313,7 +313,7 @@ export class ContainerManager {
         stdio: stdioModes(req.stdio),
         onPid: (pid) => {
           c.cgroup.apply(pid);
-          return plan.phase2;
+          return plan.phase2(pid);
         },
       });
     } catch (err) {
