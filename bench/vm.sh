@@ -2,7 +2,7 @@
 # VM mode end to end, in one run:
 #   (a) the floor: bare QEMU boot to READY (bench/qemu-boot.sh, the same kernel);
 #   (b) `run` of busybox `true` in a VM, cold (a new sandbox = a new VM per run), through the VM
-#       lifecycle (src/runtime/vm.ts; the CLI verbs dispatch to it when hypervisor = "qemu");
+#       CLI (bin/kata-ts; its verbs dispatch to src/runtime/vm.ts when hypervisor = "qemu");
 #   (c) `runc run` of the same bundle, for scale;
 # medians, the ratio b/a, and the host memory of one running sandbox: PSS (/proc/PID/smaps_rollup) of
 # QEMU, the supervisor and the stand-in.
@@ -39,14 +39,12 @@ root=$work/root
 cleanup() {
   for d in "$root"/*/; do
     id=$(basename "$d"); [ "$id" = sandboxes ] && continue
-    [ -e "$d/state.json" ] && node "$work/vmcli.cjs" --root "$root" --config "$work/config.toml" delete --force "$id" >/dev/null 2>&1 || true
+    [ -e "$d/state.json" ] && bin/kata-ts --root "$root" --config "$work/config.toml" delete --force "$id" >/dev/null 2>&1 || true
   done
   runc --root "$work/runc" delete --force bench-runc >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-node_modules/.bin/esbuild src/sandbox/vmcli.ts --bundle --platform=node --format=cjs \
-  --outfile="$work/vmcli.cjs" --log-level=warning
 export KATA_TS_SUPERVISOR=$repo/dist/kata-supervisor.cjs KATA_TS_NATIVE_DIR=$repo/native/build
 [ "$host_agent" = 1 ] && export KATA_TS_SUPERVISOR_AGENT=host
 qemu_path=/usr/bin/qemu-system-x86_64 initrd=""
@@ -95,7 +93,8 @@ for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$b/roo
 
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2))}'; }
-vmcli() { node "$work/vmcli.cjs" --root "$root" --config "$work/config.toml" "$@"; }
+# The real CLI (its verbs dispatch to VM mode with hypervisor = "qemu").
+vmcli() { bin/kata-ts --root "$root" --config "$work/config.toml" "$@"; }
 
 floor=""
 if [ "$host_agent" = 0 ]; then
