@@ -2,13 +2,16 @@
 //   we → phase 1 (setns, mkfifo, console, clone) ; helper → "pid N"
 //   we: uid/gid maps, cgroups, prestart/createRuntime hooks (onPid) ; we → phase 2 ... "go"
 //   container → "ready" (it now blocks on the exec fifo) | "error MSG" | EOF (it exec'd: exec without fifo)
-// The container's stdio is ours (fds 0-2) and preserved fds 3..3+N-1 keep their numbers; the sync socket
-// is the next fd, so a caller's extra fds (conmon's 3 and 4) never reach the container unless preserved.
+// The container's stdio is ours (fds 0-2) unless `stdio` names others (the guest agent gives each process
+// pipes it relays), and preserved fds 3..3+N-1 keep their numbers; the sync socket is the next fd, so a
+// caller's extra fds (conmon's 3 and 4) never reach the container unless preserved.
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import type { Socket } from "node:net";
 import { constants as osConstants } from "node:os";
+import { NAMESPACE_TYPES, type NamespaceType } from "../oci/spec";
 import { findNativeFile } from "../sys/native";
+import { PROC_NS_NAME } from "./plan";
 import { encodeRecords, type Rec, RecordDecoder } from "./protocol";
 
 export const HELPER_FILE = "kata-ts-helper";
@@ -22,6 +25,7 @@ export function helperPath(env: NodeJS.ProcessEnv = process.env): string {
 
 /** An error the container process (or the helper) reported over the sync socket. */
 export class ContainerStartError extends Error {
+  /** exitCode: 127 when the workload could not be exec'd (a shell's "command not found"), else 1. */
   constructor(
     message: string,
     readonly exitCode = 1,
@@ -40,7 +44,13 @@ export interface LaunchOptions {
   preserveFds?: number;
   /** Foreground: the helper stays as the container's parent and exits with its status. */
   wait: boolean;
+  /** fds 0-2 of the helper and so of the container: ours ("inherit", the default), /dev/null, a pipe, an fd. */
+  stdio?: [StdioTarget, StdioTarget, StdioTarget];
+  /** The helper's environment (the agent passes its own; default process.env). */
+  env?: NodeJS.ProcessEnv;
 }
+
+export type StdioTarget = "inherit" | "ignore" | "pipe" | number;
 
 export interface Launched {
   pid: number;
@@ -52,11 +62,11 @@ export interface Launched {
 export function launch(o: LaunchOptions): Promise<Launched> {
   const preserve = o.preserveFds ?? 0;
   const syncFd = 3 + preserve;
-  const stdio: ("inherit" | "pipe" | number)[] = ["inherit", "inherit", "inherit"];
+  const stdio: StdioTarget[] = [...(o.stdio ?? ["inherit", "inherit", "inherit"])];
   for (let i = 0; i < preserve; i++) stdio.push(3 + i);
   stdio.push("pipe");
   // Its own session: a terminal's ^C reaches us once and we relay it once (not twice via the process group).
-  const helper = spawn(helperPath(), [String(syncFd)], { stdio, detached: true });
+  const helper = spawn(helperPath(o.env), [String(syncFd)], { stdio, detached: true, env: o.env });
   const exited = new Promise<number>((resolve) => {
     helper.on("exit", (code, signal) => resolve(code ?? 128 + signalNumber(signal)));
     helper.on("error", () => resolve(255));
@@ -92,7 +102,10 @@ export function launch(o: LaunchOptions): Promise<Launched> {
         } else if (op === "ready") {
           finish();
         } else if (op === "error") {
-          finish(new ContainerStartError(arg ?? "container init failed"));
+          const msg = arg ?? "container init failed";
+          finish(
+            new ContainerStartError(msg, /^unable to start container process: exec:/.test(msg) ? 127 : 1),
+          );
         }
       }
     });
@@ -118,4 +131,25 @@ const SIGNALS = osConstants.signals as Record<string, number>;
 
 export function signalNumber(name: string | null | undefined): number {
   return name ? (SIGNALS[name] ?? 0) : 0;
+}
+
+/** What an exec joins: /proc/PID/ns/* of the container's init for each namespace that differs from ours. */
+export function namespacesToJoin(initPid: number): Partial<Record<NamespaceType, string>> {
+  const joins: Partial<Record<NamespaceType, string>> = {};
+  for (const t of NAMESPACE_TYPES) {
+    if (t === "time") continue; // a time namespace can only be joined before exec: runc does not either
+    const theirs = `/proc/${initPid}/ns/${PROC_NS_NAME[t]}`;
+    const a = nsInode(theirs);
+    if (a && a !== nsInode(`/proc/self/ns/${PROC_NS_NAME[t]}`)) joins[t] = theirs;
+  }
+  return joins;
+}
+
+function nsInode(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
 }

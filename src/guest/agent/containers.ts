@@ -32,10 +32,9 @@ import type { AgentStream } from "../../agent/channel";
 import { AgentError, Code } from "../../agent/wire";
 import { type CgroupManager, cgroupManagerFor, runcStatsData, stringifyExact } from "../../engine/cgroups";
 import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../../engine/host";
-import { buildExecPlan, buildInitPlan, PROC_NS_NAME } from "../../engine/plan";
-import type { NamespaceType, Spec } from "../../oci/spec";
-import { NAMESPACE_TYPES } from "../../oci/spec";
-import { type GuestLaunched, launchWithStdio } from "./launch";
+import { type Launched, launch, namespacesToJoin } from "../../engine/launcher";
+import { buildExecPlan, buildInitPlan } from "../../engine/plan";
+import type { Spec } from "../../oci/spec";
 
 const run = promisify(execFile);
 
@@ -47,7 +46,7 @@ const OUTPUT_GRACE_MS = 2000;
 interface GuestProcess {
   execId: string;
   pid: number;
-  launched: GuestLaunched;
+  launched: Launched;
   exitStatus?: number;
   stdin?: Writable;
   /** Resolves when every output pipe ended (or the grace time after exit passed). */
@@ -197,7 +196,7 @@ export class ContainerManager {
     mkdirSync(dir, { recursive: true, mode: 0o711 });
     const mounts: string[] = [];
     let cgroup: CgroupManager | undefined;
-    let launched: GuestLaunched | undefined;
+    let launched: Launched | undefined;
     try {
       for (const m of req.mounts) mounts.push(await mountGuest(m));
       try {
@@ -217,9 +216,10 @@ export class ContainerManager {
       const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
       const facts = hostFacts(rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
       const plan = buildInitPlan({ spec, bundle: dir, rootfs, fifo: join(dir, EXEC_FIFO), facts }, true);
-      launched = await launchWithStdio({
+      launched = await launch({
         phase1: plan.phase1,
         expectReady: true,
+        wait: true,
         stdio: stdioModes(req.stdio),
         onPid: (pid) => {
           if (plan.uidMappings) writeFileSync(`/proc/${pid}/uid_map`, plan.uidMappings);
@@ -290,26 +290,20 @@ export class ContainerManager {
       throw new AgentError(Code.failedPrecondition, "cannot exec in a stopped container");
     if (req.stdio.terminal || req.process.terminal)
       throw new AgentError(Code.unimplemented, "terminal processes are not supported by the agent yet");
-    const joins: Partial<Record<NamespaceType, string>> = {};
-    for (const t of NAMESPACE_TYPES) {
-      if (t === "time") continue;
-      const theirs = `/proc/${c.init.pid}/ns/${PROC_NS_NAME[t]}`;
-      const a = inode(theirs);
-      if (a && a !== inode(`/proc/self/ns/${PROC_NS_NAME[t]}`)) joins[t] = theirs;
-    }
     const plan = buildExecPlan({
       process: req.process,
-      joins,
+      joins: namespacesToJoin(c.init.pid),
       seccomp: c.spec.linux?.seccomp,
       detach: false,
       capLastCap: capLastCap(),
       passwd: containerPasswd(c.spec.root?.path ?? "/"),
     });
-    let l: GuestLaunched;
+    let l: Launched;
     try {
-      l = await launchWithStdio({
+      l = await launch({
         phase1: plan.phase1,
         expectReady: false,
+        wait: true,
         stdio: stdioModes(req.stdio),
         onPid: (pid) => {
           c.cgroup.apply(pid);
@@ -431,15 +425,6 @@ export class ContainerManager {
 
 function stdioModes(s: StdioStreams): ["pipe" | "ignore", "pipe" | "ignore", "pipe" | "ignore"] {
   return [s.stdin ? "pipe" : "ignore", s.stdout ? "pipe" : "ignore", s.stderr ? "pipe" : "ignore"];
-}
-
-function inode(path: string): string | undefined {
-  try {
-    const st = statSync(path);
-    return `${st.dev}:${st.ino}`;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Opens the exec fifo for reading so the blocked init proceeds to execve; polls without blocking the loop. */
