@@ -44,13 +44,13 @@ export interface LaunchOptions {
   preserveFds?: number;
   /** Foreground: the helper stays as the container's parent and exits with its status. */
   wait: boolean;
-  /** fds 0-2 of the helper and so of the container: ours ("inherit", the default), /dev/null, a pipe, an fd. */
+  /** fds 0-2 of the helper and so of the container: ours ("inherit", the default), /dev/null or an fd. */
   stdio?: [StdioTarget, StdioTarget, StdioTarget];
   /** The helper's environment (the agent passes its own; default process.env). */
   env?: NodeJS.ProcessEnv;
 }
 
-export type StdioTarget = "inherit" | "ignore" | "pipe" | number;
+export type StdioTarget = "inherit" | "ignore" | number;
 
 export interface Launched {
   pid: number;
@@ -62,7 +62,7 @@ export interface Launched {
 export function launch(o: LaunchOptions): Promise<Launched> {
   const preserve = o.preserveFds ?? 0;
   const syncFd = 3 + preserve;
-  const stdio: StdioTarget[] = [...(o.stdio ?? ["inherit", "inherit", "inherit"])];
+  const stdio: (StdioTarget | "pipe")[] = [...(o.stdio ?? ["inherit", "inherit", "inherit"])];
   for (let i = 0; i < preserve; i++) stdio.push(3 + i);
   stdio.push("pipe");
   // Its own session: a terminal's ^C reaches us once and we relay it once (not twice via the process group).

@@ -200,6 +200,54 @@ describe("guest agent on the host (no VM)", {
     b.cleanup();
   });
 
+  it("stdio are real pipes: /dev/stdout and /dev/stderr can be reopened (init and exec)", async () => {
+    const id = `agent-pipe-${process.pid}`;
+    const script = "echo hi > /dev/stdout; echo err > /dev/stderr; readlink /proc/self/fd/1";
+    const b = makeBundle({ process: { args: ["/bin/sh", "-c", script] } }, { parent: tmp.path });
+    const target = join(tmp.path, "guest", id, "rootfs");
+    const [io, ie] = [client.openStream(), client.openStream()];
+    const [initOut, initErr] = [collect(io), collect(ie)];
+    await client.call("createContainer", {
+      containerId: id,
+      spec: { ...b.spec, root: { path: target } },
+      mounts: [{ source: b.rootfs, fstype: "bind", target, options: [] }],
+      stdio: { terminal: false, stdin: 0, stdout: io.id, stderr: ie.id },
+    });
+    await client.call("startContainer", { containerId: id });
+    assert.equal((await client.call("waitProcess", { containerId: id, execId: "" })).exitStatus, 0);
+    assert.match(await initOut, /^hi\npipe:\[\d+\]\n$/);
+    assert.equal(await initErr, "err\n");
+    await client.call("removeContainer", { containerId: id });
+
+    // exec: the same through a running container
+    const id2 = `${id}-x`;
+    const b2 = makeBundle({ process: { args: ["/bin/sleep", "1000"] } }, { parent: tmp.path });
+    const target2 = join(tmp.path, "guest", id2, "rootfs");
+    await client.call("createContainer", {
+      containerId: id2,
+      spec: { ...b2.spec, root: { path: target2 } },
+      mounts: [{ source: b2.rootfs, fstype: "bind", target: target2, options: [] }],
+      stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
+    });
+    await client.call("startContainer", { containerId: id2 });
+    const [eo, ee] = [client.openStream(), client.openStream()];
+    const [execOut, execErr] = [collect(eo), collect(ee)];
+    await client.call("execProcess", {
+      containerId: id2,
+      execId: "p",
+      process: { cwd: "/", user: { uid: 0, gid: 0 }, env: ["PATH=/bin"], args: ["/bin/sh", "-c", script] },
+      stdio: { terminal: false, stdin: 0, stdout: eo.id, stderr: ee.id },
+    });
+    assert.equal((await client.call("waitProcess", { containerId: id2, execId: "p" })).exitStatus, 0);
+    assert.match(await execOut, /^hi\npipe:\[\d+\]\n$/);
+    assert.equal(await execErr, "err\n");
+    await client.call("removeContainer", { containerId: id2 });
+    assertNoLeaks(snap, { root: state, bundle: b.dir, id });
+    assertNoLeaks(snap, { root: state, bundle: b2.dir, id: id2 });
+    b.cleanup();
+    b2.cleanup();
+  });
+
   it("a failing create unwinds: bad rootfs is INVALID_ARGUMENT and leaves no mount or state", async () => {
     const id = `agent-bad-${process.pid}`;
     const b = makeBundle({}, { parent: tmp.path });

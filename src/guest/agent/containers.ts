@@ -1,6 +1,6 @@
 // Container management inside the guest: the same engine the host runs with hypervisor = "none" (plan
 // builders, helper handshake, cgroups), driven from requests instead of a bundle on disk. The agent
-// holds every process's stdio (pipes it relays to channel streams) and keeps the helper in "wait" mode as
+// holds every process's stdio (real pipes it relays to channel streams, see stdio.ts) and keeps the helper in "wait" mode as
 // each process's parent, so an exit arrives as the helper's own 'exit' event with the workload's code.
 import { execFile } from "node:child_process";
 import {
@@ -32,9 +32,11 @@ import type { AgentStream } from "../../agent/channel";
 import { AgentError, Code } from "../../agent/wire";
 import { type CgroupManager, cgroupManagerFor, runcStatsData, stringifyExact } from "../../engine/cgroups";
 import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../../engine/host";
-import { type Launched, launch, namespacesToJoin } from "../../engine/launcher";
+import { type Launched, type LaunchOptions, launch, namespacesToJoin } from "../../engine/launcher";
 import { buildExecPlan, buildInitPlan } from "../../engine/plan";
 import type { Spec } from "../../oci/spec";
+
+import { openPipes } from "./stdio";
 
 const run = promisify(execFile);
 
@@ -178,6 +180,25 @@ export class ContainerManager {
     };
   }
 
+  /** Starts a process (the helper in wait mode) with its stdio relayed to the streams in `stdio`. */
+  private async launchProcess(
+    stdio: StdioStreams,
+    stream: (id: number) => AgentStream,
+    o: Pick<LaunchOptions, "phase1" | "expectReady" | "onPid">,
+  ): Promise<{ launched: Launched; io: Pick<GuestProcess, "stdin" | "outputDone"> }> {
+    const pipes = openPipes(stdio);
+    let launched: Launched;
+    try {
+      launched = await launch({ ...o, wait: true, stdio: pipes.targets });
+    } catch (err) {
+      pipes.destroy();
+      throw err;
+    } finally {
+      pipes.closeChildEnds();
+    }
+    return { launched, io: this.bindStdio(stdio, pipes, stream, launched.exited) };
+  }
+
   async createContainer(
     req: CreateContainerRequest,
     stream: (id: number) => AgentStream,
@@ -216,11 +237,9 @@ export class ContainerManager {
       const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
       const facts = hostFacts(rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
       const plan = buildInitPlan({ spec, bundle: dir, rootfs, fifo: join(dir, EXEC_FIFO), facts }, true);
-      launched = await launch({
+      const started = await this.launchProcess(req.stdio, stream, {
         phase1: plan.phase1,
         expectReady: true,
-        wait: true,
-        stdio: stdioModes(req.stdio),
         onPid: (pid) => {
           if (plan.uidMappings) writeFileSync(`/proc/${pid}/uid_map`, plan.uidMappings);
           if (plan.gidMappings) writeFileSync(`/proc/${pid}/gid_map`, plan.gidMappings);
@@ -239,14 +258,9 @@ export class ContainerManager {
           return plan.phase2(JSON.stringify(state));
         },
       });
+      launched = started.launched;
       const l = launched;
-      const io = this.bindStdio(
-        req.stdio,
-        { stdin: l.helper.stdin, stdout: l.helper.stdout, stderr: l.helper.stderr },
-        stream,
-        l.exited,
-      );
-      const init: GuestProcess = { execId: "", pid: l.pid, launched: l, ...io };
+      const init: GuestProcess = { execId: "", pid: l.pid, launched: l, ...started.io };
       l.exited.then((code) => {
         init.exitStatus = code;
         this.log(`container ${id}: init ${l.pid} exited with status ${code}`);
@@ -298,14 +312,14 @@ export class ContainerManager {
       capLastCap: capLastCap(),
       passwd: containerPasswd(c.spec.root?.path ?? "/"),
     });
-    let l: Launched;
+    let started: { launched: Launched; io: Pick<GuestProcess, "stdin" | "outputDone"> };
     try {
-      l = await launch({
+      started = await this.launchProcess(req.stdio, stream, {
         phase1: plan.phase1,
         expectReady: false,
-        wait: true,
-        stdio: stdioModes(req.stdio),
         onPid: (pid) => {
+          if (req.process.oomScoreAdj !== undefined)
+            writeFileSync(`/proc/${pid}/oom_score_adj`, String(req.process.oomScoreAdj));
           c.cgroup.apply(pid);
           return plan.phase2(pid);
         },
@@ -313,13 +327,8 @@ export class ContainerManager {
     } catch (err) {
       throw new AgentError(Code.internal, (err as Error).message);
     }
-    const io = this.bindStdio(
-      req.stdio,
-      { stdin: l.helper.stdin, stdout: l.helper.stdout, stderr: l.helper.stderr },
-      stream,
-      l.exited,
-    );
-    const p: GuestProcess = { execId: req.execId, pid: l.pid, launched: l, ...io };
+    const l = started.launched;
+    const p: GuestProcess = { execId: req.execId, pid: l.pid, launched: l, ...started.io };
     l.exited.then((code) => {
       p.exitStatus = code;
     });
@@ -421,10 +430,6 @@ export class ContainerManager {
   get size(): number {
     return this.containers.size;
   }
-}
-
-function stdioModes(s: StdioStreams): ["pipe" | "ignore", "pipe" | "ignore", "pipe" | "ignore"] {
-  return [s.stdin ? "pipe" : "ignore", s.stdout ? "pipe" : "ignore", s.stderr ? "pipe" : "ignore"];
 }
 
 /** Opens the exec fifo for reading so the blocked init proceeds to execve; polls without blocking the loop. */
