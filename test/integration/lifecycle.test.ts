@@ -423,16 +423,21 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     }
   });
 
-  test('hypervisor = "qemu" fails with a clear one-line error', () => {
+  test('hypervisor = "qemu" with a missing guest kernel: one-line error naming it, nothing left', () => {
     const b = makeBundle(env, "vm", (s) => {
       s.process.args = ["true"];
     });
     const qemuConf = join(env.dir, "qemu.toml");
-    writeFileSync(qemuConf, '[runtime]\nhypervisor = "qemu"\n');
+    writeFileSync(
+      qemuConf,
+      '[runtime]\nhypervisor = "qemu"\n[hypervisor.qemu]\nkernel = "/nonexistent/vmlinux"\n',
+    );
     const r = cli(env, ["create", "-b", b, "vm"], { globals: ["--root", env.root, "--config", qemuConf] });
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /not available yet.*hypervisor = "none"/);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, /\/nonexistent\/vmlinux/);
     assert.equal(existsSync(join(env.root, "vm")), false);
+    assert.equal(existsSync(join(env.root, "sandboxes", "vm")), false);
   });
 });
 
