@@ -4,7 +4,8 @@
 // guest and reports the rate; hardware KVM runs it at ~1000 M iterations/s, an emulating /dev/kvm at
 // ~1 M/s. Anything below MIN_MIPS means: use TCG.
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { findNativeFile } from "./native";
 
 export const PROBE_FILE = "kata-ts-kvm-probe";
@@ -27,6 +28,10 @@ export interface KvmVerdict {
   mips?: number;
   /** Wall time the probe took, including process start. */
   elapsedMs?: number;
+  /** True when the verdict came from the per-boot cache (probeKvmCached), not a fresh measurement. */
+  cached?: boolean;
+  /** Set by probeKvm when the verdict rests on a measurement (worth caching until the next boot). */
+  measured?: boolean;
 }
 
 export interface ProbeOptions {
@@ -132,7 +137,7 @@ export async function probeKvm(opts: ProbeOptions = {}): Promise<KvmVerdict> {
   });
   const elapsedMs = Math.round(performance.now() - started);
   const out = parseProbeOutput(r.stdout);
-  if (out) return { ...classifyProbe(out, device), elapsedMs };
+  if (out) return { ...classifyProbe(out, device), elapsedMs, measured: true };
   if (r.error?.killed) {
     return {
       usable: false,
@@ -142,4 +147,102 @@ export async function probeKvm(opts: ProbeOptions = {}): Promise<KvmVerdict> {
   }
   const why = r.stderr.trim().split("\n")[0] || r.error?.message.split("\n")[0] || "no output";
   return { usable: false, reason: `KVM unusable: the probe failed: ${why}; ${TCG}`, elapsedMs };
+}
+
+// ── the per-boot cache ────────────────────────────────────────────────────────────────────────────
+// The probe costs ~1 s on a loaded TCG-only host (process start + a guest run to its budget), and its
+// answer cannot change while the host runs: the hardware and the kvm module stay what they are. So
+// sandbox starts reuse the verdict until the next boot (/proc/sys/kernel/random/boot_id) or until the
+// probe binary changes (rebuilt: it may measure differently). `kata-ts check` calls probeKvm itself
+// and so always measures afresh. Only verdicts that rest on a measurement are cached: a timeout or a
+// crash may be load or a transient fault, and a missing /dev/kvm is cheap to see again.
+
+/** Where sandbox starts keep the verdict (tmpfs: gone at reboot anyway; the key guards the rest). */
+export const PROBE_CACHE_FILE = "/run/kata-ts/kvm-probe.json";
+
+export interface CachedProbeOptions extends ProbeOptions {
+  /** Default PROBE_CACHE_FILE. */
+  cacheFile?: string;
+  /** Measure even when the cache holds a verdict (and store the new one). */
+  fresh?: boolean;
+  /** Default: /proc/sys/kernel/random/boot_id (injectable for tests). */
+  bootId?: string;
+  /** Replaces probeKvm (tests). */
+  probe?: (opts: ProbeOptions) => Promise<KvmVerdict>;
+}
+
+interface CacheEntry {
+  key: string;
+  verdict: KvmVerdict;
+  /** When it was measured (ms since the epoch), for humans reading the file. */
+  at: number;
+}
+
+/** The host's boot id, or "" when it cannot be read (then nothing is cached). */
+export function bootId(): string {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return "";
+  }
+}
+
+/** Identity of a file's current content as far as stat tells: device, inode, size, mtime. */
+export function fileIdentity(path: string): string {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}:${st.size}:${Math.round(st.mtimeMs)}`;
+  } catch {
+    return "";
+  }
+}
+
+/** The cache key: boot, probe binary, device and iteration count; "" when one of them is unknown. */
+export function probeCacheKey(boot: string, probeIdentity: string, device: string): string {
+  if (!boot || !probeIdentity) return "";
+  return `${boot}|${probeIdentity}|${device}|${PROBE_ITERATIONS}|${MIN_MIPS}`;
+}
+
+/** The cached verdict for `key`, if the file holds one for exactly that key. */
+export function readProbeCache(file: string, key: string): KvmVerdict | undefined {
+  if (!key) return undefined;
+  try {
+    const e = JSON.parse(readFileSync(file, "utf8")) as Partial<CacheEntry>;
+    const v = e.verdict;
+    if (e.key !== key || !v || typeof v.usable !== "boolean" || typeof v.reason !== "string")
+      return undefined;
+    return { usable: v.usable, reason: v.reason, mips: v.mips, elapsedMs: v.elapsedMs, cached: true };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Stores a verdict atomically (temp file + rename: concurrent sandbox starts never see half a file). */
+export function writeProbeCache(file: string, key: string, verdict: KvmVerdict): void {
+  if (!key) return;
+  const { cached: _c, measured: _m, ...v } = verdict;
+  const entry: CacheEntry = { key, verdict: v, at: Date.now() };
+  try {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o755 });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${JSON.stringify(entry)}\n`, { mode: 0o644 });
+    renameSync(tmp, file);
+  } catch {
+    // A read-only /run only costs the next start another probe.
+  }
+}
+
+/** probeKvm with the per-boot cache: what sandbox starts use for accel = "auto". */
+export async function probeKvmCached(opts: CachedProbeOptions = {}): Promise<KvmVerdict> {
+  const device = opts.device ?? "/dev/kvm";
+  const file = opts.cacheFile ?? PROBE_CACHE_FILE;
+  const probePath = opts.probePath ?? findNativeFile(PROBE_FILE);
+  const key = probeCacheKey(opts.bootId ?? bootId(), probePath ? fileIdentity(probePath) : "", device);
+  if (!opts.fresh) {
+    const hit = readProbeCache(file, key);
+    if (hit) return hit;
+  }
+  const v = await (opts.probe ?? probeKvm)({ timeoutMs: opts.timeoutMs, device, probePath });
+  if (v.measured) writeProbeCache(file, key, v);
+  return v;
 }

@@ -5,7 +5,7 @@
 // host's TSC frequency is the right value.
 import { readFileSync } from "node:fs";
 import type { Accel } from "../../config/config";
-import { type KvmVerdict, probeKvm } from "../../sys/kvm";
+import { type KvmVerdict, probeKvmCached } from "../../sys/kvm";
 
 export interface AccelChoice {
   accel: "kvm" | "tcg";
@@ -15,10 +15,13 @@ export interface AccelChoice {
   warning?: string;
 }
 
-/** Decides the accelerator for a configured `accel`; `probe` is injectable for tests. */
+/**
+ * Decides the accelerator for a configured `accel`; `probe` is injectable for tests. The default probe
+ * is the per-boot cached one: a sandbox start pays for the measurement once per host boot.
+ */
 export async function chooseAccel(
   setting: Accel,
-  probe: () => Promise<KvmVerdict> = () => probeKvm(),
+  probe: () => Promise<KvmVerdict> = () => probeKvmCached(),
 ): Promise<AccelChoice> {
   if (setting === "kvm") return { accel: "kvm", reason: "accel = kvm in the configuration" };
   if (setting === "tcg") {
