@@ -2,7 +2,7 @@
 // is launched. Today the only driver is QEMU (./qemu); `hypervisor = "none"` means no driver at all.
 import type { QemuConfig } from "../config/config";
 import type { AccelChoice } from "./qemu/accel";
-import type { ConsoleKind } from "./qemu/cmdline";
+import type { ConsoleKind, ShareSpec } from "./qemu/cmdline";
 import type { QmpClient } from "./qemu/qmp";
 
 export interface VmExit {
@@ -28,6 +28,8 @@ export interface StartVmOptions {
   memoryMiB?: number;
   /** Default "serial" (ttyS0): it works before any driver loads, so early panics reach the log. */
   console?: ConsoleKind;
+  /** Host directories exported over virtio-9p from boot (tag, path, readonly?). */
+  shares?: ShareSpec[];
   /** Guest RAM as a shared memfd (needed before virtio-fs can be attached). */
   sharedMemory?: boolean;
   debug?: boolean;

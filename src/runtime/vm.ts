@@ -19,7 +19,9 @@ import {
 } from "node:fs";
 import { connect } from "node:net";
 import { isAbsolute, join, resolve } from "node:path";
+import { loadConfig } from "../config/config";
 import { parseSignal } from "../engine/signals";
+import { checkBootFiles } from "../hypervisor/qemu";
 import { containerKind } from "../oci/annotations";
 import { validateContainerId } from "../oci/id";
 import type { HookName, LinuxResources, Spec } from "../oci/spec";
@@ -335,6 +337,8 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
   const kind = containerKind(spec.annotations, o.id);
   const sandboxId = kind.sandboxId ?? o.id;
   const ownSandbox = kind.type === "sandbox";
+  // A missing kernel or image fails here, in one line, before a supervisor is spawned for nothing.
+  if (ownSandbox) checkBootFiles(loadConfig({ explicitPath: ctx.configPath }).config.hypervisor);
   const store = new StateStore(ctx.root);
   const record: ContainerRecord = {
     id: o.id,

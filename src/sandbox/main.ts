@@ -3,8 +3,7 @@
 // fd 3 on which it reports readiness: "ok\n" once the agent answers and the control socket listens,
 // or "error: <one line>\n". Tests only: KATA_TS_SUPERVISOR_AGENT=host replaces the VM by host processes;
 // KATA_TS_SUPERVISOR_AGENT=socket:PATH uses a guest agent already serving on a host unix socket.
-import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, writeSync } from "node:fs";
 import { loadConfig } from "../config/config";
 import { connectVmAgent } from "./agent";
 import { HostAgent } from "./hostagent";
@@ -42,25 +41,13 @@ async function main(argv: string[]): Promise<void> {
         return { agent, share: { dir: paths.shared }, ownsAgent: false };
       }
       const { config } = loadConfig({ explicitPath: configPath });
-      const { startVm, isMicrovm } = await import("../hypervisor/qemu");
-      // The driver has no way yet to add a 9p export, so QEMU is started through a two-line wrapper
-      // that appends it (exec: QEMU keeps the wrapper's pid). Remove once StartVmOptions takes shares.
-      mkdirSync(paths.vmDir, { recursive: true, mode: 0o700 });
-      const wrapper = join(paths.vmDir, "qemu-share.sh");
-      const dev = isMicrovm(config.hypervisor.machineType || "microvm")
-        ? "virtio-9p-device"
-        : "virtio-9p-pci";
-      const sq = (v: string) => `'${v.replace(/'/g, "'\\''")}'`;
-      const opt = (v: string) => sq(v.replace(/,/g, ",,"));
-      writeFileSync(
-        wrapper,
-        `#!/bin/sh\nexec ${sq(config.hypervisor.path)} "$@" -fsdev local,id=share,path=${opt(paths.shared)},security_model=none -device ${dev},fsdev=share,mount_tag=${SHARE_TAG}\n`,
-        { mode: 0o700 },
-      );
+      const { startVm } = await import("../hypervisor/qemu");
+      // The share is on the command line: microvm cannot hotplug devices.
       const vm = await startVm({
         id: sandboxId,
         dir: paths.vmDir,
-        config: { ...config.hypervisor, path: wrapper },
+        config: config.hypervisor,
+        shares: [{ tag: SHARE_TAG, path: paths.shared }],
         onWarning: log,
       });
       try {

@@ -1,8 +1,9 @@
 // The QEMU argv is a pure function of the launch description: every flag that matters is asserted here.
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { describe, test } from "node:test";
 import { defaultConfig } from "../../src/config/config";
-import { startVm } from "../../src/hypervisor/qemu";
+import { missingBootFiles, startVm } from "../../src/hypervisor/qemu";
 import { chooseAccel, hostTscKhz } from "../../src/hypervisor/qemu/accel";
 import {
   buildQemuArgs,
@@ -205,5 +206,74 @@ describe("startVm preconditions", () => {
       startVm({ id: "x", dir, config: defaultConfig().hypervisor, accel: { accel: "tcg", reason: "test" } }),
       /qemu: socket path \/nonexistent\/d+\/qmp\.sock is longer than 107 bytes/,
     );
+  });
+});
+
+describe("9p shares", () => {
+  const opt = (argv: string[], flag: string) => argv.flatMap((a, i) => (argv[i - 1] === flag ? [a] : []));
+  test("each share is one -fsdev local (remapped devices) and one virtio-9p device with its tag", () => {
+    const argv = buildQemuArgs({
+      ...base,
+      shares: [
+        { tag: "kataShared", path: "/run/s,x/shared" },
+        { tag: "ro", path: "/srv/ro", readonly: true, securityModel: "passthrough" },
+      ],
+    });
+    assert.deepEqual(opt(argv, "-fsdev"), [
+      "local,id=fs0,path=/run/s,,x/shared,security_model=none,multidevs=remap",
+      "local,id=fs1,path=/srv/ro,security_model=passthrough,multidevs=remap,readonly=on",
+    ]);
+    const devs = opt(argv, "-device").filter((d) => d.startsWith("virtio-9p"));
+    assert.deepEqual(devs, [
+      "virtio-9p-device,fsdev=fs0,mount_tag=kataShared",
+      "virtio-9p-device,fsdev=fs1,mount_tag=ro",
+    ]);
+    const pci = buildQemuArgs({ ...base, machineType: "q35", shares: [{ tag: "t", path: "/p" }] });
+    assert.deepEqual(
+      opt(pci, "-device").filter((d) => d.startsWith("virtio-9p")),
+      ["virtio-9p-pci,fsdev=fs0,mount_tag=t"],
+    );
+    assert.equal(opt(buildQemuArgs(base), "-fsdev").length, 0, "no share, no 9p device");
+  });
+  test("a tag the guest cannot name is refused", () => {
+    assert.throws(
+      () => buildQemuArgs({ ...base, shares: [{ tag: "a,b", path: "/p" }] }),
+      /invalid 9p mount tag/,
+    );
+    assert.throws(() => buildQemuArgs({ ...base, shares: [{ tag: "x".repeat(32), path: "/p" }] }), /invalid/);
+  });
+});
+
+describe("boot files", () => {
+  test("each missing file is one line naming it and how to make it", () => {
+    assert.deepEqual(missingBootFiles({ kernel: "/proc/self/stat", image: "/proc/self/status" }), []);
+    const m = missingBootFiles({
+      kernel: "/nonexistent/vmlinux",
+      image: "/nonexistent/img",
+      shares: [{ path: "/nonexistent/s" }],
+    });
+    assert.equal(m.length, 3);
+    assert.match(m[0], /^guest kernel \/nonexistent\/vmlinux does not exist .*kata-ts guest build --kernel/);
+    assert.match(m[1], /^guest image \/nonexistent\/img does not exist .*kata-ts guest build`$/);
+    assert.match(m[2], /^shared directory \/nonexistent\/s does not exist$/);
+    for (const line of m) assert.ok(!line.includes("\n"));
+  });
+  test("startVm with a missing kernel fails before its directory is created or KVM probed", async () => {
+    const dir = `/tmp/kata-ts-unit-missing-${process.pid}`;
+    let probed = false;
+    await assert.rejects(
+      startVm({
+        id: "x",
+        dir,
+        config: { ...defaultConfig().hypervisor, kernel: "/nonexistent/vmlinux", image: "/proc/self/stat" },
+        get accel() {
+          probed = true;
+          return { accel: "tcg" as const, reason: "test" };
+        },
+      }),
+      /^Error: guest kernel \/nonexistent\/vmlinux does not exist/,
+    );
+    assert.equal(probed, false);
+    assert.equal(existsSync(dir), false);
   });
 });

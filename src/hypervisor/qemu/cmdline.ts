@@ -4,6 +4,20 @@ import type { QemuConfig } from "../../config/config";
 
 export type ConsoleKind = "serial" | "virtio";
 
+/** A host directory exported to the guest over virtio-9p (mounted there by `mount -t 9p <tag>`). */
+export interface ShareSpec {
+  /** mount_tag: what the guest names in `mount -t 9p -o trans=virtio <tag> <dir>`. */
+  tag: string;
+  /** Host directory. */
+  path: string;
+  readonly?: boolean;
+  /**
+   * "none" (default): files are created with the guest's uid/gid, failures to set ownership are
+   * ignored (as Kata does: the host side runs as root); "passthrough": ownership errors reach the guest.
+   */
+  securityModel?: "none" | "passthrough";
+}
+
 export interface QemuLaunch {
   qemuPath: string;
   /** "microvm" (default), "q35" or "pc"; other names are passed through as pc-like machines. */
@@ -36,6 +50,8 @@ export interface QemuLaunch {
   debug?: boolean;
   /** VM name shown in ps / QMP query-name. */
   name?: string;
+  /** 9p exports, attached at boot (microvm cannot hotplug). */
+  shares?: ShareSpec[];
 }
 
 export const AGENT_PORT_NAME = "agent.channel.0";
@@ -126,6 +142,18 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
   // boots without a client (the host connects when it likes; guest writes block until it has).
   add("-chardev", `socket,id=agent,path=${q(l.agentSocket)},server=on,wait=off`);
   add("-device", `virtserialport,bus=vser0.0,chardev=agent,name=${l.agentPortName ?? AGENT_PORT_NAME}`);
+
+  (l.shares ?? []).forEach((sh, i) => {
+    if (!/^[A-Za-z0-9_.-]{1,31}$/.test(sh.tag))
+      throw new Error(`qemu: invalid 9p mount tag ${JSON.stringify(sh.tag)}`);
+    // multidevs=remap: the share holds bind mounts of several host filesystems (container rootfses),
+    // whose inode numbers may collide; QEMU remaps them so the guest never sees two files as one.
+    const fs = [`local,id=fs${i}`, `path=${q(sh.path)}`, `security_model=${sh.securityModel ?? "none"}`];
+    fs.push("multidevs=remap");
+    if (sh.readonly) fs.push("readonly=on");
+    add("-fsdev", fs.join(","));
+    add("-device", `${micro ? "virtio-9p-device" : "virtio-9p-pci"},fsdev=fs${i},mount_tag=${sh.tag}`);
+  });
 
   if (l.image) {
     const blk = micro ? "virtio-blk-device" : "virtio-blk-pci";

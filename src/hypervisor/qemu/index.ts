@@ -2,8 +2,9 @@
 // its exit and can always kill it), waits until QMP answers, and removes the socket and pid files
 // when QEMU is gone, however it ended.
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import type { QemuConfig } from "../../config/config";
 import type { HypervisorDriver, StartVmOptions, Vm, VmExit } from "../driver";
 import { type AccelChoice, chooseAccel, hostTscKhz } from "./accel";
 import { buildQemuArgs, isMicrovm, launchFromConfig } from "./cmdline";
@@ -92,6 +93,52 @@ class QemuVm implements Vm {
   }
 }
 
+/**
+ * The boot files of a launch that do not exist, each as the one-line error to show: QEMU's own message
+ * ("could not load kernel") names neither the configuration key nor the command that makes the file.
+ */
+export function missingBootFiles(l: {
+  kernel: string;
+  initrd?: string;
+  image?: string;
+  shares?: { path: string }[];
+}): string[] {
+  const out: string[] = [];
+  if (!existsSync(l.kernel)) {
+    out.push(
+      `guest kernel ${l.kernel} does not exist (hypervisor.kernel): build it with \`kata-ts guest build --kernel\``,
+    );
+  }
+  if (l.image && !existsSync(l.image)) {
+    out.push(
+      `guest image ${l.image} does not exist (hypervisor.image): build it with \`kata-ts guest build\``,
+    );
+  }
+  if (l.initrd && !existsSync(l.initrd))
+    out.push(`guest initrd ${l.initrd} does not exist (hypervisor.initrd)`);
+  for (const s of l.shares ?? [])
+    if (!existsSync(s.path)) out.push(`shared directory ${s.path} does not exist`);
+  return out;
+}
+
+/** Throws the first missing boot file's one-line error for a configuration (+ per-VM overrides). */
+export function checkBootFiles(
+  config: QemuConfig,
+  o: Pick<StartVmOptions, "kernel" | "initrd" | "image" | "shares"> = {},
+): void {
+  const l = launchFromConfig(config, {
+    ...{ kernel: o.kernel, initrd: o.initrd, image: o.image, shares: o.shares },
+    accel: "tcg",
+    console: "serial",
+    consoleLog: "",
+    qmpSocket: "",
+    agentSocket: "",
+    pidFile: "",
+  });
+  const missing = missingBootFiles(l);
+  if (missing.length > 0) throw new Error(missing[0]);
+}
+
 /** Starts one VM and returns once QEMU answers on QMP (the guest is booting by then). */
 export async function startVm(opts: StartVmOptions): Promise<Vm> {
   const warn = opts.onWarning ?? (() => {});
@@ -103,6 +150,8 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
       );
     }
   }
+  // Missing boot files fail before anything is created or probed.
+  checkBootFiles(opts.config, opts);
   mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
   // Stale files from a VM that died uncleanly would make QEMU's listen() fail or confuse readers.
   for (const f of [paths.qmpSocket, paths.agentSocket, paths.pidFile]) rmSync(f, { force: true });
@@ -131,6 +180,7 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
     pidFile: paths.pidFile,
     tscKhz,
     sharedMemory: opts.sharedMemory,
+    shares: opts.shares,
     debug: opts.debug,
     name: `sandbox-${opts.id}`,
   });
