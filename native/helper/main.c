@@ -229,7 +229,7 @@ int main(int argc, char **argv) {
     if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
 
   unsigned long flags = 0;
-  int wait_mode = 0, have_clone = 0;
+  int wait_mode = 0, have_clone = 0, console_fd_given = 0;
   struct record r;
   int pending_ns[16];
   int npending = 0;
@@ -263,6 +263,11 @@ int main(int argc, char **argv) {
     } else if (strcmp(op, "console-connect") == 0 && r.argc == 2) {
       /* before setns: the socket path is the caller's, the container may not see it */
       console_connect(r.argv[1]);
+    } else if (strcmp(op, "console-fd") == 0 && r.argc == 1) {
+      /* the caller's own console socket (the guest agent), handed to us as the fd after the sync fd */
+      console_sock = sync_fd + 1;
+      if (fcntl(console_sock, F_SETFD, FD_CLOEXEC) < 0) fail("helper: console fd %d: %s", console_sock, strerror(errno));
+      console_fd_given = 1;
     } else if (strcmp(op, "seccomp-connect") == 0 && r.argc == 2) {
       /* the seccomp listener (linux.seccomp.listenerPath), reached before any setns */
       seccomp_listener = unix_connect(r.argv[1], "seccomp listener");
@@ -297,6 +302,8 @@ int main(int argc, char **argv) {
     container_main();
   }
   if (relay_pair[1] >= 0) close(relay_pair[1]);
+  /* the container sends the master; our copy would keep the caller from seeing EOF if it dies first */
+  if (console_fd_given) close(console_sock);
   char buf[32];
   snprintf(buf, sizeof(buf), "%d", pid);
   if (send_msg(sync_fd, "pid", buf) < 0) {

@@ -46,6 +46,8 @@ export interface LaunchOptions {
   wait: boolean;
   /** fds 0-2 of the helper and so of the container: ours ("inherit", the default), /dev/null or an fd. */
   stdio?: [StdioTarget, StdioTarget, StdioTarget];
+  /** A unix socket the container sends its pty master over (plan option consoleFd): the fd after sync. */
+  consoleFd?: number;
   /** The helper's environment (the agent passes its own; default process.env). */
   env?: NodeJS.ProcessEnv;
 }
@@ -65,6 +67,7 @@ export function launch(o: LaunchOptions): Promise<Launched> {
   const stdio: (StdioTarget | "pipe")[] = [...(o.stdio ?? ["inherit", "inherit", "inherit"])];
   for (let i = 0; i < preserve; i++) stdio.push(3 + i);
   stdio.push("pipe");
+  if (o.consoleFd !== undefined) stdio.push(o.consoleFd);
   // Its own session: a terminal's ^C reaches us once and we relay it once (not twice via the process group).
   const helper = spawn(helperPath(o.env), [String(syncFd)], { stdio, detached: true, env: o.env });
   const exited = new Promise<number>((resolve) => {

@@ -61,6 +61,8 @@ export interface InitPlanOptions {
   /** Path of the exec fifo in the state directory. */
   fifo: string;
   consoleSocket?: string;
+  /** The caller hands the helper a console socket fd (launch({consoleFd})) instead of a path. */
+  consoleFd?: boolean;
   noPivot?: boolean;
   preserveFds?: number;
   /** runc's per-container session keyring ("_ses.<id>"); undefined with --no-new-keyring. */
@@ -139,6 +141,7 @@ function initPhase1(
   // Connected before any setns/pivot: the listener's path is the caller's.
   if (sec?.listenerPath && usesSeccompNotify(sec)) recs.push(["seccomp-connect", sec.listenerPath]);
   if (opts.consoleSocket) recs.push(["console-connect", opts.consoleSocket]);
+  else if (opts.consoleFd && opts.spec.process?.terminal) recs.push(["console-fd"]);
   // Foreground with a terminal and no console socket: the waiting helper relays the pty, as runc does.
   else if (wait && opts.spec.process?.terminal) recs.push(["console-relay"]);
   recs.push(["clone", String(flags), wait ? "wait" : "detach"]);
@@ -381,7 +384,7 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
   const mountRecs = mounts.flatMap((m) => mountRecords(m, opts.bundle, facts));
   const procRecsBase = { seccomp: linux.seccomp, capLastCap: facts.capLastCap, passwd: facts.passwd };
   processRecords(proc, procRecsBase);
-  if (proc.terminal && !opts.consoleSocket && !wait)
+  if (proc.terminal && !opts.consoleSocket && !opts.consoleFd && !wait)
     throw new PlanError("cannot allocate tty if kata-ts will detach without setting console socket");
   if (!proc.terminal && opts.consoleSocket)
     throw new PlanError("cannot use console socket if kata-ts will not detach or allocate tty");
@@ -471,6 +474,8 @@ export interface ExecPlanOptions {
   joins: Partial<Record<NamespaceType, string>>;
   seccomp?: Seccomp;
   consoleSocket?: string;
+  /** As InitPlanOptions.consoleFd. */
+  consoleFd?: boolean;
   preserveFds?: number;
   detach: boolean;
   capLastCap: number;
@@ -482,7 +487,7 @@ export interface ExecPlanOptions {
 /** exec: join the init's namespaces, then the same process setup without mounts or fifo. */
 export function buildExecPlan(o: ExecPlanOptions): { phase1: Rec[]; phase2: (pid: number) => Rec[] } {
   const p = o.process;
-  if (p.terminal && !o.consoleSocket && o.detach)
+  if (p.terminal && !o.consoleSocket && !o.consoleFd && o.detach)
     throw new PlanError("cannot allocate tty if kata-ts will detach without setting console socket");
   if (!p.terminal && o.consoleSocket)
     throw new PlanError("cannot use console socket if kata-ts will not detach or allocate tty");
@@ -490,7 +495,7 @@ export function buildExecPlan(o: ExecPlanOptions): { phase1: Rec[]; phase2: (pid
   if (o.seccomp?.listenerPath && usesSeccompNotify(o.seccomp))
     phase1.push(["seccomp-connect", o.seccomp.listenerPath]);
   if (o.consoleSocket) phase1.push(["console-connect", o.consoleSocket]);
-  else if (p.terminal) phase1.push(["console-relay"]);
+  else if (p.terminal) phase1.push(o.consoleFd ? ["console-fd"] : ["console-relay"]);
   for (const t of JOIN_ORDER) {
     const path = o.joins[t];
     if (path) phase1.push(["setns", path, t]);

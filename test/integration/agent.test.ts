@@ -22,13 +22,13 @@ function collect(s: AgentStream): Promise<string> {
   });
 }
 
-/** Resolves with the first chunk(s) that contain `text`. */
-function waitFor(s: AgentStream, text: string): Promise<void> {
+/** Resolves once the stream carried `text` (`times` times). */
+function waitFor(s: AgentStream, text: string, times = 1): Promise<void> {
   let seen = "";
   return new Promise((resolve) => {
     const on = (c: Buffer) => {
       seen += c.toString();
-      if (seen.includes(text)) {
+      if (seen.split(text).length > times) {
         s.off("data", on);
         resolve();
       }
@@ -241,6 +241,73 @@ describe("guest agent on the host (no VM)", {
     assert.equal((await client.call("waitProcess", { containerId: id2, execId: "p" })).exitStatus, 0);
     assert.match(await execOut, /^hi\npipe:\[\d+\]\n$/);
     assert.equal(await execErr, "err\n");
+    await client.call("removeContainer", { containerId: id2 });
+    assertNoLeaks(snap, { root: state, bundle: b.dir, id });
+    assertNoLeaks(snap, { root: state, bundle: b2.dir, id: id2 });
+    b.cleanup();
+    b2.cleanup();
+  });
+
+  it("terminal: the init and an exec get a pty of the container's devpts; resizeTerminal reaches stty", async () => {
+    const id = `agent-tty-${process.pid}`;
+    const b = makeBundle(
+      {
+        process: { terminal: true, args: ["/bin/sh", "-c", "tty; read l; stty size; echo in:$l"] },
+      },
+      { parent: tmp.path },
+    );
+    const target = join(tmp.path, "guest", id, "rootfs");
+    const [si, so] = [client.openStream(), client.openStream()];
+    const out = collect(so);
+    const asked = waitFor(so, "\n");
+    await client.call("createContainer", {
+      containerId: id,
+      spec: { ...b.spec, root: { path: target } },
+      mounts: [{ source: b.rootfs, fstype: "bind", target, options: [] }],
+      stdio: { terminal: true, stdin: si.id, stdout: so.id, stderr: 0 },
+    });
+    await client.call("startContainer", { containerId: id });
+    await asked; // tty printed: it now waits in read
+    await client.call("resizeTerminal", { containerId: id, execId: "", rows: 41, cols: 101 });
+    si.write("yes\r");
+    assert.equal((await client.call("waitProcess", { containerId: id, execId: "" })).exitStatus, 0);
+    // a pty: \r\n line ends, the input echoed, the slave in the container's own devpts
+    assert.match(await out, /^\/dev\/pts\/\d+\r\nyes\r\n41 101\r\nin:yes\r\n$/);
+    await client.call("removeContainer", { containerId: id });
+
+    // exec with a terminal (the supervisor's shape: no stderr stream) and a console size
+    const id2 = `${id}-x`;
+    const b2 = makeBundle({ process: { args: ["/bin/sleep", "1000"] } }, { parent: tmp.path });
+    const target2 = join(tmp.path, "guest", id2, "rootfs");
+    await client.call("createContainer", {
+      containerId: id2,
+      spec: { ...b2.spec, root: { path: target2 } },
+      mounts: [{ source: b2.rootfs, fstype: "bind", target: target2, options: [] }],
+      stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
+    });
+    await client.call("startContainer", { containerId: id2 });
+    const [ei, eo] = [client.openStream(), client.openStream()];
+    const execOut = collect(eo);
+    await client.call("execProcess", {
+      containerId: id2,
+      execId: "t",
+      process: {
+        terminal: true,
+        consoleSize: { height: 12, width: 34 },
+        cwd: "/",
+        user: { uid: 0, gid: 0 },
+        env: ["PATH=/bin"],
+        args: ["/bin/sh", "-c", "tty; stty size; ps -o tty= -p $$ 2>/dev/null || true; exit 6"],
+      },
+      stdio: { terminal: true, stdin: ei.id, stdout: eo.id, stderr: 0 },
+    });
+    assert.equal((await client.call("waitProcess", { containerId: id2, execId: "t" })).exitStatus, 6);
+    assert.match(await execOut, /^\/dev\/pts\/\d+\r\n12 34\r\n/);
+    ei.end();
+    await assert.rejects(
+      client.call("resizeTerminal", { containerId: id2, execId: "nope", rows: 1, cols: 1 }),
+      (e: unknown) => e instanceof AgentError && e.code === Code.notFound,
+    );
     await client.call("removeContainer", { containerId: id2 });
     assertNoLeaks(snap, { root: state, bundle: b.dir, id });
     assertNoLeaks(snap, { root: state, bundle: b2.dir, id: id2 });

@@ -175,6 +175,14 @@ describe("engine plan", () => {
       p.phase2("{}").find((r) => r[0] === "console"),
       ["console", "1", "0", "0"],
     );
+    // the guest agent's console socket is an fd: no path, and it replaces the foreground relay
+    const f = plan(t, { consoleFd: true });
+    assert.deepEqual(
+      f.phase1.filter((r) => r[0].startsWith("console")),
+      [["console-fd"]],
+    );
+    assert.ok(f.phase2("{}").some((r) => r[0] === "console"));
+    assert.ok(!plan(spec(), { consoleFd: true }).phase1.some((r) => r[0].startsWith("console")));
   });
 
   test("mounts: options to flags/data; binds resolve against the bundle; a missing source is refused", () => {
@@ -316,6 +324,14 @@ describe("engine plan", () => {
       ["console-connect:", "setns:user", "setns:pid", "setns:mount", "clone:detach"],
     );
     assert.ok(!p.phase2(7).some((r) => ["mount", "pivot", "fifo"].includes(r[0])));
+    const agentExec = buildExecPlan({
+      process: { args: ["sh"], cwd: "/", user: { uid: 1, gid: 2 }, terminal: true },
+      joins: {},
+      consoleFd: true,
+      detach: false,
+      capLastCap: 40,
+    });
+    assert.deepEqual(agentExec.phase1, [["console-fd"], ["clone", "0", "wait"]]);
     assert.deepEqual(
       p.phase2(7).find((r) => r[0] === "user"),
       ["user", "1", "2"],

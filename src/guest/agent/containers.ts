@@ -24,6 +24,7 @@ import type {
   GuestMount,
   ProcessRef,
   ProcessStarted,
+  ResizeRequest,
   SignalProcessRequest,
   StdioStreams,
   UpdateContainerRequest,
@@ -36,7 +37,7 @@ import { type Launched, type LaunchOptions, launch, namespacesToJoin } from "../
 import { buildExecPlan, buildInitPlan } from "../../engine/plan";
 import type { Spec } from "../../oci/spec";
 
-import { openPipes } from "./stdio";
+import { openPipes, openTerminal, type TerminalIo } from "./stdio";
 
 const run = promisify(execFile);
 
@@ -45,14 +46,20 @@ const EXEC_FIFO = "exec.fifo";
 /** After a process exits, how long waitProcess waits for its output to drain (a daemon may hold it). */
 const OUTPUT_GRACE_MS = 2000;
 
-interface GuestProcess {
+interface ProcessIoState {
+  /** The pipe to the process's stdin (closeStdin ends it); none with a terminal. */
+  stdin?: Writable;
+  /** Resolves when every output pipe ended (or the grace time after exit passed). */
+  outputDone: Promise<void>;
+  /** With a terminal: sets the pty's size. */
+  resize?: (rows: number, cols: number) => void;
+}
+
+interface GuestProcess extends ProcessIoState {
   execId: string;
   pid: number;
   launched: Launched;
   exitStatus?: number;
-  stdin?: Writable;
-  /** Resolves when every output pipe ended (or the grace time after exit passed). */
-  outputDone: Promise<void>;
 }
 
 interface GuestContainer {
@@ -145,10 +152,12 @@ export class ContainerManager {
     pipes: { stdin: Writable | null; stdout: Readable | null; stderr: Readable | null },
     stream: (id: number) => AgentStream,
     exited: Promise<number>,
-  ): { stdin?: Writable; outputDone: Promise<void> } {
+    terminal: boolean,
+  ): ProcessIoState {
     if (stdio.stdin && pipes.stdin) {
       const s = stream(stdio.stdin);
-      s.pipe(pipes.stdin);
+      // A pty has no half-close: the end of the host's stdin must not end the relay (the output too).
+      s.pipe(pipes.stdin, { end: !terminal });
       pipes.stdin.on("error", () => {}); // EPIPE after the workload exited
     }
     // stdout and stderr may share one stream: end it only when both sources ended.
@@ -175,17 +184,56 @@ export class ContainerManager {
     const outputDone = Promise.all(ends).then(() => {});
     const grace = exited.then(() => new Promise<void>((r) => setTimeout(r, OUTPUT_GRACE_MS).unref()));
     return {
-      stdin: pipes.stdin ?? undefined,
+      stdin: terminal ? undefined : (pipes.stdin ?? undefined),
       outputDone: Promise.race([outputDone, grace]),
     };
   }
 
-  /** Starts a process (the helper in wait mode) with its stdio relayed to the streams in `stdio`. */
+  /**
+   * Starts a process (the helper in wait mode) with its stdio relayed to the streams in `stdio`: pipes,
+   * or with `terminal` the pty the container made (plan option consoleFd).
+   */
   private async launchProcess(
     stdio: StdioStreams,
+    terminal: boolean,
     stream: (id: number) => AgentStream,
     o: Pick<LaunchOptions, "phase1" | "expectReady" | "onPid">,
-  ): Promise<{ launched: Launched; io: Pick<GuestProcess, "stdin" | "outputDone"> }> {
+  ): Promise<{ launched: Launched; io: ProcessIoState }> {
+    if (terminal) {
+      const term = openTerminal();
+      let launched: Launched;
+      let tty: ReturnType<TerminalIo["attach"]>;
+      try {
+        // the helper's own 0-2 are /dev/null: the container replaces them with the pty slave
+        launched = await launch({
+          ...o,
+          wait: true,
+          stdio: ["ignore", "ignore", "ignore"],
+          consoleFd: term.consoleFd,
+        });
+      } catch (err) {
+        term.close();
+        throw err;
+      }
+      try {
+        tty = term.attach();
+      } catch (err) {
+        try {
+          process.kill(launched.pid, "SIGKILL");
+        } catch {}
+        await launched.exited;
+        throw err;
+      }
+      if (stdio.stderr) stream(stdio.stderr).end(); // a pty has one output: everything goes to stdout
+      const io = this.bindStdio(
+        { ...stdio, stderr: 0 },
+        { stdin: tty.stdin, stdout: tty.stdout, stderr: null },
+        stream,
+        launched.exited,
+        true,
+      );
+      return { launched, io: { ...io, resize: tty.resize } };
+    }
     const pipes = openPipes(stdio);
     let launched: Launched;
     try {
@@ -196,7 +244,7 @@ export class ContainerManager {
     } finally {
       pipes.closeChildEnds();
     }
-    return { launched, io: this.bindStdio(stdio, pipes, stream, launched.exited) };
+    return { launched, io: this.bindStdio(stdio, pipes, stream, launched.exited, false) };
   }
 
   async createContainer(
@@ -207,9 +255,10 @@ export class ContainerManager {
     if (!/^[\w][\w.-]*$/.test(id))
       throw new AgentError(Code.invalidArgument, `invalid container id ${JSON.stringify(id)}`);
     if (this.containers.has(id)) throw new AgentError(Code.alreadyExists, `container ${id} already exists`);
-    if (req.stdio.terminal)
-      throw new AgentError(Code.unimplemented, "terminal processes are not supported by the agent yet");
-    const spec = req.spec;
+    const terminal = req.stdio.terminal || Boolean(req.spec.process?.terminal);
+    const spec: Spec = req.spec.process
+      ? { ...req.spec, process: { ...req.spec.process, terminal } }
+      : req.spec;
     const rootfs = spec.root?.path;
     if (!rootfs?.startsWith("/"))
       throw new AgentError(Code.invalidArgument, "spec.root.path must be an absolute guest path");
@@ -236,8 +285,11 @@ export class ContainerManager {
       const cg = cgroup;
       const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
       const facts = hostFacts(rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
-      const plan = buildInitPlan({ spec, bundle: dir, rootfs, fifo: join(dir, EXEC_FIFO), facts }, true);
-      const started = await this.launchProcess(req.stdio, stream, {
+      const plan = buildInitPlan(
+        { spec, bundle: dir, rootfs, fifo: join(dir, EXEC_FIFO), facts, consoleFd: terminal },
+        true,
+      );
+      const started = await this.launchProcess(req.stdio, terminal, stream, {
         phase1: plan.phase1,
         expectReady: true,
         onPid: (pid) => {
@@ -302,19 +354,19 @@ export class ContainerManager {
       throw new AgentError(Code.alreadyExists, `process ${req.execId} already exists in container ${c.id}`);
     if (c.init.exitStatus !== undefined)
       throw new AgentError(Code.failedPrecondition, "cannot exec in a stopped container");
-    if (req.stdio.terminal || req.process.terminal)
-      throw new AgentError(Code.unimplemented, "terminal processes are not supported by the agent yet");
+    const terminal = req.stdio.terminal || Boolean(req.process.terminal);
     const plan = buildExecPlan({
-      process: req.process,
+      process: { ...req.process, terminal },
+      consoleFd: terminal,
       joins: namespacesToJoin(c.init.pid),
       seccomp: c.spec.linux?.seccomp,
       detach: false,
       capLastCap: capLastCap(),
       passwd: containerPasswd(c.spec.root?.path ?? "/"),
     });
-    let started: { launched: Launched; io: Pick<GuestProcess, "stdin" | "outputDone"> };
+    let started: { launched: Launched; io: ProcessIoState };
     try {
-      started = await this.launchProcess(req.stdio, stream, {
+      started = await this.launchProcess(req.stdio, terminal, stream, {
         phase1: plan.phase1,
         expectReady: false,
         onPid: (pid) => {
@@ -360,6 +412,12 @@ export class ContainerManager {
     const exitStatus = await p.launched.exited;
     await p.outputDone;
     return { exitStatus };
+  }
+
+  async resizeTerminal(req: ResizeRequest): Promise<void> {
+    const p = this.proc(req);
+    if (!p.resize) throw new AgentError(Code.failedPrecondition, "the process has no terminal");
+    p.resize(req.rows, req.cols);
   }
 
   async closeStdin(ref: ProcessRef): Promise<void> {

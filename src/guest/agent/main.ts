@@ -78,8 +78,9 @@ async function main(): Promise<void> {
       await manager.closeStdin(req);
       return {};
     },
-    resizeTerminal: async () => {
-      throw new Error("terminal processes are not supported by the agent yet");
+    resizeTerminal: async (req) => {
+      await manager.resizeTerminal(req);
+      return {};
     },
     pauseContainer: async (req) => {
       await manager.pause(req);
