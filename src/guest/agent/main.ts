@@ -11,7 +11,7 @@ import { AGENT_PORT_NAME, type GuestDetails } from "../../agent/api";
 import { type AgentHandlers, serve } from "../../agent/server";
 import { VERSION } from "../../version";
 import { ContainerManager, DEFAULT_STATE_ROOT } from "./containers";
-import { findPort, servePort } from "./port";
+import { findPort, readsSettled, servePort } from "./port";
 
 function log(msg: string): void {
   process.stderr.write(`kata-ts-agent: ${msg}\n`);
@@ -33,6 +33,23 @@ function bootId(): string {
   }
 }
 
+/** Resolves when every session has written out what it buffered (the last answers). */
+async function flushed(sessions: Set<Duplex>): Promise<void> {
+  while ([...sessions].some((io) => !io.destroyed && io.writableLength > 0))
+    await new Promise((r) => setTimeout(r, 2));
+}
+
+/** true when `p` settled within `ms`. */
+function within(ms: number, p: Promise<unknown>): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    p.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
 async function main(): Promise<void> {
   const env = process.env;
   const manager = new ContainerManager({ stateRoot: env.KATA_TS_AGENT_STATE || DEFAULT_STATE_ROOT, log });
@@ -43,18 +60,34 @@ async function main(): Promise<void> {
     agentVersion: VERSION.version,
     readyAt: 0,
   };
+  const sessions = new Set<Duplex>();
+  let stopping = false;
+  // Shutdown: the answer is out first, then cleanup, sync and exit; the init powers the VM off when we
+  // exit (whatever our status). Every step is bounded so a stuck umount cannot keep the VM up.
   const shutdown = async (code: number) => {
-    await manager.removeAll().catch((err) => log(`cleanup: ${(err as Error).message}`));
+    if (stopping) return;
+    stopping = true;
+    await within(1000, flushed(sessions));
+    const cleaned = await within(
+      10_000,
+      manager.removeAll().catch((err) => log(`cleanup: ${(err as Error).message}`)),
+    );
+    if (!cleaned) log("cleanup did not finish in 10 s: going on");
     rmSync(manager.stateRoot, { recursive: true, force: true });
     stop();
     if (env.KATA_TS_AGENT_SOCKET) process.exit(code);
     try {
-      execFileSync("sync");
+      execFileSync("sync", { timeout: 5000 });
     } catch {}
-    log("shutdown complete");
-    // A thread-pool thread is blocked in read() on the port while the host stays connected, and Node's
-    // exit joins the thread pool: exit() would hang. Nothing is left to flush, so end hard; the init
-    // powers the VM off whatever our status.
+    // Node's exit joins the thread pool, and a pool thread stays blocked in read() on the port while the
+    // host is connected: a clean exit only once the host hung up (the supervisor closes its end after
+    // the answer). If it stays connected, end hard: nothing is left to flush, and the init powers off
+    // on any exit of ours.
+    if (await readsSettled(2000)) {
+      log("shutdown complete");
+      process.exit(code);
+    }
+    log("shutdown complete (the host is still connected: ending hard)");
     process.kill(process.pid, "SIGKILL");
   };
   const handlers: AgentHandlers = {
@@ -101,15 +134,16 @@ async function main(): Promise<void> {
       return {};
     },
     shutdown: async () => {
-      // answer first, then clean up and exit (the init powers the VM off when we exit)
-      setTimeout(() => shutdown(0), 10);
+      // answer first (shutdown waits for it to be written), then clean up and exit
+      setImmediate(() => shutdown(0));
       return {};
     },
   };
   const onError = (method: string, err: Error) => log(`${method}: ${err.message}`);
   const session = (io: Duplex) => {
+    sessions.add(io);
     const s = serve(io, handlers, { onError });
-    return s.closed;
+    return s.closed.finally(() => sessions.delete(io));
   };
   for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => shutdown(0));
 

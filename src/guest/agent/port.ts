@@ -23,10 +23,34 @@ export function findPort(name: string, sysDir = "/sys/class/virtio-ports"): stri
   );
 }
 
+// Reads in flight on the thread pool. Node's exit joins the pool's threads, so the agent may only exit
+// when none is blocked in read() on the port (the host hung up): see readsSettled().
+let inFlight = 0;
+let onSettled: (() => void)[] = [];
+
 function readAsync(fd: number, buf: Buffer): Promise<number> {
-  return new Promise((resolve, reject) =>
+  inFlight++;
+  return new Promise<number>((resolve, reject) =>
     read(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n))),
-  );
+  ).finally(() => {
+    if (--inFlight === 0) for (const f of onSettled.splice(0)) f();
+  });
+}
+
+/** True once no read on the port is in flight (at once, or within `ms`). */
+export function readsSettled(ms: number): Promise<boolean> {
+  if (inFlight === 0) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      onSettled = onSettled.filter((f) => f !== done);
+      resolve(false);
+    }, ms);
+    onSettled.push(done);
+  });
 }
 
 function writeAll(fd: number, chunk: Buffer, cb: (err?: Error | null) => void): void {
@@ -80,7 +104,11 @@ class PortSession extends Duplex {
   }
 }
 
-/** Opens the port and calls onSession for every host connection, forever (until close()). */
+/**
+ * Opens the port and calls onSession for every host connection, forever (until close()). close() stops
+ * accepting sessions; the fd is closed once no read is blocked on it (a read in flight returns when the
+ * host hangs up, and closing under it would let the number be reused while it still reads).
+ */
 export function servePort(device: string, onSession: (io: Duplex) => Promise<unknown>): { close(): void } {
   const fd = openSync(device, "r+");
   let closed = false;
@@ -88,6 +116,7 @@ export function servePort(device: string, onSession: (io: Duplex) => Promise<unk
     const buf = Buffer.allocUnsafe(64 * 1024);
     while (!closed) {
       const n = await readAsync(fd, buf).catch(() => 0);
+      if (closed) break;
       if (n === 0) {
         await new Promise((r) => setTimeout(r, 20));
         continue;
@@ -97,10 +126,15 @@ export function servePort(device: string, onSession: (io: Duplex) => Promise<unk
   })();
   return {
     close() {
+      if (closed) return;
       closed = true;
-      try {
-        closeSync(fd);
-      } catch {}
+      const closeFd = () => {
+        try {
+          closeSync(fd);
+        } catch {}
+      };
+      if (inFlight === 0) closeFd();
+      else onSettled.push(closeFd);
     },
   };
 }
