@@ -108,7 +108,7 @@ describe("buildQemuArgs", () => {
 
   test("shared memory: memfd backend shared, wired as the machine's RAM, virtio-mmio modern on microvm", () => {
     const a = buildQemuArgs({ ...base, sharedMemory: true });
-    assert.equal(value(a, "-object"), "memory-backend-memfd,id=mem,size=2048M,share=on");
+    assert.equal(values(a, "-object")[0], "memory-backend-memfd,id=mem,size=2048M,share=on");
     assert.match(value(a, "-M"), /,memory-backend=mem$/);
     assert.equal(value(a, "-global"), "virtio-mmio.force-legacy=false");
     const q = buildQemuArgs({ ...base, machineType: "q35", sharedMemory: true });
@@ -206,6 +206,20 @@ describe("startVm preconditions", () => {
       startVm({ id: "x", dir, config: defaultConfig().hypervisor, accel: { accel: "tcg", reason: "test" } }),
       /qemu: socket path \/nonexistent\/d+\/qmp\.sock is longer than 107 bytes/,
     );
+  });
+});
+
+describe("entropy", () => {
+  test("a virtio-rng device fed from the host's /dev/urandom by default; none with an empty source", () => {
+    const a = buildQemuArgs(base);
+    assert.deepEqual(values(a, "-object"), ["rng-random,id=rng0,filename=/dev/urandom"]);
+    assert.ok(values(a, "-device").includes("virtio-rng-device,rng=rng0"));
+    const q = buildQemuArgs({ ...base, machineType: "q35", rngSource: "/dev/random" });
+    assert.deepEqual(values(q, "-object"), ["rng-random,id=rng0,filename=/dev/random"]);
+    assert.ok(values(q, "-device").includes("virtio-rng-pci,rng=rng0"));
+    const none = buildQemuArgs({ ...base, rngSource: "" });
+    assert.equal(values(none, "-object").length, 0);
+    assert.ok(!values(none, "-device").some((d) => d.startsWith("virtio-rng")));
   });
 });
 
