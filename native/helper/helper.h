@@ -29,6 +29,8 @@ long long parse_i64(const char *s, const char *what);
 void container_main(void) __attribute__((noreturn));
 void console_connect(const char *path);
 extern int console_sock;
+void preopen_fifo(const char *path);
+void close_fifo(void);
 extern int seccomp_listener;
 int unix_connect(const char *path, const char *what);
 int send_fd(int sock, int fd, const char *name);

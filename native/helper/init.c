@@ -375,6 +375,20 @@ int unix_connect(const char *path, const char *what) {
   return fd;
 }
 
+/*
+ * The exec fifo's O_PATH, opened by the helper right after mkfifo with the caller's credentials: the
+ * container may clone with another fsuid (see "clone" in main.c) that cannot reach the state directory.
+ */
+void preopen_fifo(const char *path) {
+  fifo_fd = open(path, O_PATH | O_CLOEXEC);
+  if (fifo_fd < 0) fail("open exec fifo %s: %s", path, strerror(errno));
+}
+
+void close_fifo(void) {
+  if (fifo_fd >= 0) close(fifo_fd);
+  fifo_fd = -1;
+}
+
 void console_connect(const char *path) { console_sock = unix_connect(path, "console socket"); }
 
 int send_fd(int sock, int fd, const char *name) {
@@ -662,7 +676,8 @@ void container_main(void) {
         run_hook(r.argv[1], hook_index++, &r, 1);
       }
     } else if (strcmp(op, "fifo") == 0 && r.argc == 2) {
-      fifo_fd = open(r.argv[1], O_PATH | O_CLOEXEC);
+      /* opened by the helper before clone (preopen_fifo) unless it came from elsewhere */
+      if (fifo_fd < 0) fifo_fd = open(r.argv[1], O_PATH | O_CLOEXEC);
       if (fifo_fd < 0) fail("open exec fifo %s: %s", r.argv[1], strerror(errno));
     } else if (strcmp(op, "pivot") == 0) {
       op_pivot(0);

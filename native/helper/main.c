@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/fsuid.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -230,6 +231,7 @@ int main(int argc, char **argv) {
 
   unsigned long flags = 0;
   int wait_mode = 0, have_clone = 0, console_fd_given = 0;
+  long long clone_fsuid = -1;
   struct record r;
   int pending_ns[16];
   int npending = 0;
@@ -260,6 +262,7 @@ int main(int argc, char **argv) {
       if (mkfifo(r.argv[1], 0622) < 0) fail("mkfifo %s: %s", r.argv[1], strerror(errno));
       /* exactly 0622, whatever the umask: the init may open it for writing after setuid */
       if (chmod(r.argv[1], 0622) < 0) fail("chmod %s: %s", r.argv[1], strerror(errno));
+      preopen_fifo(r.argv[1]);
     } else if (strcmp(op, "console-connect") == 0 && r.argc == 2) {
       /* before setns: the socket path is the caller's, the container may not see it */
       console_connect(r.argv[1]);
@@ -275,9 +278,10 @@ int main(int argc, char **argv) {
       /* an internal console socket: the container sends its pty master to us (see relay_tty) */
       if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, relay_pair) < 0)
         fail("helper: console socketpair: %s", strerror(errno));
-    } else if (strcmp(op, "clone") == 0 && r.argc == 3) {
+    } else if (strcmp(op, "clone") == 0 && (r.argc == 3 || r.argc == 4)) {
       flags = (unsigned long)parse_u64(r.argv[1], "clone flags");
       wait_mode = strcmp(r.argv[2], "wait") == 0;
+      if (r.argc == 4) clone_fsuid = (long long)parse_u64(r.argv[3], "clone fsuid");
       have_clone = 1;
     } else {
       fail("helper: unexpected phase-1 record %s", op);
@@ -291,8 +295,16 @@ int main(int argc, char **argv) {
   }
   unsigned long cflags = flags | SIGCHLD;
   if (!wait_mode) cflags |= CLONE_PARENT;
+  /* clone FLAGS MODE FSUID: the namespaces (a new IPC one's mqueue root) are made with this fsuid */
+  uid_t saved_fsuid = 0;
+  if (clone_fsuid >= 0) {
+    saved_fsuid = (uid_t)setfsuid((uid_t)clone_fsuid);
+    if ((long long)setfsuid((uid_t)-1) != clone_fsuid) fail("setfsuid %lld: not permitted", clone_fsuid);
+  }
   pid_t pid = (pid_t)syscall(SYS_clone, cflags, 0, NULL, NULL, 0);
   if (pid < 0) fail("clone: %s", strerror(errno));
+  if (pid > 0 && clone_fsuid >= 0) setfsuid(saved_fsuid);
+  if (pid > 0) close_fifo(); /* the container's copy is the one that counts */
   if (pid == 0) {
     in_child = 1;
     if (relay_pair[0] >= 0) {

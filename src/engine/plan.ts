@@ -144,8 +144,21 @@ function initPhase1(
   else if (opts.consoleFd && opts.spec.process?.terminal) recs.push(["console-fd"]);
   // Foreground with a terminal and no console socket: the waiting helper relays the pty, as runc does.
   else if (wait && opts.spec.process?.terminal) recs.push(["console-relay"]);
-  recs.push(["clone", String(flags), wait ? "wait" : "detach"]);
+  const clone: Rec = ["clone", String(flags), wait ? "wait" : "detach"];
+  // A new IPC namespace's mqueue root belongs to whoever's fsuid/fsgid made the namespace. runc makes it
+  // after setresuid(0) in the new user namespace but before any setgid: uid = the container's root,
+  // gid = the host's 0 (unmapped). We make every namespace in one clone, so the helper clones with
+  // fsuid = the container root's host id (its fsgid stays 0): /dev/mqueue is 0:65534 inside, as runc's.
+  const rootHost = namespaces.user === "new" ? hostIdOf(0, opts.spec.linux?.uidMappings) : undefined;
+  if (rootHost !== undefined) clone.push(String(rootHost));
+  recs.push(clone);
   return { recs, namespaces };
+}
+
+/** The host id a container id maps to, if a mapping covers it. */
+function hostIdOf(id: number, maps: { containerID: number; hostID: number; size: number }[] | undefined) {
+  const m = maps?.find((x) => id >= x.containerID && id < x.containerID + x.size);
+  return m ? m.hostID + (id - m.containerID) : undefined;
 }
 
 // runc's default devices, in runc's order (what a container sees in /proc/self/mountinfo under userns).
@@ -393,10 +406,11 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
 
   const phase2 = (state: string): Rec[] => {
     const r: Rec[] = [["setsid"], ["fifo", opts.fifo]];
-    if (opts.sessionKeyring) r.push(["keyring", opts.sessionKeyring]);
     // In a new user namespace the maps are written by now: become its root (kuid = the mapped id), or
-    // files we create would belong to an unmapped id (EOVERFLOW).
+    // files we create would belong to an unmapped id (EOVERFLOW). Before the keyring: it belongs to our
+    // real uid and only its owner (by fsuid) may set its permissions, as in runc's init.
     if (newUserNs) r.push(["become-root"]);
+    if (opts.sessionKeyring) r.push(["keyring", opts.sessionKeyring]);
     if (namespaces.cgroup === "new") r.push(["unshare", String(CLONE_FLAGS.cgroup)]);
     const prop = linux.rootfsPropagation ? PROPAGATION[linux.rootfsPropagation] : MS.SLAVE | MS.REC;
     if (prop) r.push(["prop", String(prop)]);

@@ -78,6 +78,7 @@ describe("engine plan", () => {
     );
     assert.equal(p.namespaces.pid, "new");
     assert.equal(p.uidMappings, undefined, "maps only for a new user namespace");
+    assert.equal(p.phase1.at(-1)?.length, 3, "no clone fsuid without a new user namespace");
   });
 
   test("a new user namespace gets maps and becomes root before mounting; devices are bound", () => {
@@ -95,6 +96,21 @@ describe("engine plan", () => {
     const recs = p.phase2("{}");
     const ops = recs.map((r) => r[0]);
     assert.ok(ops.indexOf("become-root") < ops.indexOf("rootfs"));
+    // cloned with fsuid = the container root's host id (the new IPC namespace's mqueue root, as runc)
+    assert.deepEqual(p.phase1.at(-1), ["clone", String(p.phase1.at(-1)?.[1]), "detach", "1000"]);
+    const keyed = plan(
+      spec((s) => {
+        s.linux?.namespaces?.push({ type: "user" });
+        if (s.linux) s.linux.uidMappings = [{ containerID: 0, hostID: 1000, size: 10 }];
+      }),
+      { sessionKeyring: "_ses.x" },
+    )
+      .phase2("{}")
+      .map((r) => r[0]);
+    assert.ok(
+      keyed.indexOf("become-root") < keyed.indexOf("keyring"),
+      "the keyring is joined as the ns root",
+    );
     const null_ = recs.find((r) => r[0] === "device" && r[1] === "/dev/null");
     assert.equal(null_?.[8], "1", "bind from the host in a user namespace");
   });
