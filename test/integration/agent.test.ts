@@ -68,6 +68,20 @@ describe("guest agent on the host (no VM)", {
     tmp.cleanup();
   });
 
+  /** A started container running `sleep 1000` with no stdio, its rootfs "shared" like the 9p share. */
+  async function running(id: string) {
+    const b = makeBundle({ process: { args: ["/bin/sleep", "1000"] } }, { parent: tmp.path });
+    const target = join(tmp.path, "guest", id, "rootfs");
+    await client.call("createContainer", {
+      containerId: id,
+      spec: { ...b.spec, root: { path: target } },
+      mounts: [{ source: b.rootfs, fstype: "bind", target, options: [] }],
+      stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
+    });
+    await client.call("startContainer", { containerId: id });
+    return b;
+  }
+
   it("ping answers with guest details", async () => {
     const d = await client.call("ping", {});
     assert.equal(d.kernelRelease, readFileSync("/proc/sys/kernel/osrelease", "utf8").trim());
@@ -163,15 +177,7 @@ describe("guest agent on the host (no VM)", {
 
   it("exec shaped like the sandbox supervisor's: the spec's process, three streams, stdin open", async () => {
     const id = `agent-sx-${process.pid}`;
-    const b = makeBundle({ process: { args: ["/bin/sleep", "1000"] } }, { parent: tmp.path });
-    const target = join(tmp.path, "guest", id, "rootfs");
-    await client.call("createContainer", {
-      containerId: id,
-      spec: { ...b.spec, root: { path: target } },
-      mounts: [{ source: b.rootfs, fstype: "bind", target, options: [] }],
-      stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
-    });
-    await client.call("startContainer", { containerId: id });
+    const b = await running(id);
     // src/runtime/vm.ts vmExec → supervisor exec: the container's process with args and terminal replaced;
     // the supervisor opens stdin, stdout and stderr streams (no terminal).
     const [si, so, se] = [client.openStream(), client.openStream(), client.openStream()];
@@ -221,15 +227,7 @@ describe("guest agent on the host (no VM)", {
 
     // exec: the same through a running container
     const id2 = `${id}-x`;
-    const b2 = makeBundle({ process: { args: ["/bin/sleep", "1000"] } }, { parent: tmp.path });
-    const target2 = join(tmp.path, "guest", id2, "rootfs");
-    await client.call("createContainer", {
-      containerId: id2,
-      spec: { ...b2.spec, root: { path: target2 } },
-      mounts: [{ source: b2.rootfs, fstype: "bind", target: target2, options: [] }],
-      stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
-    });
-    await client.call("startContainer", { containerId: id2 });
+    const b2 = await running(id2);
     const [eo, ee] = [client.openStream(), client.openStream()];
     const [execOut, execErr] = [collect(eo), collect(ee)];
     await client.call("execProcess", {
@@ -277,15 +275,7 @@ describe("guest agent on the host (no VM)", {
 
     // exec with a terminal (the supervisor's shape: no stderr stream) and a console size
     const id2 = `${id}-x`;
-    const b2 = makeBundle({ process: { args: ["/bin/sleep", "1000"] } }, { parent: tmp.path });
-    const target2 = join(tmp.path, "guest", id2, "rootfs");
-    await client.call("createContainer", {
-      containerId: id2,
-      spec: { ...b2.spec, root: { path: target2 } },
-      mounts: [{ source: b2.rootfs, fstype: "bind", target: target2, options: [] }],
-      stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
-    });
-    await client.call("startContainer", { containerId: id2 });
+    const b2 = await running(id2);
     const [ei, eo] = [client.openStream(), client.openStream()];
     const execOut = collect(eo);
     await client.call("execProcess", {
