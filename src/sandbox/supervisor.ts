@@ -654,8 +654,11 @@ export class Supervisor {
       s.closeFds();
       s.tell("kill 9");
     }
+    // With a VM of our own, QEMU is simply stopped: the guest holds nothing worth an orderly shutdown
+    // (its root is read-only, the share is cache=none so container writes are on the host already),
+    // and the agent's shutdown (cleanup, sync, power-off) made `delete` 0.1-0.5 s slower.
     try {
-      if (!this.vmDead && this.agent && this.ownsAgent)
+      if (!this.vmDead && this.agent && this.ownsAgent && !this.vm)
         await Promise.race([this.agent.request("shutdown", {}, 1000), sleep(1000)]);
     } catch {}
     this.agent?.close();
