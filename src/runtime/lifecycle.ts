@@ -20,6 +20,7 @@ import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../e
 import { type Launched, launch, signalNumber } from "../engine/launcher";
 import { buildExecPlan, buildInitPlan, PROC_NS_NAME } from "../engine/plan";
 import { parseSignal } from "../engine/signals";
+import { annotateSpan, span } from "../log/tracing";
 import { containerKind } from "../oci/annotations";
 import { validateContainerId } from "../oci/id";
 import type { HookName, NamespaceType, Process, Spec } from "../oci/spec";
@@ -128,7 +129,9 @@ function stateJson(record: ContainerRecord, status: ContainerStatus, pid?: numbe
 async function hostHooks(kind: HookName, record: ContainerRecord, status: ContainerStatus, pid?: number) {
   const hooks = record.config.hooks?.[kind];
   if (!hooks?.length) return;
-  await runHooks(kind, hooks, JSON.parse(stateJson(record, status, pid)), { cwd: record.bundle });
+  await span(`hooks.${kind}`, { container: record.id, sandbox: record.sandboxId, count: hooks.length }, () =>
+    runHooks(kind, hooks, JSON.parse(stateJson(record, status, pid)), { cwd: record.bundle }),
+  );
 }
 
 function writePidFile(path: string | undefined, pid: number): void {
@@ -167,7 +170,8 @@ export async function createContainer(
 ): Promise<{ record: ContainerRecord; launched: Launched }> {
   validateContainerId(o.id);
   if (vmMode(ctx)) {
-    const { record, standin } = await vmCreate(ctx, o);
+    const { record, standin } = await span("vm.create", { container: o.id }, () => vmCreate(ctx, o));
+    annotateSpan({ sandbox: record.sandboxId });
     return { record, launched: { pid: record.pid, helper: standin, exited: standinExit(standin) } };
   }
   const bundle = resolve(o.bundle ?? process.cwd());
@@ -180,6 +184,7 @@ export async function createContainer(
     throw new Error(`root.path: rootfs ${rootfs} does not exist or is not a directory`);
   }
   const kind = containerKind(spec.annotations, o.id);
+  annotateSpan({ sandbox: kind.sandboxId ?? o.id });
   const store = new StateStore(ctx.root);
   const record: ContainerRecord = {
     id: o.id,
@@ -229,27 +234,29 @@ export async function createContainer(
         wait,
       );
       record.engine.namespaces = plan.namespaces;
-      launched = await launch({
-        phase1: plan.phase1,
-        preserveFds: o.preserveFds,
-        wait,
-        expectReady: true,
-        onPid: async (pid) => {
-          record.pid = pid;
-          record.pidStartTime = processStartTime(pid) ?? 0;
-          if (plan.uidMappings) writeMap(pid, "uid_map", plan.uidMappings);
-          if (plan.gidMappings) writeMap(pid, "gid_map", plan.gidMappings);
-          // From outside, as runc's bootstrap does: inside a user namespace the file is not ours.
-          setOomScoreAdj(pid, spec.process?.oomScoreAdj);
-          cg.apply(pid);
-          cg.set(spec.linux?.resources ?? {});
-          // The record must name the pid before hooks run: a hook may call `state`.
-          if (spec.hooks?.prestart?.length || spec.hooks?.createRuntime?.length) store.write(record);
-          await hostHooks("prestart", record, "created", pid);
-          await hostHooks("createRuntime", record, "created", pid);
-          return plan.phase2(stateJson(record, "creating", pid));
-        },
-      });
+      launched = await span("engine.launch", { container: o.id }, () =>
+        launch({
+          phase1: plan.phase1,
+          preserveFds: o.preserveFds,
+          wait,
+          expectReady: true,
+          onPid: async (pid) => {
+            record.pid = pid;
+            record.pidStartTime = processStartTime(pid) ?? 0;
+            if (plan.uidMappings) writeMap(pid, "uid_map", plan.uidMappings);
+            if (plan.gidMappings) writeMap(pid, "gid_map", plan.gidMappings);
+            // From outside, as runc's bootstrap does: inside a user namespace the file is not ours.
+            setOomScoreAdj(pid, spec.process?.oomScoreAdj);
+            cg.apply(pid);
+            cg.set(spec.linux?.resources ?? {});
+            // The record must name the pid before hooks run: a hook may call `state`.
+            if (spec.hooks?.prestart?.length || spec.hooks?.createRuntime?.length) store.write(record);
+            await hostHooks("prestart", record, "created", pid);
+            await hostHooks("createRuntime", record, "created", pid);
+            return plan.phase2(stateJson(record, "creating", pid));
+          },
+        }),
+      );
       store.write(record);
       writePidFile(o.pidFile, record.pid);
       return { record, launched };

@@ -7,6 +7,7 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, it } from "node:test";
+import { makeBundle } from "../conformance/bundle";
 import { BIN, tempDir } from "../helpers";
 
 const tmp = tempDir();
@@ -32,7 +33,10 @@ function runCli(args: string[]): Promise<{ code: number; stderr: string; ms: num
     child.stderr.on("data", (c) => {
       stderr += c;
     });
-    child.on("close", (code) => resolve({ code: code ?? 1, stderr, ms: Date.now() - t0 }));
+    // 'exit', not 'close': a created container keeps the stdio it was given (the CLI's) open.
+    child.on("exit", (code) =>
+      setTimeout(() => resolve({ code: code ?? 1, stderr, ms: Date.now() - t0 }), 50),
+    );
   });
 }
 
@@ -105,4 +109,46 @@ it("a collector that never answers costs at most the flush deadline", async () =
   const r = await runCli(["--root", join(tmp.path, "root"), "--config", config("c2.toml", hanging), "list"]);
   assert.equal(r.code, 0);
   assert.ok(r.ms < 3000, `took ${r.ms} ms`);
+});
+
+it("create opens child spans for the engine and the hooks, tagged with the sandbox id", async () => {
+  received.length = 0;
+  const bundle = makeBundle({
+    process: { args: ["true"] },
+    hooks: { prestart: [{ path: "/bin/true" }], createRuntime: [{ path: "/bin/true" }] },
+  });
+  const conf = config("c3.toml", collector);
+  const root = join(tmp.path, "root3");
+  try {
+    const r = await runCli(["--root", root, "--config", conf, "create", "--bundle", bundle.dir, "traced"]);
+    assert.equal(r.code, 0, r.stderr);
+    const spans = (
+      received[0] as {
+        body: {
+          resourceSpans: {
+            scopeSpans: {
+              spans: {
+                name: string;
+                parentSpanId?: string;
+                spanId: string;
+                attributes: { key: string; value: { stringValue?: string } }[];
+              }[];
+            }[];
+          }[];
+        };
+      }
+    ).body.resourceSpans[0].scopeSpans[0].spans;
+    const byName = new Map(spans.map((s) => [s.name, s]));
+    for (const name of ["create", "engine.launch", "hooks.prestart", "hooks.createRuntime"])
+      assert.ok(byName.has(name), `span ${name} in ${[...byName.keys()].join(", ")}`);
+    const rootSpan = byName.get("create")!;
+    assert.equal(byName.get("engine.launch")!.parentSpanId, rootSpan.spanId);
+    assert.equal(byName.get("hooks.prestart")!.parentSpanId, byName.get("engine.launch")!.spanId);
+    const attr = (s: typeof rootSpan, k: string) => s.attributes.find((a) => a.key === k)?.value.stringValue;
+    assert.equal(attr(rootSpan, "container"), "traced");
+    assert.equal(attr(rootSpan, "sandbox"), "traced");
+  } finally {
+    await runCli(["--root", root, "--config", conf, "delete", "--force", "traced"]);
+    bundle.cleanup();
+  }
 });
