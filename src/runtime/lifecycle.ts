@@ -17,14 +17,13 @@ import { isAbsolute, join, resolve } from "node:path";
 import { loadConfig } from "../config/config";
 import { type CgroupManager, cgroupManagerFor, cgroupManagerFromState } from "../engine/cgroups";
 import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../engine/host";
-import { type Launched, launch, signalNumber } from "../engine/launcher";
-import { buildExecPlan, buildInitPlan, PROC_NS_NAME } from "../engine/plan";
+import { type Launched, launch, namespacesToJoin, signalNumber } from "../engine/launcher";
+import { buildExecPlan, buildInitPlan } from "../engine/plan";
 import { parseSignal } from "../engine/signals";
 import { annotateSpan, span } from "../log/tracing";
 import { containerKind } from "../oci/annotations";
 import { validateContainerId } from "../oci/id";
-import type { HookName, NamespaceType, Process, Spec } from "../oci/spec";
-import { NAMESPACE_TYPES } from "../oci/spec";
+import type { HookName, Process, Spec } from "../oci/spec";
 import { ociState, rfc3339Nano } from "../oci/state";
 import { parseConfigJson, validateProcess, validateSpec } from "../oci/validate";
 import { runHooks, runPoststopHooks } from "./hooks";
@@ -151,15 +150,6 @@ function waitGone(pid: number, startTime: number, timeoutMs = 10_000): boolean {
     sleepMs(2);
   }
   return true;
-}
-
-function nsInode(path: string): string | undefined {
-  try {
-    const st = statSync(path);
-    return `${st.dev}:${st.ino}`;
-  } catch {
-    return undefined;
-  }
 }
 
 /** create: everything up to the init blocking on the exec fifo. `wait` keeps the helper as its parent. */
@@ -600,17 +590,9 @@ async function execInner(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
   const store = new StateStore(ctx.root);
   const record = store.read(o.id);
   checkTransition("exec", containerStatus(store, record), o.id);
-  const joins: Partial<Record<NamespaceType, string>> = {};
-  for (const t of NAMESPACE_TYPES) {
-    if (t === "time") continue;
-    const mine = `/proc/self/ns/${PROC_NS_NAME[t]}`;
-    const theirs = `/proc/${record.pid}/ns/${PROC_NS_NAME[t]}`;
-    const a = nsInode(theirs);
-    if (a && a !== nsInode(mine)) joins[t] = theirs;
-  }
   const plan = buildExecPlan({
     process: o.process,
-    joins,
+    joins: namespacesToJoin(record.pid),
     seccomp: record.config.linux?.seccomp,
     consoleSocket: o.consoleSocket ? resolve(o.consoleSocket) : undefined,
     preserveFds: o.preserveFds,
