@@ -31,3 +31,18 @@ await build({ ...common, entryPoints: ["src/cli/entry.ts"], outfile: "dist/kata-
 await build({ ...common, entryPoints: ["src/sandbox/main.ts"], outfile: "dist/kata-supervisor.cjs" });
 // The guest agent (runs inside the VM): its own bundle, copied into the guest image.
 await build({ ...common, entryPoints: ["src/guest/agent/main.ts"], outfile: "dist/kata-agent.cjs" });
+
+// V8 code cache for bin/kata-ts, made from a representative call (commander set-up, a store read) so
+// the functions every verb runs are in it. Only the CLI gets one: it is the process engines start.
+{
+  const { spawnSync } = await import("node:child_process");
+  const { mkdtempSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const root = mkdtempSync(join(tmpdir(), "kata-ts-build-"));
+  spawnSync(process.execPath, ["bin/kata-ts", "--root", root, "list"], {
+    env: { ...process.env, KATA_TS_WRITE_CODE_CACHE: "1" },
+    stdio: "ignore",
+  });
+  rmSync(root, { recursive: true, force: true });
+}
