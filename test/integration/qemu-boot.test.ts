@@ -2,7 +2,7 @@
 // the virtio-serial agent socket and drives QEMU over QMP. One guest boot in total (CI time): the other
 // cases start QEMU but never wait for a guest.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -167,14 +167,20 @@ describe("qemu driver (TCG, floor guest)", {
 
   test("a QEMU that cannot start: one-line error with QEMU's reason, nothing left behind", async () => {
     const dir = join(tmp.path, "vm3");
+    // A missing kernel is caught before QEMU runs or anything is created.
     await assert.rejects(
       startVm({ id: "bad", dir, config: { ...cfg, kernel: join(tmp.path, "no-such-vmlinux") } }),
-      (err: Error) => {
-        assert.match(err.message, /^qemu: .* exited during start: .*no-such-vmlinux/);
-        assert.ok(!err.message.includes("\n"), "one line");
-        return true;
-      },
+      /^Error: guest kernel .*no-such-vmlinux does not exist .*kata-ts guest build --kernel`$/,
     );
+    assert.equal(existsSync(dir), false, "nothing created for a missing kernel");
+    // A kernel QEMU cannot load: QEMU's own reason, in one line.
+    const junk = join(tmp.path, "junk-vmlinux");
+    writeFileSync(junk, "not a kernel\n");
+    await assert.rejects(startVm({ id: "bad", dir, config: { ...cfg, kernel: junk } }), (err: Error) => {
+      assert.match(err.message, /^qemu: .* exited during start: ./);
+      assert.ok(!err.message.includes("\n"), "one line");
+      return true;
+    });
     for (const f of ["qmp.sock", "agent.sock", "qemu.pid"])
       assert.equal(existsSync(join(dir, f)), false, `${f} left`);
     await assert.rejects(
