@@ -22,8 +22,9 @@ jq '.process.terminal = false | .process.args = ["sh", "-c",
   "$work/bundle/config.json" >"$work/config.json"
 mv "$work/config.json" "$work/bundle/config.json"
 
-# hypervisor = "none" runs the engine on the host, as runc does.
-mode=${KATA_TS_DEMO_HYPERVISOR:-none}
+# hypervisor = "qemu" (the default) runs the container in its own VM; KATA_TS_DEMO_HYPERVISOR=none runs
+# the same engine directly on the host, as runc does.
+mode=${KATA_TS_DEMO_HYPERVISOR:-qemu}
 printf '[runtime]\nhypervisor = "%s"\n' "$mode" >"$work/configuration.toml"
 echo "== kata-ts run (hypervisor = $mode)"
 "$KATA" --root "$work/state" --config "$work/configuration.toml" run --bundle "$work/bundle" "demo-$$"

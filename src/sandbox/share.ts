@@ -1,5 +1,5 @@
 // The sandbox share: the guest mounts <sandbox>/shared over 9p (or virtio-fs); each container's rootfs
-// appears there as a bind mount at shared/<container-id>/rootfs, read-only when root.readonly is set
+// appears there as a bind mount at shared/<container-id>/rootfs (read-write: the guest engine applies root.readonly)
 // (as Kata does). Mounting uses mount(8): a handful of calls per container, not a hot path.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";

@@ -488,7 +488,9 @@ export class Supervisor {
     try {
       standin = await this.claimStandin(cid, "", standinTimeoutMs);
       const { spec: g, binds } = guestSpec(spec, cid, this.share.dir);
-      shareDir(this.paths.shared, `${cid}/rootfs`, rootfs, Boolean(spec.root?.readonly));
+      // Always read-write, as runc sees the rootfs: the engine in the guest makes mount points in it
+      // (/proc, /dev, ...) and only then applies root.readonly itself.
+      shareDir(this.paths.shared, `${cid}/rootfs`, rootfs, false);
       for (const b of binds) {
         const m = spec.mounts?.[b.index];
         const ro = (m?.options ?? []).includes("ro");
