@@ -93,7 +93,7 @@ describe("buildQemuArgs", () => {
     const a = buildQemuArgs({ ...base, accel: "kvm" });
     assert.equal(value(a, "-accel"), "kvm");
     assert.equal(value(a, "-cpu"), "host");
-    assert.doesNotMatch(value(a, "-append"), /tsc_early_khz/);
+    assert.doesNotMatch(value(a, "-append"), /tsc_early_khz|tsc=reliable/);
   });
 
   test("image boot: read-only raw virtio-blk and root=/dev/vda ro; initrd and image are exclusive", () => {
@@ -132,14 +132,14 @@ describe("kernelCmdline", () => {
   test("TCG: quiet, panic=1, no crypto self-tests, the host TSC rate; configured params last", () => {
     const c = kernelCmdline({ ...base, kernelParams: "  agent.log=debug   quiet=0 " });
     const parts = c.split(" ");
-    for (const p of ["quiet", "panic=1", "cryptomgr.notests", "tsc_early_khz=2445404"])
+    for (const p of ["quiet", "panic=1", "cryptomgr.notests", "tsc_early_khz=2445404", "tsc=reliable"])
       assert.ok(parts.includes(p), p);
     assert.deepEqual(parts.slice(-2), ["agent.log=debug", "quiet=0"]);
   });
   test("debug keeps kernel messages; no TSC rate known → none passed", () => {
     const c = kernelCmdline({ ...base, debug: true, tscKhz: undefined });
     assert.ok(!c.split(" ").includes("quiet"));
-    assert.doesNotMatch(c, /tsc_early_khz/);
+    assert.doesNotMatch(c, /tsc_early_khz|tsc=reliable/);
   });
 });
 

@@ -77,7 +77,13 @@ export function kernelCmdline(l: QemuLaunch): string {
   p.push("cryptomgr.notests");
   // No legacy PS/2 controller in a VM worth probing (probing it costs port I/O exits).
   p.push("i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd");
-  if (l.accel === "tcg" && l.tscKhz && l.tscKhz > 0) p.push(`tsc_early_khz=${Math.round(l.tscKhz)}`);
+  if (l.accel === "tcg" && l.tscKhz && l.tscKhz > 0) {
+    p.push(`tsc_early_khz=${Math.round(l.tscKhz)}`);
+    // Under TCG the guest's TSC is the host's (constant rate, monotonic), but the clocksource watchdog
+    // checks it against jiffies, whose ticks arrive late when the host is busy: it then marks the TSC
+    // unstable and the guest falls back to refined-jiffies (10 ms clock resolution with HZ=100).
+    p.push("tsc=reliable");
+  }
   if (l.image && !l.initrd) p.push("root=/dev/vda", "ro");
   const extra = (l.kernelParams ?? "").trim();
   if (extra) p.push(...extra.split(/\s+/));
