@@ -100,6 +100,12 @@ export interface Outcome {
   leaks: string[];
 }
 
+/** How the runtime under test runs containers, for checks that differ in a VM. */
+export interface RunEnv {
+  /** every container runs under its own guest kernel (kata-ts, hypervisor != "none") */
+  vm: boolean;
+}
+
 export interface ConformanceCase {
   name: string;
   /** the OCI config field(s) the case covers */
@@ -115,8 +121,8 @@ export interface ConformanceCase {
   setup?(ctx: CaseContext): void;
   teardown?(ctx: CaseContext): void;
   /** host-side reads while the container exists (detached mode), keyed for Outcome.host */
-  inspect?(pid: number, ctx: CaseContext): Record<string, string>;
-  check(o: Outcome, ctx: CaseContext): void;
+  inspect?(pid: number, ctx: CaseContext, env: RunEnv): Record<string, string>;
+  check(o: Outcome, ctx: CaseContext, env: RunEnv): void;
   /** leave out of the differential comparison (with the reason) */
   noDiff?: string;
   /**
@@ -124,6 +130,16 @@ export interface ConformanceCase {
    * skipped for them only; kata-ts must pass it.
    */
   unsupportedBy?: Record<string, string>;
+  /**
+   * VM mode: the case is skipped, with this reason. Only for fields that exist host-side by nature
+   * (the guest kernel cannot see or enter the host's objects), never for a bug.
+   */
+  vmHostOnly?: string;
+  /**
+   * VM mode: what the check asserts differently in a VM and why (the check branches on `env.vm`).
+   * Listed in docs/conformance.md "VM mode".
+   */
+  vmAdapted?: string;
 }
 
 export function newContext(): CaseContext {
@@ -174,6 +190,7 @@ export async function runCase(
   let bundle: Bundle | undefined;
   let failure: unknown;
   let out: Outcome | undefined;
+  const env: RunEnv = { vm: rt.vm };
   try {
     c.setup?.(ctx);
     const before = snapshotHost();
@@ -182,7 +199,7 @@ export async function runCase(
     bundle = makeBundle({ ...overrides, process: { ...((overrides.process as Overrides) ?? {}), args } });
     out = { code: -1, stdout: "", stderr: "", report: new Report(""), host: {}, bundle, leaks: [] };
     try {
-      await drive(rt, c, ctx, bundle, out);
+      await drive(rt, c, ctx, bundle, out, env);
       out.report = new Report(out.stdout);
     } finally {
       // Whatever happened, the container must go (a failed case must not poison the next one).
@@ -190,7 +207,7 @@ export async function runCase(
       out.leaks = findLeaks(before, { root: rt.root, bundle: bundle.dir, id: ctx.id });
     }
     if (opts.check) {
-      c.check(out, ctx);
+      c.check(out, ctx, env);
       assert.deepEqual(out.leaks, [], `leaks after delete:\n  ${out.leaks.join("\n  ")}`);
     }
   } catch (e) {
@@ -209,7 +226,14 @@ export async function runCase(
 }
 
 /** Runs the container the way the case asks; fills `out` with what happened. */
-async function drive(rt: Runtime, c: ConformanceCase, ctx: CaseContext, bundle: Bundle, out: Outcome) {
+async function drive(
+  rt: Runtime,
+  c: ConformanceCase,
+  ctx: CaseContext,
+  bundle: Bundle,
+  out: Outcome,
+  env: RunEnv,
+) {
   const mode = c.mode ?? "run";
   if (mode === "run") {
     const r = rt.run(bundle.dir, ctx.id);
@@ -239,7 +263,7 @@ async function drive(rt: Runtime, c: ConformanceCase, ctx: CaseContext, bundle: 
     out.host.status = st?.status ?? "<none>";
     out.host.statePid = String(st?.pid);
     out.host.pidFile = String(pid);
-    Object.assign(out.host, c.inspect?.(pid, ctx) ?? {});
+    Object.assign(out.host, c.inspect?.(pid, ctx, env) ?? {});
     const s = rt.exec(["start", ctx.id]);
     out.host.startCode = String(s.code);
     const after = await rt.waitStatus(ctx.id, "stopped");

@@ -1,6 +1,7 @@
 // The OCI runtime under test, given as a binary path. kata-ts is run with its own --root and a
 // --config that selects hypervisor = "none" (containers directly on the host, like runc); any other
-// binary (runc, crun, ...) is run as `<bin> --root <tmp>`.
+// binary (runc, crun, ...) is run as `<bin> --root <tmp>`. A --config with hypervisor = "qemu" runs the
+// suite in VM mode (Runtime.vm; see docs/conformance.md "VM mode").
 //
 //   KATA_TS_CONFORMANCE_RUNTIME   binary of the runtime under test (default: <repo>/bin/kata-ts)
 //   KATA_TS_CONFORMANCE_CONFIG    configuration.toml for kata-ts (default: a temp file, hypervisor none)
@@ -8,6 +9,7 @@ import { type SpawnSyncReturns, spawn, spawnSync } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
+import { loadConfig } from "../../src/config/config";
 
 export const REPO = resolve(__dirname, "..", "..");
 export const KATA_TS_BIN = join(REPO, "bin", "kata-ts");
@@ -35,6 +37,12 @@ export class Runtime {
   readonly globalArgs: string[];
   /** the --root directory (state of this runtime instance) */
   readonly root: string;
+  /**
+   * kata-ts with a hypervisor (the configuration's `[runtime] hypervisor` is not "none"): every
+   * container runs under a guest kernel in its own VM. Cases declare what differs there
+   * (ConformanceCase.vmHostOnly / vmAdapted).
+   */
+  readonly vm: boolean;
   private readonly tmp: string;
 
   constructor(
@@ -45,6 +53,7 @@ export class Runtime {
     this.root = join(this.tmp, "root");
     this.globalArgs = ["--root", this.root];
     const isKata = basename(bin).startsWith("kata");
+    let vm = false;
     if (isKata) {
       let config = opts.config;
       if (!config) {
@@ -52,7 +61,9 @@ export class Runtime {
         writeFileSync(config, '[runtime]\nhypervisor = "none"\n');
       }
       this.globalArgs.push("--config", config);
+      vm = loadConfig({ explicitPath: config }).config.runtime.hypervisor !== "none";
     }
+    this.vm = vm;
     this.name = opts.name ?? basename(bin);
   }
 
