@@ -16,3 +16,33 @@ export function parseSignal(raw: string | undefined): number {
   if (n === undefined) throw new Error(`unknown signal "${s}"`);
   return n;
 }
+
+/** What a foreground CLI (run, exec) passes on to the process standing for the workload. */
+const RELAYED: NodeJS.Signals[] = [
+  "SIGINT",
+  "SIGTERM",
+  "SIGHUP",
+  "SIGQUIT",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGWINCH",
+];
+
+/**
+ * Forwards the signals a foreground CLI receives to pid (the helper or the stand-in), which forwards
+ * them to the workload. Returns the function that stops forwarding.
+ */
+export function relaySignals(pid: number): () => void {
+  const handlers = RELAYED.map((sig) => {
+    const h = () => {
+      try {
+        process.kill(pid, sig);
+      } catch {}
+    };
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  return () => {
+    for (const [sig, h] of handlers) process.off(sig, h);
+  };
+}

@@ -19,7 +19,7 @@ import { type CgroupManager, cgroupManagerFor, cgroupManagerFromState } from "..
 import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../engine/host";
 import { type Launched, launch, namespacesToJoin, signalNumber } from "../engine/launcher";
 import { buildExecPlan, buildInitPlan } from "../engine/plan";
-import { parseSignal } from "../engine/signals";
+import { parseSignal, relaySignals } from "../engine/signals";
 import { annotateSpan, span } from "../log/tracing";
 import { containerKind } from "../oci/annotations";
 import { validateContainerId } from "../oci/id";
@@ -370,32 +370,6 @@ export async function runContainer(ctx: RuntimeContext, o: RunOptions): Promise<
   stop();
   if (!o.keep) await deleteContainer(ctx, o.id, true);
   return code;
-}
-
-const RELAYED: NodeJS.Signals[] = [
-  "SIGINT",
-  "SIGTERM",
-  "SIGHUP",
-  "SIGQUIT",
-  "SIGUSR1",
-  "SIGUSR2",
-  "SIGWINCH",
-];
-
-/** Forwards the signals a foreground CLI gets to the helper, which forwards them to the workload. */
-function relaySignals(pid: number): () => void {
-  const handlers = RELAYED.map((sig) => {
-    const h = () => {
-      try {
-        process.kill(pid, sig);
-      } catch {}
-    };
-    process.on(sig, h);
-    return [sig, h] as const;
-  });
-  return () => {
-    for (const [sig, h] of handlers) process.off(sig, h);
-  };
 }
 
 export async function killContainer(

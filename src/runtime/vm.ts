@@ -20,7 +20,7 @@ import {
 import { connect } from "node:net";
 import { isAbsolute, join, resolve } from "node:path";
 import { loadConfig } from "../config/config";
-import { parseSignal } from "../engine/signals";
+import { parseSignal, relaySignals } from "../engine/signals";
 import { checkBootFiles } from "../hypervisor/qemu";
 import { containerKind } from "../oci/annotations";
 import { validateContainerId } from "../oci/id";
@@ -503,32 +503,6 @@ function childExit(child: ChildProcess): Promise<number> {
       res(sig ? 128 + (require("node:os").constants.signals[sig] as number) : (code ?? 255)),
     );
   });
-}
-
-const RELAYED: NodeJS.Signals[] = [
-  "SIGINT",
-  "SIGTERM",
-  "SIGHUP",
-  "SIGQUIT",
-  "SIGUSR1",
-  "SIGUSR2",
-  "SIGWINCH",
-];
-
-/** Forwards the signals a foreground CLI gets to the stand-in, which forwards them to the workload. */
-function relaySignals(pid: number): () => void {
-  const hs = RELAYED.map((sig) => {
-    const h = () => {
-      try {
-        process.kill(pid, sig);
-      } catch {}
-    };
-    process.on(sig, h);
-    return [sig, h] as const;
-  });
-  return () => {
-    for (const [sig, h] of hs) process.off(sig, h);
-  };
 }
 
 /** run = create + start; in the foreground waits for the workload and returns its exit code. */
