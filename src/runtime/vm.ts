@@ -337,8 +337,16 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
   const kind = containerKind(spec.annotations, o.id);
   const sandboxId = kind.sandboxId ?? o.id;
   const ownSandbox = kind.type === "sandbox";
-  // A missing kernel or image fails here, in one line, before a supervisor is spawned for nothing.
-  if (ownSandbox) checkBootFiles(loadConfig({ explicitPath: ctx.configPath }).config.hypervisor);
+  // A missing kernel or image, or a shared fs this build cannot serve, fails here in one line, before a
+  // supervisor is spawned for nothing.
+  if (ownSandbox) {
+    const hv = loadConfig({ explicitPath: ctx.configPath }).config.hypervisor;
+    if (hv.sharedFs !== "virtio-9p")
+      throw new Error(
+        `shared_fs = "${hv.sharedFs}" is not supported in VM mode yet: set shared_fs = "virtio-9p" in [hypervisor.qemu]`,
+      );
+    checkBootFiles(hv);
+  }
   const store = new StateStore(ctx.root);
   const record: ContainerRecord = {
     id: o.id,
