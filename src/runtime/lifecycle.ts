@@ -1,6 +1,6 @@
 // The lifecycle verbs with hypervisor = "none": create, start, run, kill, delete, exec on the host, as
 // runc does them (the same engine runs in the VM guest later). Every mutating verb holds the container's
-// lock; state transitions and their runc wording live in one table (TRANSITIONS). Whatever a failed
+// lock; state transitions and their runc wording live in one table (transitions.ts). Whatever a failed
 // create made is unwound: the init is killed, cgroups and the state directory removed.
 import {
   closeSync,
@@ -29,40 +29,8 @@ import { parseConfigJson, validateProcess, validateSpec } from "../oci/validate"
 import { runHooks, runPoststopHooks } from "./hooks";
 import { type ContainerStatus, containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
 import { ContainerNotFound, type ContainerRecord, StateStore, writeFileAtomic } from "./store";
+import { checkTransition } from "./transitions";
 import { standinExit, vmCreate, vmDelete, vmExec, vmKill, vmRun, vmStart } from "./vm";
-
-export type Verb = "start" | "delete" | "exec" | "kill" | "pause";
-
-/** Which verbs each status allows, and runc's words for the ones it does not. */
-const TRANSITIONS: Record<ContainerStatus, Partial<Record<Verb, string | true>>> = {
-  creating: { start: "cannot start a container in the creating state", delete: true, kill: true },
-  created: { start: true, delete: true, kill: true, exec: true },
-  running: {
-    start: "cannot start an already running container",
-    delete: "cannot delete container {id} that is not stopped: running",
-    kill: true,
-    exec: true,
-  },
-  paused: {
-    start: "cannot start a container in the paused state",
-    delete: "cannot delete container {id} that is not stopped: paused",
-    kill: true,
-    exec: "cannot exec in a paused state",
-  },
-  stopped: {
-    start: "cannot start a container that has stopped",
-    delete: true,
-    kill: "container not running",
-    exec: "cannot exec in a stopped state",
-  },
-};
-
-/** Throws runc's error when `verb` is not allowed in `status`. */
-export function checkTransition(verb: Verb, status: ContainerStatus, id: string): void {
-  const rule = TRANSITIONS[status][verb];
-  if (rule === true) return;
-  throw new Error((rule ?? `cannot ${verb} a container in the ${status} state`).replace("{id}", id));
-}
 
 export interface RuntimeContext {
   root: string;

@@ -38,15 +38,10 @@ import {
 import { cleanupSandboxDir } from "../sandbox/supervisor";
 import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
 import { runHooks, runPoststopHooks } from "./hooks";
-import {
-  type CreateOptions,
-  checkTransition,
-  type ExecOptions,
-  type RunOptions,
-  type RuntimeContext,
-} from "./lifecycle";
+import type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./lifecycle";
 import { type ContainerStatus, containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
 import { ContainerNotFound, type ContainerRecord, StateStore, writeFileAtomic } from "./store";
+import { checkTransition } from "./transitions";
 
 export const STANDIN_BINARY = "kata-ts-standin";
 export const SUPERVISOR_BUNDLE = "kata-supervisor.cjs";

@@ -20,7 +20,8 @@ import { encodeRecords, RecordDecoder } from "../../src/engine/protocol";
 import { parseSignal } from "../../src/engine/signals";
 import { defaultSpec } from "../../src/oci/defaults";
 import type { Spec } from "../../src/oci/spec";
-import { checkTransition, execProcessFromArgs } from "../../src/runtime/lifecycle";
+import { execProcessFromArgs } from "../../src/runtime/lifecycle";
+import { checkTransition } from "../../src/runtime/transitions";
 
 const facts: HostFacts = {
   isDir: (p) => (p.startsWith("/missing") ? undefined : !p.endsWith(".conf")),
