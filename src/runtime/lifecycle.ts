@@ -23,12 +23,13 @@ import { parseSignal, relaySignals } from "../engine/signals";
 import { annotateSpan, span } from "../log/tracing";
 import { containerKind } from "../oci/annotations";
 import { validateContainerId } from "../oci/id";
-import type { HookName, Process, Spec } from "../oci/spec";
-import { ociState, rfc3339Nano } from "../oci/state";
-import { parseConfigJson, validateProcess, validateSpec } from "../oci/validate";
-import { runHooks, runPoststopHooks } from "./hooks";
-import { type ContainerStatus, containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
-import { ContainerNotFound, type ContainerRecord, StateStore, writeFileAtomic } from "./store";
+import type { Process } from "../oci/spec";
+import { rfc3339Nano } from "../oci/state";
+import { parseConfigJson, validateProcess } from "../oci/validate";
+import { hostHooks, loadBundle, stateJson, writePidFile } from "./container";
+import { runPoststopHooks } from "./hooks";
+import { containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
+import { ContainerNotFound, type ContainerRecord, StateStore } from "./store";
 import { checkTransition } from "./transitions";
 import { standinExit, vmCreate, vmDelete, vmExec, vmKill, vmRun, vmStart } from "./vm";
 
@@ -62,48 +63,6 @@ function isVmContainer(ctx: RuntimeContext, id: string): boolean {
   } catch {
     return false;
   }
-}
-
-function loadBundle(bundle: string): Spec {
-  const file = join(bundle, "config.json");
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(
-      code === "ENOENT"
-        ? `JSON specification file ${file} not found`
-        : `read ${file}: ${code ?? String(err)}`,
-    );
-  }
-  return validateSpec(parseConfigJson(text, file));
-}
-
-function stateJson(record: ContainerRecord, status: ContainerStatus, pid?: number): string {
-  return JSON.stringify(
-    ociState({
-      id: record.id,
-      status: status === "paused" ? "paused" : status,
-      pid: pid ?? record.pid,
-      bundle: record.bundle,
-      annotations: record.annotations,
-      ociVersion: record.config.ociVersion,
-    }),
-  );
-}
-
-async function hostHooks(kind: HookName, record: ContainerRecord, status: ContainerStatus, pid?: number) {
-  const hooks = record.config.hooks?.[kind];
-  if (!hooks?.length) return;
-  await span(`hooks.${kind}`, { container: record.id, sandbox: record.sandboxId, count: hooks.length }, () =>
-    runHooks(kind, hooks, JSON.parse(stateJson(record, status, pid)), { cwd: record.bundle }),
-  );
-}
-
-function writePidFile(path: string | undefined, pid: number): void {
-  if (!path) return;
-  writeFileAtomic(resolve(path), String(pid), 0o644);
 }
 
 function sleepMs(ms: number): void {

@@ -24,9 +24,8 @@ import { parseSignal, relaySignals } from "../engine/signals";
 import { checkBootFiles } from "../hypervisor/qemu";
 import { containerKind } from "../oci/annotations";
 import { validateContainerId } from "../oci/id";
-import type { HookName, LinuxResources, Spec } from "../oci/spec";
-import { ociState, rfc3339Nano } from "../oci/state";
-import { parseConfigJson, validateSpec } from "../oci/validate";
+import type { LinuxResources } from "../oci/spec";
+import { rfc3339Nano } from "../oci/state";
 import { sandboxPaths } from "../sandbox/paths";
 import {
   type ControlArgs,
@@ -37,10 +36,11 @@ import {
 } from "../sandbox/protocol";
 import { cleanupSandboxDir } from "../sandbox/supervisor";
 import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
-import { runHooks, runPoststopHooks } from "./hooks";
+import { hostHooks, loadBundle, stateJson, writePidFile } from "./container";
+import { runPoststopHooks } from "./hooks";
 import type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./lifecycle";
-import { type ContainerStatus, containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
-import { ContainerNotFound, type ContainerRecord, StateStore, writeFileAtomic } from "./store";
+import { containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
+import { ContainerNotFound, type ContainerRecord, StateStore } from "./store";
 import { checkTransition } from "./transitions";
 
 export const STANDIN_BINARY = "kata-ts-standin";
@@ -70,39 +70,6 @@ export function standinBinary(): string {
   const p = findNativeFile(STANDIN_BINARY);
   if (!p) throw new Error(`${STANDIN_BINARY} not built: run \`make -C native\``);
   return p;
-}
-
-function loadBundle(bundle: string): Spec {
-  const file = join(bundle, "config.json");
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(
-      code === "ENOENT" ? `JSON specification file ${file} not found` : `read ${file}: ${code}`,
-    );
-  }
-  return validateSpec(parseConfigJson(text, file));
-}
-
-function stateJson(record: ContainerRecord, status: ContainerStatus, pid?: number): string {
-  return JSON.stringify(
-    ociState({
-      id: record.id,
-      status,
-      pid: pid ?? record.pid,
-      bundle: record.bundle,
-      annotations: record.annotations,
-      ociVersion: record.config.ociVersion,
-    }),
-  );
-}
-
-async function hostHooks(kind: HookName, record: ContainerRecord, status: ContainerStatus): Promise<void> {
-  const hooks = record.config.hooks?.[kind];
-  if (!hooks?.length) return;
-  await runHooks(kind, hooks, JSON.parse(stateJson(record, status)), { cwd: record.bundle });
 }
 
 function alive(p: ProcRef | undefined): boolean {
@@ -305,10 +272,6 @@ async function spawnStandin(
   if (!pid) throw new Error(`${STANDIN_BINARY}: could not be started`);
   child.on("error", () => {});
   return { child, ref: { pid, start: processStartTime(pid) ?? 0 } };
-}
-
-function writePidFile(path: string | undefined, pid: number): void {
-  if (path) writeFileAtomic(resolve(path), String(pid), 0o644);
 }
 
 export interface VmCreated {
