@@ -1,17 +1,18 @@
 // What the host engine (lifecycle.ts) and VM mode (vm.ts) share about one container: reading its bundle,
 // its OCI state (what hooks get on stdin), running its host-side hooks, and the --pid-file engines wait on.
-import { readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { readFileSync, statSync } from "node:fs";
+import { isAbsolute, join, resolve } from "node:path";
 import { span } from "../log/tracing";
+import { containerKind } from "../oci/annotations";
 import type { HookName, Spec } from "../oci/spec";
-import { ociState } from "../oci/state";
+import { ociState, rfc3339Nano } from "../oci/state";
 import { parseConfigJson, validateSpec } from "../oci/validate";
 import { runHooks } from "./hooks";
 import type { ContainerStatus } from "./status";
-import { type ContainerRecord, writeFileAtomic } from "./store";
+import { type ContainerRecord, type HypervisorKind, writeFileAtomic } from "./store";
 
 /** The bundle's config.json, validated; runc's wording when it is missing. */
-export function loadBundle(bundle: string): Spec {
+function loadBundle(bundle: string): Spec {
   const file = join(bundle, "config.json");
   let text: string;
   try {
@@ -25,6 +26,43 @@ export function loadBundle(bundle: string): Spec {
     );
   }
   return validateSpec(parseConfigJson(text, file));
+}
+
+/**
+ * The record of a container about to be created from a bundle (default: the working directory): its
+ * validated spec, resolved rootfs (which must be a directory) and container type from the annotations.
+ */
+export function newContainerRecord(
+  id: string,
+  bundleArg: string | undefined,
+  hypervisor: HypervisorKind,
+): ContainerRecord {
+  const bundle = resolve(bundleArg ?? process.cwd());
+  const spec = loadBundle(bundle);
+  const rootPath = spec.root?.path ?? "rootfs";
+  const rootfs = isAbsolute(rootPath) ? rootPath : join(bundle, rootPath);
+  try {
+    if (!statSync(rootfs).isDirectory()) throw new Error("not a directory");
+  } catch {
+    throw new Error(`root.path: rootfs ${rootfs} does not exist or is not a directory`);
+  }
+  const kind = containerKind(spec.annotations, id);
+  return {
+    id,
+    bundle,
+    rootfs,
+    created: rfc3339Nano(new Date()),
+    owner: "",
+    annotations: spec.annotations ?? {},
+    pid: 0,
+    pidStartTime: 0,
+    paused: false,
+    hypervisor,
+    sandboxId: kind.sandboxId ?? id,
+    containerType: kind.type,
+    config: spec,
+    engine: {},
+  };
 }
 
 /** The OCI state JSON of a container, as hooks receive it on stdin. */

@@ -8,12 +8,11 @@ import {
   openSync,
   readFileSync,
   readSync,
-  statSync,
   unlinkSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { isAbsolute, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { loadConfig } from "../config/config";
 import { type CgroupManager, cgroupManagerFor, cgroupManagerFromState } from "../engine/cgroups";
 import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../engine/host";
@@ -21,12 +20,10 @@ import { type Launched, launch, namespacesToJoin, signalNumber } from "../engine
 import { buildExecPlan, buildInitPlan } from "../engine/plan";
 import { parseSignal, relaySignals } from "../engine/signals";
 import { annotateSpan, span } from "../log/tracing";
-import { containerKind } from "../oci/annotations";
 import { validateContainerId } from "../oci/id";
 import type { Process } from "../oci/spec";
-import { rfc3339Nano } from "../oci/state";
 import { parseConfigJson, validateProcess } from "../oci/validate";
-import { hostHooks, loadBundle, stateJson, writePidFile } from "./container";
+import { hostHooks, newContainerRecord, stateJson, writePidFile } from "./container";
 import { runPoststopHooks } from "./hooks";
 import { containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
 import { ContainerNotFound, type ContainerRecord, StateStore } from "./store";
@@ -91,34 +88,10 @@ export async function createContainer(
     annotateSpan({ sandbox: record.sandboxId });
     return { record, launched: { pid: record.pid, helper: standin, exited: standinExit(standin) } };
   }
-  const bundle = resolve(o.bundle ?? process.cwd());
-  const spec = loadBundle(bundle);
-  const rootPath = spec.root?.path ?? "rootfs";
-  const rootfs = isAbsolute(rootPath) ? rootPath : join(bundle, rootPath);
-  try {
-    if (!statSync(rootfs).isDirectory()) throw new Error("not a directory");
-  } catch {
-    throw new Error(`root.path: rootfs ${rootfs} does not exist or is not a directory`);
-  }
-  const kind = containerKind(spec.annotations, o.id);
-  annotateSpan({ sandbox: kind.sandboxId ?? o.id });
+  const record = newContainerRecord(o.id, o.bundle, "none");
+  const { bundle, rootfs, config: spec } = record;
+  annotateSpan({ sandbox: record.sandboxId });
   const store = new StateStore(ctx.root);
-  const record: ContainerRecord = {
-    id: o.id,
-    bundle,
-    rootfs,
-    created: rfc3339Nano(new Date()),
-    owner: "",
-    annotations: spec.annotations ?? {},
-    pid: 0,
-    pidStartTime: 0,
-    paused: false,
-    hypervisor: "none",
-    sandboxId: kind.sandboxId ?? o.id,
-    containerType: kind.type,
-    config: spec,
-    engine: {},
-  };
   const cgroup: CgroupManager = cgroupManagerFor({
     id: o.id,
     cgroupsPath: spec.linux?.cgroupsPath,

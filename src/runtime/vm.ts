@@ -7,25 +7,14 @@
 // "created" until `start`. Every failure mid-create unwinds what was made.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
-import { isAbsolute, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { loadConfig } from "../config/config";
 import { parseSignal, relaySignals } from "../engine/signals";
 import { checkBootFiles } from "../hypervisor/qemu";
-import { containerKind } from "../oci/annotations";
 import { validateContainerId } from "../oci/id";
 import type { LinuxResources } from "../oci/spec";
-import { rfc3339Nano } from "../oci/state";
 import { sandboxPaths } from "../sandbox/paths";
 import {
   type ControlArgs,
@@ -36,7 +25,7 @@ import {
 } from "../sandbox/protocol";
 import { cleanupSandboxDir } from "../sandbox/supervisor";
 import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
-import { hostHooks, loadBundle, stateJson, writePidFile } from "./container";
+import { hostHooks, newContainerRecord, stateJson, writePidFile } from "./container";
 import { runPoststopHooks } from "./hooks";
 import type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./lifecycle";
 import { containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
@@ -283,18 +272,9 @@ export interface VmCreated {
 /** create: the sandbox (if this container is its own), the container in the guest, the stand-in. */
 export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<VmCreated> {
   validateContainerId(o.id);
-  const bundle = resolve(o.bundle ?? process.cwd());
-  const spec = loadBundle(bundle);
-  const rootPath = spec.root?.path ?? "rootfs";
-  const rootfs = isAbsolute(rootPath) ? rootPath : join(bundle, rootPath);
-  try {
-    if (!statSync(rootfs).isDirectory()) throw new Error("not a directory");
-  } catch {
-    throw new Error(`root.path: rootfs ${rootfs} does not exist or is not a directory`);
-  }
-  const kind = containerKind(spec.annotations, o.id);
-  const sandboxId = kind.sandboxId ?? o.id;
-  const ownSandbox = kind.type === "sandbox";
+  const record = newContainerRecord(o.id, o.bundle, "qemu");
+  const { rootfs, config: spec, sandboxId } = record;
+  const ownSandbox = record.containerType === "sandbox";
   // A missing kernel or image, or a shared fs this build cannot serve, fails here in one line, before a
   // supervisor is spawned for nothing.
   if (ownSandbox) {
@@ -306,22 +286,6 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
     checkBootFiles(hv);
   }
   const store = new StateStore(ctx.root);
-  const record: ContainerRecord = {
-    id: o.id,
-    bundle,
-    rootfs,
-    created: rfc3339Nano(new Date()),
-    owner: "",
-    annotations: spec.annotations ?? {},
-    pid: 0,
-    pidStartTime: 0,
-    paused: false,
-    hypervisor: "qemu",
-    sandboxId,
-    containerType: kind.type,
-    config: spec,
-    engine: {},
-  };
   store.create(record);
   let standin: { child: ChildProcess; ref: ProcRef } | undefined;
   let inGuest = false;
