@@ -1,7 +1,7 @@
 // The status of a container is derived, never trusted from disk: a stored pid may have exited or been
 // recycled. runc's rules: the init is gone (or a zombie, or a different process with the same pid) →
 // stopped; the exec fifo still exists → created; frozen → paused; else running.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ContainerRecord, StateStore } from "./store";
 
@@ -40,6 +40,28 @@ function readProcStat(pid: number): ProcStat | undefined {
 /** Start time of pid in clock ticks since boot, or undefined when it does not exist. */
 export function processStartTime(pid: number): number | undefined {
   return readProcStat(pid)?.startTime;
+}
+
+/**
+ * Live processes whose argv satisfies `match`, with their start times. For finding a process whose pid
+ * file was never written (its parent was killed between spawning it and recording it).
+ */
+export function findProcesses(match: (argv: string[]) => boolean): { pid: number; start: number }[] {
+  const found: { pid: number; start: number }[] = [];
+  for (const name of readdirSync("/proc")) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    } catch {
+      continue;
+    }
+    if (!match(argv)) continue;
+    const stat = readProcStat(pid);
+    if (stat && stat.state !== "Z" && stat.state !== "X") found.push({ pid, start: stat.startTime });
+  }
+  return found;
 }
 
 /** True when pid exists, is not a zombie, and is the same process that had startTime. */

@@ -28,7 +28,7 @@ import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
 import { hostHooks, newContainerRecord, stateJson, writePidFile } from "./container";
 import { runPoststopHooks } from "./hooks";
 import type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./lifecycle";
-import { containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
+import { containerStatus, EXEC_FIFO, findProcesses, processAlive, processStartTime } from "./status";
 import { ContainerNotFound, type ContainerRecord, StateStore } from "./store";
 import { checkTransition } from "./transitions";
 
@@ -112,6 +112,19 @@ function readSandboxInfo(ctx: RuntimeContext, sandboxId: string): { supervisor?:
       out.supervisor = { pid, start };
     } catch {}
   }
+  if (!out.supervisor) {
+    // Nothing on disk yet: the CLI that spawned it was killed before either of them wrote the pid file.
+    const root = resolve(ctx.root);
+    out.supervisor = findProcesses((argv) => {
+      const at = argv.indexOf("--sandbox");
+      return (
+        at > 0 &&
+        argv[at + 1] === sandboxId &&
+        argv.some((a) => a.endsWith(SUPERVISOR_BUNDLE)) &&
+        argv[argv.indexOf("--root") + 1] === root
+      );
+    })[0];
+  }
   if (!out.vm) {
     // QEMU writes its own pid file as soon as it runs.
     try {
@@ -156,7 +169,8 @@ async function startSupervisor(ctx: RuntimeContext, sandboxId: string): Promise<
   }
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
   const logFd = openSync(p.log, "a", 0o600);
-  const args = [supervisorScript(), "--root", ctx.root, "--sandbox", sandboxId];
+  // An absolute root: `delete` may look for this process by its argv before it has written its pid.
+  const args = [supervisorScript(), "--root", resolve(ctx.root), "--sandbox", sandboxId];
   if (ctx.configPath) args.push("--config", resolve(ctx.configPath));
   let child: ChildProcess;
   try {

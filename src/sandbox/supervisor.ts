@@ -157,6 +157,9 @@ export class Supervisor {
   /** Boots the sandbox and listens; resolves when the CLI may connect. */
   async start(): Promise<void> {
     const p = this.paths;
+    // The CLI made the directory before spawning us; if it is gone, a `delete --force` cleaned up after
+    // a killed create: recreating it would leave an idle sandbox nobody knows about.
+    if (!existsSync(p.dir)) throw new Error(`sandbox directory ${p.dir} was removed while starting`);
     mkdirSync(p.shared, { recursive: true, mode: 0o711 });
     mkdirSync(p.sockDir, { recursive: true, mode: 0o700 });
     writeFileSync(p.pidFile, `${process.pid} ${processStartTime(process.pid) ?? 0}\n`);

@@ -285,7 +285,7 @@ describe("vm-mode lifecycle with a host agent", () => {
 
   test("the CLI is killed mid-create: delete --force leaves nothing", async () => {
     const b = bundle("mid", LOOP);
-    for (const [i, delay] of [0, 40, 120].entries()) {
+    for (const [i, delay] of [0, 0, 10, 40, 80, 120, 250].entries()) {
       const id = `mid${i}`;
       const r = vmBg(["create", "--bundle", b, id]);
       await until("state dir", () => existsSync(join(root, id)), 10_000);
@@ -294,11 +294,7 @@ describe("vm-mode lifecycle with a host agent", () => {
       await r.code;
       const d = vm(["delete", "--force", id]);
       assert.equal(d.code, 0, d.stderr);
-      // An idle supervisor that the CLI never told about a container leaves by itself; one that
-      // was told goes with the delete.
-      await until(`sandbox ${id} gone`, () => !existsSync(join(root, "sandboxes", id)), 15_000).catch(
-        () => {},
-      );
+      // The delete itself stops the supervisor, even one killed before anyone wrote its pid down.
       assertNothingLeft(id);
     }
   });

@@ -1,8 +1,15 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { containerStatus, parseProcStat, processAlive, processStartTime } from "../../src/runtime/status";
+import {
+  containerStatus,
+  findProcesses,
+  parseProcStat,
+  processAlive,
+  processStartTime,
+} from "../../src/runtime/status";
 import {
   ContainerExists,
   ContainerNotFound,
@@ -106,6 +113,19 @@ describe("status", () => {
       assert.equal(containerStatus(store, { ...r, pid: 0 }), "creating");
     } finally {
       tmp.cleanup();
+    }
+  });
+
+  it("finds live processes by argv, with their start times", () => {
+    const child = spawn("sleep", ["1000"], { argv0: "kata-ts-find-me" });
+    try {
+      // argv[0] is the marker; a matcher that looks elsewhere finds nothing.
+      const found = findProcesses((argv) => argv[1] === "kata-ts-find-me");
+      assert.deepEqual(found, []);
+      const mine = findProcesses((argv) => argv.includes("kata-ts-find-me"));
+      assert.deepEqual(mine, [{ pid: child.pid, start: processStartTime(child.pid!) }]);
+    } finally {
+      child.kill("SIGKILL");
     }
   });
 });

@@ -2,7 +2,16 @@
 // its exit and can always kill it), waits until QMP answers, and removes the socket and pid files
 // when QEMU is gone, however it ended.
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { QemuConfig } from "../../config/config";
 import type { HypervisorDriver, StartVmOptions, Vm, VmExit } from "../driver";
@@ -190,7 +199,8 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
   const logFd = openSync(paths.qemuLog, "a", 0o600);
   let child: ChildProcess;
   try {
-    child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", logFd] });
+    const [cmd, ...args] = withParentDeathSignal(argv);
+    child = spawn(cmd, args, { stdio: ["ignore", "ignore", logFd] });
   } finally {
     closeSync(logFd);
   }
@@ -240,3 +250,20 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
 }
 
 export const qemuDriver: HypervisorDriver = { name: "qemu", startVm };
+
+const SETPRIV = "/usr/bin/setpriv";
+
+/**
+ * QEMU gets SIGKILL when the process that started it dies (setpriv execs it with PR_SET_PDEATHSIG, the
+ * pid stays QEMU's): a supervisor killed before it could stop its VM must not leave one running that
+ * nobody knows about. A QEMU path that is not executable is spawned as is, for spawn's own error.
+ */
+export function withParentDeathSignal(argv: string[]): string[] {
+  try {
+    accessSync(SETPRIV, constants.X_OK);
+    if (argv[0].includes("/")) accessSync(argv[0], constants.X_OK);
+  } catch {
+    return argv;
+  }
+  return [SETPRIV, "--pdeathsig", "KILL", "--", ...argv];
+}
