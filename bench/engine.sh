@@ -40,15 +40,9 @@ cleanup() {
 trap cleanup EXIT
 
 # Bundle: busybox-static rootfs, `runc spec` with no terminal, workload `true`.
+. "$repo/bench/lib.sh"
 b=$work/bundle
-mkdir -p "$b/rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,root,run,var}
-cp /bin/busybox "$b/rootfs/bin/busybox"
-chroot "$b/rootfs" /bin/busybox --install -s
-echo 'root:x:0:0:root:/root:/bin/sh' >"$b/rootfs/etc/passwd"
-echo 'root:x:0:' >"$b/rootfs/etc/group"
-(cd "$b" && /usr/sbin/runc spec)
-jq '.process.terminal = false | .process.args = ["/bin/true"]' "$b/config.json" >"$b/config.tmp"
-mv "$b/config.tmp" "$b/config.json"
+busybox_bundle "$b" '["/bin/true"]'
 printf '[runtime]\nhypervisor = "none"\n' >"$work/kata.toml"
 
 # Container stdio always goes to files or /dev/null: a created container keeps the create call's

@@ -85,14 +85,10 @@ hypervisor = "qemu"
 EOF
 
 # The busybox bundle (static busybox, applet links).
+. bench/lib.sh
 b=$work/bundle
-mkdir -p "$b/rootfs/bin" "$b/rootfs/proc" "$b/rootfs/sys" "$b/rootfs/dev" "$b/rootfs/tmp" "$b/rootfs/etc"
-cp /bin/busybox "$b/rootfs/bin/busybox"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$b/rootfs/bin/$a"; done
-(cd "$b" && runc spec && sed -i 's/"terminal": true/"terminal": false/; s/"sh"$/"true"/' config.json)
+busybox_bundle "$b" '["true"]'
 
-ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2))}'; }
 # The real CLI (its verbs dispatch to VM mode with hypervisor = "qemu").
 vmcli() { bin/kata-ts --root "$root" --config "$work/config.toml" "$@"; }
 
@@ -109,7 +105,7 @@ echo "== (b) kata-ts run (VM mode, cold: one new VM per run) × $runs"
 for i in $(seq "$runs"); do
   t=$(date +%s%N)
   vmcli run --bundle "$b" "bench-$i-$$" </dev/null >/dev/null
-  ms "$t" >>"$work/b.txt"
+  ms_since "$t" >>"$work/b.txt"
 done
 b_med=$(median <"$work/b.txt")
 echo "   runs: $(tr '\n' ' ' <"$work/b.txt")ms"
@@ -119,23 +115,22 @@ echo "== (c) runc run × $runs"
 for i in $(seq "$runs"); do
   t=$(date +%s%N)
   runc --root "$work/runc" run --bundle "$b" bench-runc </dev/null >/dev/null
-  ms "$t" >>"$work/c.txt"
+  ms_since "$t" >>"$work/c.txt"
 done
 c_med=$(median <"$work/c.txt")
 
 echo "== memory of one running sandbox (PSS, kB)"
-sed -i 's/"true"$/"sleep", "1000"/' "$b/config.json"
+jq '.process.args = ["sleep", "1000"]' "$b/config.json" >"$b/config.tmp" && mv "$b/config.tmp" "$b/config.json"
 vmcli create --bundle "$b" --pid-file "$work/standin.pid" bench-mem </dev/null >/dev/null 2>&1
 vmcli start bench-mem
 sleep 1
-pss() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo "?"; }
 info=$root/sandboxes/bench-mem/sandbox.json
 sup_pid=$(sed -n 's/.*"supervisorPid":\([0-9]*\).*/\1/p' "$info")
 vm_pid=$(sed -n 's/.*"vmPid":\([0-9]*\).*/\1/p' "$info")
 standin_pid=$(cat "$work/standin.pid")
-qemu_pss=$([ "${vm_pid:-0}" != 0 ] && pss "$vm_pid" || echo "-")
-sup_pss=$(pss "$sup_pid")
-standin_pss=$(pss "$standin_pid")
+qemu_pss=$([ "${vm_pid:-0}" != 0 ] && pss_kb "$vm_pid" || echo "-")
+sup_pss=$(pss_kb "$sup_pid")
+standin_pss=$(pss_kb "$standin_pid")
 vmcli delete --force bench-mem
 
 echo
