@@ -62,22 +62,24 @@ annotate() { # BUNDLE TYPE SANDBOX-ID
 # RSS (kB) of a sandbox's QEMU and supervisor, as "qemu supervisor".
 sandbox_rss() { jq -r '.vmPid, .supervisorPid' "$root/sandboxes/$1/sandbox.json" | while read -r p; do rss_kb "$p"; done | paste -sd' '; }
 
+# create_start BUNDLE ID TIMES: create + start, the time appended to $work/TIMES.txt; then 1 s to settle.
+create_start() {
+  local t
+  t=$(date +%s%N)
+  vmcli create --bundle "$work/$1" --pid-file "$work/$2.pid" "$2" </dev/null >/dev/null 2>&1
+  vmcli start "$2"
+  ms_since "$t" >>"$work/$3.txt"
+  sleep 1
+}
+
 : >"$work/first.txt" >"$work/second.txt" >"$work/qemu.txt" >"$work/sup.txt" >"$work/standin.txt"
 for i in $(seq "$runs"); do
   pod=pod$i-$$
   annotate "$work/sandbox" sandbox "$pod"
   annotate "$work/member" container "$pod"
-  t=$(date +%s%N)
-  vmcli create --bundle "$work/sandbox" --pid-file "$work/$pod.pid" "$pod" </dev/null >/dev/null 2>&1
-  vmcli start "$pod"
-  ms_since "$t" >>"$work/first.txt"
-  sleep 1
+  create_start sandbox "$pod" first
   read -r q0 s0 < <(sandbox_rss "$pod")
-  t=$(date +%s%N)
-  vmcli create --bundle "$work/member" --pid-file "$work/$pod-c.pid" "$pod-c" </dev/null >/dev/null 2>&1
-  vmcli start "$pod-c"
-  ms_since "$t" >>"$work/second.txt"
-  sleep 1
+  create_start member "$pod-c" second
   read -r q1 s1 < <(sandbox_rss "$pod")
   echo $((q1 - q0)) >>"$work/qemu.txt"
   echo $((s1 - s0)) >>"$work/sup.txt"

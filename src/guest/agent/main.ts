@@ -168,7 +168,9 @@ async function main(): Promise<void> {
   }
   details.readyAt = uptime();
   // Where boot time goes under TCG: the guest's uptime vs the agent's own (node start included).
-  log(`ready at guest uptime ${details.readyAt.toFixed(2)} s, ${process.uptime().toFixed(2)} s after node started`);
+  log(
+    `ready at guest uptime ${details.readyAt.toFixed(2)} s, ${process.uptime().toFixed(2)} s after node started`,
+  );
 }
 
 main().catch((err) => {
