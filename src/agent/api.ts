@@ -94,6 +94,8 @@ export interface GuestDetails {
   agentVersion: string;
   /** Seconds since guest boot when the agent became ready. */
   readyAt: number;
+  /** The agent bundle's V8 code cache: accepted, rejected (stale) or none (started without the loader). */
+  codeCache?: "accepted" | "rejected" | "none";
 }
 
 /** Every RPC the agent serves: name → [request, response]. */

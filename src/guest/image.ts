@@ -11,7 +11,7 @@
 // input never rebuilds and any change does. <cache>/kata-ts-guest.img (the configured default
 // hypervisor.image) is a symlink to the current build. Input hashes are remembered per (path, size,
 // mtime, inode) so that checking a warm cache does not re-read the 100 MB node binary.
-import { execFile } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   chmodSync,
@@ -43,6 +43,8 @@ export const MANIFEST_FILE = "manifest.json";
 /** Where the agent's runtime lives in the guest (the init and the agent rely on these paths). */
 export const GUEST_OPT_DIR = "/opt/kata-ts";
 export const GUEST_AGENT_PATH = `${GUEST_OPT_DIR}/kata-agent.cjs`;
+/** bin/run-cached.cjs: the init starts the agent through it, with the code cache made at build time. */
+export const GUEST_LOADER_PATH = `${GUEST_OPT_DIR}/run-cached.cjs`;
 export const GUEST_HELPER_PATH = `${GUEST_OPT_DIR}/kata-ts-helper`;
 export const GUEST_ADDON_PATH = `${GUEST_OPT_DIR}/kata_native.node`;
 export const GUEST_NODE_PATH = "/usr/bin/node";
@@ -67,6 +69,8 @@ export interface ImageSources {
   busybox: string;
   node: string;
   agentBundle: string;
+  /** bin/run-cached.cjs (runs a bundle with its V8 code cache). */
+  loader: string;
   helper: string;
   addon: string;
   /** guest/rootfs: `init` and `etc/`. */
@@ -137,6 +141,7 @@ export function defaultSources(root = findProjectRoot()): ImageSources {
     busybox: "/bin/busybox",
     node: "/usr/bin/node",
     agentBundle: join(root, "dist", "kata-agent.cjs"),
+    loader: join(root, "bin", "run-cached.cjs"),
     helper: join(root, "native", "build", "kata-ts-helper"),
     addon: join(root, "native", "build", "kata_native.node"),
     rootfsDir: join(root, "guest", "rootfs"),
@@ -149,6 +154,7 @@ export function checkSources(s: ImageSources): void {
     [s.busybox, "apt-get install -y busybox-static"],
     [s.node, "install Node.js 20"],
     [s.agentBundle, "build the guest agent: node scripts/build.mjs"],
+    [s.loader, "bin/run-cached.cjs is part of the kata-ts source tree"],
     [s.helper, "make -C native"],
     [s.addon, "make -C native"],
     [join(s.rootfsDir, "init"), "guest/rootfs/init is part of the kata-ts source tree"],
@@ -402,6 +408,7 @@ export async function planImage(sources: ImageSources, opts: PlanOptions = {}): 
   await add("agent", sources.agentBundle, GUEST_AGENT_PATH, 0o644);
   const map = `${sources.agentBundle}.map`;
   if (existsSync(map)) await add("agent", map, `${GUEST_AGENT_PATH}.map`, 0o644);
+  await add("agent", sources.loader, GUEST_LOADER_PATH, 0o644);
   await add("init", join(sources.rootfsDir, "init"), "/init", 0o755);
   for (const f of listRootfs(sources.rootfsDir)) {
     if (f.rel === "/init") continue;
@@ -464,9 +471,34 @@ export async function writeTree(
     symlinkSync(relative(dirname(dest), target) || ".", linkPath);
     lutimesSync(linkPath, 0, 0);
   }
+  writeAgentCodeCache(root);
   // Fixed times everywhere (directories last: creating entries touches them): same inputs, same bytes.
   for (const d of [...plan.dirs].reverse()) utimesSync(at(d), 0, 0);
   return { nodeStripped };
+}
+
+/**
+ * The agent's V8 code cache, next to its bundle in the tree: the tree's own node (the guest's binary, so
+ * V8 accepts the cache there) runs the bundle's build-time warm-up through the loader, which writes
+ * BUNDLE.v8cache at exit. V8's cache bytes differ from run to run, so it is derived here from inputs
+ * that are already in the key rather than being an input itself. Without it the agent just compiles.
+ */
+function writeAgentCodeCache(root: string): void {
+  const loader = join(root, GUEST_LOADER_PATH);
+  const agent = join(root, GUEST_AGENT_PATH);
+  if (!existsSync(loader) || !existsSync(agent)) return;
+  const r = spawnSync(join(root, GUEST_NODE_PATH), [loader, agent], {
+    env: { ...process.env, KATA_TS_WRITE_CODE_CACHE: "1", KATA_TS_AGENT_WARMUP: "1" },
+    stdio: "ignore",
+    timeout: 60_000,
+  });
+  const cache = `${agent}.v8cache`;
+  if (r.status !== 0 || !existsSync(cache)) {
+    rmSync(cache, { force: true });
+    return;
+  }
+  chmodSync(cache, 0o644);
+  utimesSync(cache, 0, 0);
 }
 
 /** The sizes of the files as written (node shrinks when stripped). */

@@ -170,7 +170,10 @@ export class Supervisor {
     this.ownsAgent = booted.ownsAgent ?? true;
     this.writeInfo();
     this.guest = await this.agent.request("ping", {});
-    this.log(`sandbox ${this.opts.sandboxId}: agent ready (guest ${this.guest.kernelRelease})`);
+    const g = this.guest;
+    this.log(
+      `sandbox ${this.opts.sandboxId}: agent ready (guest ${g.kernelRelease}, up ${g.readyAt} s, code cache ${g.codeCache ?? "none"})`,
+    );
     void this.agent.closed.then(() => this.onVmGone("agent connection closed"));
     void this.vm?.waitExit().then(() => this.onVmGone("QEMU exited"));
     rmSync(p.socket, { force: true });

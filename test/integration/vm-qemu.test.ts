@@ -230,6 +230,9 @@ describe("VM sandboxes under QEMU", { skip: missing.length > 0 && `missing ${mis
     assert.match(bootId, /^[0-9a-f-]{36}$/);
     assert.notEqual(bootId, hostBootId, "the container sees the guest's boot id");
     assert.equal(pidLine, "pid 1");
+    // The agent started from the image's V8 code cache: the guest's V8 took what the build made.
+    const supLog = readFileSync(join(root, "sandboxes", "vm1", "supervisor.log"), "utf8");
+    assert.match(supLog, /agent ready \(.*code cache accepted\)/, supLog);
     await sleep(200);
     assert.equal(pgrep(`sleep ${nap}`), "", "the host sees the workload");
     const guestPids = JSON.parse(vm(["ps", "vm1"]).stdout) as number[];

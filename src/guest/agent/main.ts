@@ -12,6 +12,7 @@ import { type AgentHandlers, serve } from "../../agent/server";
 import { VERSION } from "../../version";
 import { ContainerManager, DEFAULT_STATE_ROOT } from "./containers";
 import { findPort, readsSettled, servePort } from "./port";
+import { warmUp } from "./warmup";
 
 function log(msg: string): void {
   process.stderr.write(`kata-ts-agent: ${msg}\n`);
@@ -59,6 +60,7 @@ async function main(): Promise<void> {
     bootId: bootId(),
     agentVersion: VERSION.version,
     readyAt: 0,
+    codeCache: (globalThis as { kataTsCodeCache?: GuestDetails["codeCache"] }).kataTsCodeCache ?? "none",
   };
   const sessions = new Set<Duplex>();
   let stopping = false;
@@ -147,6 +149,11 @@ async function main(): Promise<void> {
   };
   for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => shutdown(0));
 
+  if (env.KATA_TS_AGENT_WARMUP === "1") {
+    // The build, for the code cache: exercise the first container's paths and leave.
+    await warmUp({ ping: handlers.ping });
+    process.exit(0);
+  }
   if (env.KATA_TS_AGENT_SOCKET) {
     // Tests only: serve every connection on a unix socket we listen on.
     const path = env.KATA_TS_AGENT_SOCKET;

@@ -1,0 +1,40 @@
+// Runs a CommonJS bundle with V8's code cache (BUNDLE.v8cache next to it): Node 20 has no module compile
+// cache, and compiling a bundle is the largest cost of a start after Node's own (~30 ms for the CLI on
+// the host; ~10× that for the agent in a TCG guest). A missing or stale cache is rejected by V8 and the
+// bundle is simply compiled as usual. With KATA_TS_WRITE_CODE_CACHE=1 the cache is (re)written at exit,
+// holding every function compiled by then: the build runs each bundle once for that.
+// Used by bin/kata-ts (the CLI) and, in the guest image, by the init to start the agent:
+//   node run-cached.cjs BUNDLE [args...]
+"use strict";
+const fs = require("node:fs");
+const path = require("node:path");
+const vm = require("node:vm");
+const Module = require("node:module");
+
+function runCached(file) {
+  const cacheFile = `${file}.v8cache`;
+  let cachedData;
+  try {
+    cachedData = fs.readFileSync(cacheFile);
+  } catch {}
+  const script = new vm.Script(Module.wrap(fs.readFileSync(file, "utf8")), { filename: file, cachedData });
+  // What became of the cache, for the bundle to report (the agent says it in its ping answer).
+  globalThis.kataTsCodeCache = !cachedData ? "none" : script.cachedDataRejected ? "rejected" : "accepted";
+  const mod = new Module(file, module);
+  mod.filename = file;
+  mod.paths = Module._nodeModulePaths(path.dirname(file));
+  if (process.env.KATA_TS_WRITE_CODE_CACHE === "1") {
+    process.on("exit", () => fs.writeFileSync(cacheFile, script.createCachedData()));
+  }
+  const dir = path.dirname(file);
+  script.runInThisContext().call(mod.exports, mod.exports, (id) => mod.require(id), mod, file, dir);
+}
+
+module.exports = { runCached };
+
+if (require.main === module) {
+  const file = path.resolve(process.argv[2]);
+  // The bundle sees itself as the script: argv[1] is the bundle, its arguments follow.
+  process.argv.splice(1, 2, file);
+  runCached(file);
+}
