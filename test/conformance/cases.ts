@@ -514,14 +514,27 @@ export const CASES: ConformanceCase[] = [
   {
     name: "sysctl: net.ipv4.ip_forward (net ns) and kernel.shm_rmid_forced (ipc ns)",
     field: "linux.sysctl",
-    spec: () => ({ linux: { sysctl: { "net.ipv4.ip_forward": "1", "kernel.shm_rmid_forced": "1" } } }),
-    check(o) {
+    setup(ctx) {
+      // The host's own values (an engine's daemon may have turned ip_forward on): the container asks for
+      // the opposite, and the host must keep its own.
+      ctx.vars.ipForward = readHostFile("/proc/sys/net/ipv4/ip_forward");
+      ctx.vars.shmRmidForced = readHostFile("/proc/sys/kernel/shm_rmid_forced");
+    },
+    spec: (ctx) => ({
+      linux: {
+        sysctl: {
+          "net.ipv4.ip_forward": ctx.vars.ipForward === "1" ? "0" : "1",
+          "kernel.shm_rmid_forced": ctx.vars.shmRmidForced === "1" ? "0" : "1",
+        },
+      },
+    }),
+    check(o, ctx) {
       ok(o);
-      assert.equal(o.report.get("sysctl.net.ipv4.ip_forward"), "1");
-      assert.equal(o.report.get("sysctl.kernel.shm_rmid_forced"), "1");
+      assert.equal(o.report.get("sysctl.net.ipv4.ip_forward"), ctx.vars.ipForward === "1" ? "0" : "1");
+      assert.equal(o.report.get("sysctl.kernel.shm_rmid_forced"), ctx.vars.shmRmidForced === "1" ? "0" : "1");
       // namespaced: the host keeps its values
-      assert.equal(readHostFile("/proc/sys/net/ipv4/ip_forward"), "0");
-      assert.equal(readHostFile("/proc/sys/kernel/shm_rmid_forced"), "0");
+      assert.equal(readHostFile("/proc/sys/net/ipv4/ip_forward"), ctx.vars.ipForward);
+      assert.equal(readHostFile("/proc/sys/kernel/shm_rmid_forced"), ctx.vars.shmRmidForced);
     },
   },
 

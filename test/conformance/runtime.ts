@@ -47,7 +47,8 @@ export class Runtime {
 
   constructor(
     readonly bin: string,
-    opts: { config?: string; name?: string } = {},
+    /** config: a configuration file; configText: its content, written into the runtime's temp dir. */
+    opts: { config?: string; configText?: string; name?: string } = {},
   ) {
     this.tmp = mkdtempSync(join(tmpdir(), "kata-ts-rt-"));
     this.root = join(this.tmp, "root");
@@ -58,7 +59,7 @@ export class Runtime {
       let config = opts.config;
       if (!config) {
         config = join(this.tmp, "configuration.toml");
-        writeFileSync(config, '[runtime]\nhypervisor = "none"\n');
+        writeFileSync(config, opts.configText ?? '[runtime]\nhypervisor = "none"\n');
       }
       this.globalArgs.push("--config", config);
       vm = loadConfig({ explicitPath: config }).config.runtime.hypervisor !== "none";
