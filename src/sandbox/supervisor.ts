@@ -3,7 +3,7 @@
 // The CLI talks to it over <sandbox>/supervisor.sock (./protocol); stand-ins connect to the same socket
 // and pass their stdio fds. It exits after the sandbox's last container is deleted, or when the VM
 // dies (after telling every stand-in, so engines see the containers exit).
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { dirname, isAbsolute, join } from "node:path";
 import type { GuestDetails, GuestMount } from "../agent/api";
@@ -736,6 +736,11 @@ export function cleanupSandboxDir(p: SandboxPaths, all: boolean): void {
   if (mountsUnder(p.dir).length > 0) return;
   if (all) {
     rmSync(p.dir, { recursive: true, force: true });
+    // <root>/sandboxes too once it is empty, so that a runtime root holds nothing after the last delete
+    // (as runc's does); a concurrent create's recursive mkdir makes it again.
+    try {
+      rmdirSync(dirname(p.dir));
+    } catch {}
     return;
   }
   rmSync(p.socket, { force: true });
