@@ -48,18 +48,26 @@ function ok(args: string[]): string {
   return r.stdout;
 }
 
-/** The stand-in holds the container's stdio: a file, so that create's caller does not wait on a pipe. */
-function create(id: string, bundle: string): void {
-  const fd = openSync(join(tmp.path, `${id}.out`), "w");
+/**
+ * A verb whose process outlives it (create, exec --detach): its stand-in holds the stdio until the
+ * process exits, so the stdio is a file, not a pipe the caller would wait on.
+ */
+function detached(name: string, args: string[]): void {
+  const out = join(tmp.path, `${name}.out`);
+  const fd = openSync(out, "w");
   try {
-    const r = spawnSync(BIN, ["--root", root, "--config", CONFIG, "create", "--bundle", bundle, id], {
+    const r = spawnSync(BIN, ["--root", root, "--config", CONFIG, ...args], {
       stdio: ["ignore", fd, fd],
       timeout: 180_000,
     });
-    assert.equal(r.status, 0, `create ${id}: ${readFileSync(join(tmp.path, `${id}.out`), "utf8")}`);
+    assert.equal(r.status, 0, `${args.join(" ")}: ${readFileSync(out, "utf8")}`);
   } finally {
     closeSync(fd);
   }
+}
+
+function create(id: string, bundle: string): void {
+  detached(id, ["create", "--bundle", bundle, id]);
   ok(["start", id]);
 }
 
@@ -170,7 +178,18 @@ describe("pods in VM mode (CLI)", { skip: missing.length > 0 && `missing ${missi
     for (const t of ["pid", "mnt"]) assert.notEqual(ns1[t], nsP[t], `member 1 has its own ${t}`);
 
     // The pod's localhost: a listener in member 1, reached from member 2 over 127.0.0.1.
-    ok(["exec", "--detach", M1, "nc", "-l", "-p", "8080", "-e", "echo", "hello-over-localhost"]);
+    detached("nc-listener", [
+      "exec",
+      "--detach",
+      M1,
+      "nc",
+      "-l",
+      "-p",
+      "8080",
+      "-e",
+      "echo",
+      "hello-over-localhost",
+    ]);
     const got = await until("member 2 to reach member 1 over localhost", () => {
       const r = kata(["exec", M2, "nc", "127.0.0.1", "8080"]);
       return r.stdout.includes("hello-over-localhost") ? r.stdout : undefined;
@@ -179,7 +198,7 @@ describe("pods in VM mode (CLI)", { skip: missing.length > 0 && `missing ${missi
 
     // ps: the table is the guest's ps with only this container's rows; json gives host pids of its
     // stand-ins (the engines' pids), starting with the init's.
-    ok(["exec", "--detach", M1, "sleep", "1011"]);
+    detached("sleeper", ["exec", "--detach", M1, "sleep", "1011"]);
     const table = ok(["ps", M1]);
     assert.match(table, /sleep 1001/);
     assert.match(table, /sleep 1011/);
