@@ -10,7 +10,6 @@
 //      KATA_TS_ENGINE_ENGINES=a,b      subset of podman,ctr,docker (default all three)
 //      KATA_TS_ENGINE_KEEP=1           keep the base dir and daemons (prints the path)
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,16 +18,18 @@ import { dockerCli, type EngineName, missingBinaries } from "../engines/drivers"
 import {
   CTR_NAMESPACE,
   check,
-  ENGINES_DIR,
   engineEnv,
   entries,
+  formatTimings,
   IMAGE,
   mountsUnder,
   processesUnder,
-  type Result,
   RuntimeLog,
+  runScript,
+  scenarioTest,
   sh,
   shTty,
+  type Timing,
   waitFor,
 } from "../engines/harness";
 import { BIN } from "../helpers";
@@ -48,7 +49,7 @@ const ENABLED = ALL.filter((e) => !skipReason.get(e));
 const BASE = mkdtempSync(join(tmpdir(), "kata-ts-engines-vm-"));
 const log = new RuntimeLog(BASE);
 let env: NodeJS.ProcessEnv = process.env;
-const timings: { engine: string; scenario: string; ms: number; ok: boolean }[] = [];
+const timings: Timing[] = [];
 /** Host pids the engines reported for containers (stand-ins): none may be left at the end. */
 const standins = new Set<number>();
 const hostBootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
@@ -57,18 +58,6 @@ const bootIds: { who: string; id: string }[] = [];
 /** A VM create under TCG on a shared 2-core host: boot + agent + first container. */
 const VM_MS = 150_000;
 const BOOT_ID = "cat /proc/sys/kernel/random/boot_id";
-
-function script(name: string, args: string[], timeoutMs: number): Result {
-  const t0 = performance.now();
-  const r = spawnSync("bash", [join(ENGINES_DIR, name), ...args], { encoding: "utf8", timeout: timeoutMs });
-  if (r.error) throw r.error;
-  return {
-    code: r.status ?? 255,
-    stdout: r.stdout,
-    stderr: r.stderr,
-    ms: Math.round(performance.now() - t0),
-  };
-}
 
 const run = (cmd: string, args: string[], timeoutMs = VM_MS) => sh(cmd, args, { env, timeoutMs });
 
@@ -106,12 +95,12 @@ describe("container engines drive kata-ts in VM mode", {
 }, () => {
   before(
     () => {
-      const r = spawnSync("bash", [join(ENGINES_DIR, "setup.sh"), BASE, BIN, ENABLED.join(",")], {
-        encoding: "utf8",
-        timeout: 180_000,
-        env: { ...process.env, KATA_TS_ENGINE_CONFIG: vmConfig() },
+      const r = runScript("setup.sh", [BASE, BIN, ENABLED.join(",")], 180_000, {
+        ...process.env,
+        KATA_TS_ENGINE_CONFIG: vmConfig(),
       });
-      if (r.status !== 0) throw new Error(`setup.sh failed (${r.status}):\n${r.stderr}`);
+      timings.push({ engine: "all", scenario: "setup.sh", ms: r.ms, ok: r.code === 0 });
+      if (r.code !== 0) throw new Error(`setup.sh failed (${r.code}):\n${r.stderr}`);
       env = engineEnv(BASE);
     },
     { timeout: 200_000 },
@@ -119,40 +108,20 @@ describe("container engines drive kata-ts in VM mode", {
 
   after(
     () => {
-      const lines = timings.map(
-        (t) => `  ${t.engine.padEnd(7)} ${String(t.ms).padStart(6)} ms  ${t.ok ? "" : "FAIL "}${t.scenario}`,
-      );
-      console.log(`engine timings in VM mode:\n${lines.join("\n")}`);
+      console.log(formatTimings("engine timings in VM mode", timings));
       if (KEEP) {
         console.log(`KATA_TS_ENGINE_KEEP=1: left ${BASE} in place; run test/engines/teardown.sh ${BASE}`);
         return;
       }
-      const r = script("teardown.sh", [BASE], 120_000);
+      const r = runScript("teardown.sh", [BASE], 120_000);
       console.log(`teardown.sh took ${r.ms} ms`);
       assert.equal(r.code, 0, `teardown.sh left something behind:\n${r.stderr}`);
     },
     { timeout: 130_000 },
   );
 
-  /** A test whose failure message carries the runtime calls it caused. */
-  function scenario(engine: EngineName, name: string, fn: () => Promise<void> | void) {
-    it(name, { timeout: 300_000 }, async () => {
-      const mark = log.mark();
-      const t0 = performance.now();
-      let ok = false;
-      try {
-        await fn();
-        ok = true;
-      } catch (e) {
-        const msg = e instanceof Error ? e.message : String(e);
-        throw new Error(`${msg}\n--- runtime calls during this test ---\n${log.describe(mark)}`, {
-          cause: e,
-        });
-      } finally {
-        timings.push({ engine, scenario: name, ms: Math.round(performance.now() - t0), ok });
-      }
-    });
-  }
+  const scenario = (engine: EngineName, name: string, fn: () => Promise<void> | void) =>
+    scenarioTest(log, timings, engine, name, fn, { timeout: 300_000 });
 
   const inspect = (cli: string, id: string, fmt: string) =>
     check(run(cli, ["inspect", "-f", fmt, id], 30_000), `${cli} inspect`).stdout.trim();
@@ -243,7 +212,7 @@ describe("container engines drive kata-ts in VM mode", {
           // A bad command in a member: the engine shows kata-ts's one-line error; the pod lives on.
           const bad = run("podman", ["run", "--rm", "--pod", pod, IMAGE, "/nonexistent"]);
           assert.equal(bad.code, 127, bad.stderr);
-          assert.match(bad.stderr, /\/nonexistent.*no such file or directory/);
+          assert.match(bad.stderr, /exec: "\/nonexistent": stat \/nonexistent: no such file or directory/);
           assert.equal(
             bad.stderr
               .trim()
