@@ -1,7 +1,8 @@
 // Pods in VM mode through the CLI, as CRI engines drive them: a sandbox container and two members
-// (containerd's CRI annotations, namespaces given by host paths as the engine gives them) share ONE
-// guest; a second sandbox is another guest. Two VM boots in all. What each member sees is read inside
-// the guest (boot id, namespaces, its cgroup), and the host side is checked after every delete.
+// (containerd's CRI annotations, namespaces given by host paths as the engine gives them; one member
+// shares the pid namespace too) share ONE guest; a second sandbox is another guest. Two VM boots in
+// all. What each member sees is read inside the guest (boot id, namespaces, its cgroup), and the host
+// side is checked after every delete.
 //
 // Env: KATA_TS_POD_CONFIG=file   kata-ts config (default: hypervisor = "qemu" with the kernel and image
 //                                 that CI's setup builds under /var/cache/kata-ts)
@@ -72,7 +73,11 @@ function create(id: string, bundle: string): void {
 }
 
 /** A bundle over the shared busybox rootfs; pod members name the sandbox's namespaces by host paths. */
-function bundle(id: string, args: string[], sandbox?: { id: string; member: boolean }): string {
+function bundle(
+  id: string,
+  args: string[],
+  sandbox?: { id: string; member: boolean; sharePid?: boolean },
+): string {
   const dir = join(tmp.path, id);
   mkdirSync(dir, { recursive: true });
   const spec = defaultSpec();
@@ -82,7 +87,11 @@ function bundle(id: string, args: string[], sandbox?: { id: string; member: bool
     type,
     path: `/proc/1/ns/${type === "network" ? "net" : type}`,
   });
-  const ns: Namespace[] = [{ type: "pid" }, { type: "mount" }, byPath("network")];
+  const ns: Namespace[] = [
+    sandbox?.sharePid ? byPath("pid") : { type: "pid" },
+    { type: "mount" },
+    byPath("network"),
+  ];
   if (sandbox?.member) ns.push(byPath("ipc"), byPath("uts"));
   else ns.push({ type: "ipc" }, { type: "uts" });
   spec.linux = { ...spec.linux, namespaces: ns, cgroupsPath: `/kata-pod-vm/${id}` };
@@ -133,7 +142,7 @@ describe("pods in VM mode (CLI)", { skip: missing.length > 0 && `missing ${missi
     tmp.cleanup();
   });
 
-  test("two members share the sandbox's guest, network, ipc and uts; ps, kill --all, update and delete stay per container", {
+  test("two members share the sandbox's guest, network, ipc and uts (one its pid ns too); ps, kill --all, update and delete stay per container", {
     timeout: 600_000,
   }, async () => {
     for (const d of ["bin", "proc", "sys", "dev", "tmp", "etc", "root"])
@@ -151,7 +160,8 @@ describe("pods in VM mode (CLI)", { skip: missing.length > 0 && `missing ${missi
     // The pod: its sandbox container boots the VM, the members join it.
     create(P, bundle(P, ["sleep", "1000"], { id: P, member: false }));
     create(M1, bundle(M1, ["sleep", "1001"], { id: P, member: true }));
-    create(M2, bundle(M2, ["sleep", "1002"], { id: P, member: true }));
+    // Member 2 also shares the sandbox's pid namespace (podman's --share pid, CRI's PodPIDNamespace).
+    create(M2, bundle(M2, ["sleep", "1002"], { id: P, member: true, sharePid: true }));
     // Another sandbox (no annotations: its own), whose network path also means its VM's network.
     create(Q, bundle(Q, ["sleep", "1003"]));
 
@@ -176,6 +186,11 @@ describe("pods in VM mode (CLI)", { skip: missing.length > 0 && `missing ${missi
       assert.equal(ns2[t], nsP[t], `member 2 ${t}`);
     }
     for (const t of ["pid", "mnt"]) assert.notEqual(ns1[t], nsP[t], `member 1 has its own ${t}`);
+    assert.equal(ns2.pid, nsP.pid, "member 2 shares the sandbox's pid namespace");
+    assert.notEqual(ns2.mnt, nsP.mnt, "member 2 has its own mount namespace");
+    // In the shared pid namespace, PID 1 is the sandbox's init and member 2's sleep is another pid.
+    assert.equal(exec(M2, "cat /proc/1/cmdline").replace(/\0/g, " ").trim(), "sleep 1000");
+    assert.equal(exec(M1, "cat /proc/1/cmdline").replace(/\0/g, " ").trim(), "sleep 1001");
 
     // The pod's localhost: a listener in member 1, reached from member 2 over 127.0.0.1.
     detached("nc-listener", [
