@@ -73,9 +73,16 @@ export interface UpdateContainerRequest extends ContainerRef {
   resources: LinuxResources;
 }
 
+export interface ListProcessesRequest extends ContainerRef {
+  /** With these, the guest's `ps` output too (Kata's `ps` table): arguments for `ps`, e.g. ["-ef"]. */
+  psArgs?: string[];
+}
+
 export interface ListProcessesResponse {
   /** Guest pids of the container's processes. */
   pids: number[];
+  /** The guest's `ps` output (every guest process; the host keeps the header and `pids`' rows). */
+  table?: string;
 }
 
 export interface StatsContainerResponse {
@@ -117,7 +124,7 @@ export interface AgentApi {
   resumeContainer: [ContainerRef, Empty];
   updateContainer: [UpdateContainerRequest, Empty];
   statsContainer: [ContainerRef, StatsContainerResponse];
-  listProcesses: [ContainerRef, ListProcessesResponse];
+  listProcesses: [ListProcessesRequest, ListProcessesResponse];
   /** Kills what is left of the container and removes it (mounts, cgroups, state) from the guest. */
   removeContainer: [ContainerRef, Empty];
   /** Syncs and powers the guest off. */

@@ -12,7 +12,7 @@ import {
 import type { LinuxResources } from "../oci/spec";
 import { containerStatus } from "./status";
 import { type ContainerRecord, StateStore } from "./store";
-import { vmApplyResources, vmFreeze, vmPsSync, vmStats, vmStatsSync } from "./vm";
+import { vmApplyResources, vmFreeze, vmPsSync, vmStandinPids, vmStats, vmStatsSync } from "./vm";
 
 export interface OpsContext {
   root: string;
@@ -31,9 +31,17 @@ function managerOf(record: ContainerRecord, warn?: (m: string) => void): CgroupM
 export function containerPids(ctx: OpsContext, id: string): number[] {
   const store = new StateStore(ctx.root);
   const record = store.read(id);
-  // VM containers: guest pids from the agent (the host has no pids for the workload).
-  if (record.hypervisor === "qemu") return vmPsSync(ctx, record);
+  // VM containers: the host has no pids for the workload; engines get the stand-ins'.
+  if (record.hypervisor === "qemu") return vmStandinPids(ctx, record);
   return managerOf(record, ctx.warn).pids();
+}
+
+/** `ps` table: the host's ps rows of the container's processes; in VM mode the guest's ps rows. */
+export function containerPsTable(ctx: OpsContext, id: string, psArgs: readonly string[]): string {
+  const record = new StateStore(ctx.root).read(id);
+  if (record.hypervisor !== "qemu") return psTable(managerOf(record, ctx.warn).pids(), psArgs);
+  const r = vmPsSync(ctx, record, [...psArgs]);
+  return filterPsOutput(r.table ?? "", r.pids);
 }
 
 /** runc's pause: only a created or running container; freezes the cgroup, then records it. */

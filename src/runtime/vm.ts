@@ -542,9 +542,31 @@ export function isVmRecord(r: ContainerRecord): boolean {
 
 // Synchronous forms for the operations whose callers print from synchronous code (ps, events --stats).
 
-export function vmPsSync(ctx: RuntimeContext, record: ContainerRecord): number[] {
-  return supervisorCallSync(sandboxPaths(ctx.root, record.sandboxId).socket, "ps", { containerId: record.id })
-    .pids;
+/** The guest's pids of the container's processes and, with psArgs, the guest's `ps` output. */
+export function vmPsSync(
+  ctx: RuntimeContext,
+  record: ContainerRecord,
+  psArgs?: string[],
+): { pids: number[]; table?: string } {
+  return supervisorCallSync(sandboxPaths(ctx.root, record.sandboxId).socket, "ps", {
+    containerId: record.id,
+    psArgs,
+  });
+}
+
+/**
+ * Host pids for `ps --format json`: the container's stand-ins (init and every exec still running).
+ * Engines take these pids for the container's processes (containerd matches them with the pids it got
+ * from --pid-file; docker top runs the host's ps on them): guest pids would name unrelated host
+ * processes, or none.
+ */
+export function vmStandinPids(ctx: RuntimeContext, record: ContainerRecord): number[] {
+  const sock = sandboxPaths(ctx.root, record.sandboxId).socket;
+  return findProcesses(
+    (argv) => argv[0]?.endsWith(`/${STANDIN_BINARY}`) === true && argv[1] === sock && argv[2] === record.id,
+  )
+    .map((p) => p.pid)
+    .sort((a, b) => a - b);
 }
 
 export function vmStatsSync(ctx: RuntimeContext, record: ContainerRecord): Record<string, unknown> {

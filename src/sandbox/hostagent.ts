@@ -2,7 +2,7 @@
 // isolation at all). It exists so that the supervisor's own logic — stand-in registration, the stdio
 // relay with backpressure, exit codes and signal forwarding — is testable without a VM; it is selected
 // only by KATA_TS_SUPERVISOR_AGENT=host (tests) and never by configuration.
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { release } from "node:os";
 import { PassThrough } from "node:stream";
 import type {
@@ -146,12 +146,16 @@ export class HostAgent implements SandboxAgent {
       }
       case "waitProcess":
         return out({ exitStatus: await this.get(r.containerId, r.execId).exit });
-      case "listProcesses":
-        return out({
-          pids: [...this.procs.entries()]
-            .filter(([k, p]) => k.startsWith(`${r.containerId}/`) && p.child?.exitCode === null)
-            .map(([, p]) => p.child!.pid ?? 0),
-        });
+      case "listProcesses": {
+        const pids = [...this.procs.entries()]
+          .filter(([k, p]) => k.startsWith(`${r.containerId}/`) && p.child?.exitCode === null)
+          .map(([, p]) => p.child!.pid ?? 0);
+        // Its processes are the host's: the host's ps is this "guest's".
+        const psArgs = (req as AgentRequest<"listProcesses">).psArgs;
+        if (!psArgs) return out({ pids });
+        const ps = spawnSync("ps", psArgs.length ? psArgs : ["-ef"], { encoding: "utf8" });
+        return out({ pids, table: ps.stdout });
+      }
       case "removeContainer": {
         for (const [k, p] of this.procs) {
           if (!k.startsWith(`${r.containerId}/`)) continue;

@@ -30,7 +30,8 @@ export interface ControlOps {
   resume: [{ containerId: string }, Empty];
   update: [{ containerId: string; resources: LinuxResources }, Empty];
   stats: [{ containerId: string }, { data: Record<string, unknown> }];
-  ps: [{ containerId: string }, { pids: number[] }];
+  /** Guest pids; with psArgs also the guest's `ps` output (unfiltered). */
+  ps: [{ containerId: string; psArgs?: string[] }, { pids: number[]; table?: string }];
   /** Removes the container from the guest and unshares its rootfs; the last one stops the sandbox. */
   delete: [{ containerId: string }, { sandboxEmpty: boolean }];
   /** Stops the VM and the supervisor, whatever is still running. */

@@ -3,11 +3,11 @@
 // The CLI talks to it over <sandbox>/supervisor.sock (./protocol); stand-ins connect to the same socket
 // and pass their stdio fds. It exits after the sandbox's last container is deleted, or when the VM
 // dies (after telling every stand-in, so engines see the containers exit).
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { dirname, isAbsolute, join } from "node:path";
 import type { GuestDetails, GuestMount } from "../agent/api";
-import type { Mount, Spec } from "../oci/spec";
+import type { Mount, Namespace, Spec } from "../oci/spec";
 import { processStartTime } from "../runtime/status";
 import { closeFd, isErrno, recvFds } from "../sys/native";
 import type { ProcessStdio, SandboxAgent } from "./agent";
@@ -91,6 +91,8 @@ interface Proc {
 interface Container {
   id: string;
   procs: Map<string, Proc>;
+  /** The init's pid in the guest (pod containers join the sandbox container's namespaces by it). */
+  guestPid?: number;
 }
 
 /** The sandbox share as the guest mounts it (host data that may change: no cache). */
@@ -105,11 +107,38 @@ function key(cid: string, execId: string): string {
   return `${cid}\0${execId}`;
 }
 
-/** What a container spec becomes inside the guest, and which host paths must be shared for it. */
+/** Namespaces a pod container shares with its sandbox container when the engine names them by path. */
+const POD_SHARED_NAMESPACES = new Set(["ipc", "uts", "pid"]);
+
+/**
+ * The guest's view of the spec's namespaces, as Kata's agent maps them. A path names a namespace of the
+ * host kernel, which the guest cannot enter; what the engine meant by it is "the pod's":
+ * - network by path: the pod's network, which is the VM's (the guest's root netns): no entry at all;
+ * - ipc/uts/pid by path in a pod container: the sandbox container's, `/proc/<its guest pid>/ns/<type>`;
+ * - every other path (and all of them in a container that is its own sandbox): a fresh namespace.
+ * A namespace without a path stays a fresh one.
+ */
+export function guestNamespaces(namespaces: readonly Namespace[], sandboxGuestPid?: number): Namespace[] {
+  const out: Namespace[] = [];
+  for (const n of namespaces) {
+    if (!n.path) out.push({ type: n.type });
+    else if (n.type === "network") continue;
+    else if (sandboxGuestPid && POD_SHARED_NAMESPACES.has(n.type))
+      out.push({ type: n.type, path: `/proc/${sandboxGuestPid}/ns/${n.type}` });
+    else out.push({ type: n.type });
+  }
+  return out;
+}
+
+/**
+ * What a container spec becomes inside the guest, and which host paths must be shared for it.
+ * `sandboxGuestPid`: the guest pid of the sandbox container's init, for a pod container.
+ */
 export function guestSpec(
   spec: Spec,
   containerId: string,
   sharedDir = GUEST_SHARED_DIR,
+  sandboxGuestPid?: number,
 ): { spec: Spec; binds: { index: number; source: string; rel: string }[] } {
   const g = structuredClone(spec);
   g.root = {
@@ -118,7 +147,7 @@ export function guestSpec(
   };
   // Hooks run on the host (the CLI runs them); host namespace paths mean nothing in the guest.
   delete g.hooks;
-  if (g.linux?.namespaces) g.linux.namespaces = g.linux.namespaces.map((n) => ({ type: n.type }));
+  if (g.linux?.namespaces) g.linux.namespaces = guestNamespaces(g.linux.namespaces, sandboxGuestPid);
   const binds: { index: number; source: string; rel: string }[] = [];
   g.mounts = (spec.mounts ?? []).map((m: Mount, index) => {
     const bind = m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
@@ -464,8 +493,13 @@ export class Supervisor {
         return this.agent.request("statsContainer", { containerId: a.containerId });
       case "ps":
         this.container(a.containerId);
-        return this.agent.request("listProcesses", { containerId: a.containerId });
+        return this.agent.request("listProcesses", { containerId: a.containerId, psArgs: a.psArgs });
       case "delete": {
+        // The sandbox container goes last, as Kata's DeleteSandbox does: its members are stopped first
+        // (their stand-ins die of SIGKILL, so engines see 137), then the VM.
+        if (a.containerId === this.opts.sandboxId)
+          for (const member of [...this.containers.keys()])
+            if (member !== a.containerId) await this.deleteContainer(member);
         await this.deleteContainer(a.containerId);
         const empty = this.containers.size === 0;
         if (empty) later(() => void this.shutdown(0));
@@ -477,6 +511,15 @@ export class Supervisor {
       default:
         throw new Error(`control: unknown operation ${JSON.stringify(op)}`);
     }
+  }
+
+  /**
+   * The sandbox container of a pod container `cid`: the one whose id is the sandbox's (else the first
+   * created, for engines whose sandbox id is not a container id). None for the sandbox container itself.
+   */
+  private sandboxContainer(cid: string): Container | undefined {
+    const first = this.containers.get(this.opts.sandboxId) ?? this.containers.values().next().value;
+    return first && first.id !== cid ? first : undefined;
   }
 
   private async createContainer(
@@ -493,7 +536,7 @@ export class Supervisor {
     let standin: Standin | undefined;
     try {
       standin = await this.claimStandin(cid, "", standinTimeoutMs);
-      const { spec: g, binds } = guestSpec(spec, cid, this.share.dir);
+      const { spec: g, binds } = guestSpec(spec, cid, this.share.dir, this.sandboxContainer(cid)?.guestPid);
       // Always read-write, as runc sees the rootfs: the engine in the guest makes mount points in it
       // (/proc, /dev, ...) and only then applies root.readonly itself.
       shareDir(this.paths.shared, `${cid}/rootfs`, rootfs, false);
@@ -527,6 +570,7 @@ export class Supervisor {
         mounts: [],
         stdio: stdio.streams,
       });
+      c.guestPid = started.guestPid;
       this.track(c, "", standin, stdio);
       return started;
     } catch (err) {
@@ -695,6 +739,11 @@ export function cleanupSandboxDir(p: SandboxPaths, all: boolean): void {
   if (mountsUnder(p.dir).length > 0) return;
   if (all) {
     rmSync(p.dir, { recursive: true, force: true });
+    // <root>/sandboxes too once it is empty, so that a runtime root holds nothing after the last delete
+    // (as runc's does); a concurrent create's recursive mkdir makes it again.
+    try {
+      rmdirSync(dirname(p.dir));
+    } catch {}
     return;
   }
   rmSync(p.socket, { force: true });

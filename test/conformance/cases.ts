@@ -327,7 +327,7 @@ export const CASES: ConformanceCase[] = [
     }),
     vmHostOnly:
       "the path names a namespace of the host kernel; the container runs under the guest kernel, " +
-      "which cannot enter it (the supervisor drops namespace paths: docs/sandbox.md)",
+      "which cannot enter it (a netns path means the guest's own network: docs/sandbox.md)",
     check(o, ctx, env) {
       ok(o);
       assert.equal(o.report.get("ns.net"), ctx.vars.ino, "the container is in the given netns");

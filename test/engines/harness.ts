@@ -1,10 +1,11 @@
 // Engine integration harness: drives podman, ctr (containerd) and docker against a runtime binary that
 // setup.sh registered under the name "kata-ts" (a logging wrapper around the real binary). The engine
 // drivers here hide each CLI's spelling of the same operations so the scenarios in
-// test/integration/engines.test.ts are written once per behaviour.
+// test/integration/engines.test.ts (and engines-vm.test.ts) are written once per behaviour.
 import { type SpawnSyncReturns, spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { it } from "node:test";
 
 export const ENGINES_DIR = resolve(__dirname);
 export const IMAGE = "localhost/busybox:latest";
@@ -285,4 +286,62 @@ export function argvShape(argv: string, base: string, ids: string[]): string {
     .replace(/(conmon-term\.|runc-process|pty|podman|exec-process-)[0-9A-Za-z]+/g, "$1N")
     .replace(/\/tmp\/ctd-checkpoint[0-9]+/g, "/tmp/ctd-checkpointN")
     .replace(/\/e[0-9]+\.pid\b/g, "/<execid>.pid");
+}
+
+// ---- scenario bookkeeping shared by the host-mode and VM-mode engine tests --------------------------
+
+export interface Timing {
+  engine: string;
+  scenario: string;
+  ms: number;
+  ok: boolean;
+}
+
+/** Runs one of this directory's scripts (setup.sh, teardown.sh) to completion. */
+export function runScript(name: string, args: string[], timeoutMs: number, env?: NodeJS.ProcessEnv): Result {
+  const t0 = performance.now();
+  const r = spawnSync("bash", [join(ENGINES_DIR, name), ...args], {
+    encoding: "utf8",
+    timeout: timeoutMs,
+    env: env ?? process.env,
+  });
+  if (r.error) throw r.error;
+  return {
+    code: r.status ?? 255,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    ms: Math.round(performance.now() - t0),
+  };
+}
+
+/** A test whose failure message carries the runtime calls (and their stderr/log lines) it caused. */
+export function scenarioTest(
+  log: RuntimeLog,
+  timings: Timing[],
+  engine: string,
+  name: string,
+  fn: () => Promise<void> | void,
+  opts: { skip?: string; timeout: number },
+): void {
+  it(name, { skip: opts.skip, timeout: opts.timeout }, async () => {
+    const mark = log.mark();
+    const t0 = performance.now();
+    let ok = false;
+    try {
+      await fn();
+      ok = true;
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      throw new Error(`${msg}\n--- runtime calls during this test ---\n${log.describe(mark)}`, { cause: e });
+    } finally {
+      timings.push({ engine, scenario: name, ms: Math.round(performance.now() - t0), ok });
+    }
+  });
+}
+
+export function formatTimings(title: string, timings: readonly Timing[]): string {
+  const lines = timings.map(
+    (t) => `  ${t.engine.padEnd(7)} ${String(t.ms).padStart(6)} ms  ${t.ok ? "" : "FAIL "}${t.scenario}`,
+  );
+  return `${title}:\n${lines.join("\n")}`;
 }

@@ -14,7 +14,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { after, before, describe } from "node:test";
 import {
   ctr,
   type Driver,
@@ -29,16 +29,18 @@ import {
   argvShape,
   cgroupDir,
   cgroupDirs,
-  ENGINES_DIR,
   engineEnv,
   entries,
+  formatTimings,
   inode,
   mountsUnder,
   processesUnder,
-  type Result,
   RuntimeLog,
   readTrim,
+  runScript,
+  scenarioTest,
   sleep,
+  type Timing,
   waitFor,
 } from "../engines/harness";
 import { BIN } from "../helpers";
@@ -56,20 +58,8 @@ const ENABLED = ALL.filter((e) => !skipReason.get(e));
 const BASE = mkdtempSync(join(tmpdir(), "kata-ts-engines-"));
 const log = new RuntimeLog(BASE);
 let env: NodeJS.ProcessEnv = process.env;
-const timings: { engine: string; scenario: string; ms: number; ok: boolean }[] = [];
+const timings: Timing[] = [];
 const argvReport: Record<string, { caller: string; shape: string }[]> = {};
-
-function script(name: string, args: string[], timeoutMs: number): Result {
-  const t0 = performance.now();
-  const r = spawnSync("bash", [join(ENGINES_DIR, name), ...args], { encoding: "utf8", timeout: timeoutMs });
-  if (r.error) throw r.error;
-  return {
-    code: r.status ?? 255,
-    stdout: r.stdout,
-    stderr: r.stderr,
-    ms: Math.round(performance.now() - t0),
-  };
-}
 
 const MiB = 1024 * 1024;
 const SLEEPER = ["sleep", "1000"];
@@ -81,7 +71,7 @@ describe("container engines drive the runtime", {
 }, () => {
   before(
     () => {
-      const r = script("setup.sh", [BASE, RUNTIME, ENABLED.join(",")], 180_000);
+      const r = runScript("setup.sh", [BASE, RUNTIME, ENABLED.join(",")], 180_000);
       timings.push({
         engine: "all",
         scenario: `setup.sh (${ENABLED.join(",")})`,
@@ -96,10 +86,7 @@ describe("container engines drive the runtime", {
 
   after(
     () => {
-      const lines = timings.map(
-        (t) => `  ${t.engine.padEnd(7)} ${String(t.ms).padStart(6)} ms  ${t.ok ? "" : "FAIL "}${t.scenario}`,
-      );
-      console.log(`engine timings (runtime ${RUNTIME}):\n${lines.join("\n")}`);
+      console.log(formatTimings(`engine timings (runtime ${RUNTIME})`, timings));
       for (const [engine, shapes] of Object.entries(argvReport)) {
         console.log(
           `runtime calls from ${engine}:\n${shapes.map((s) => `  ${s.caller}: ${s.shape}`).join("\n")}`,
@@ -109,7 +96,7 @@ describe("container engines drive the runtime", {
         console.log(`KATA_TS_ENGINE_KEEP=1: left ${BASE} in place; run test/engines/teardown.sh ${BASE}`);
         return;
       }
-      const r = script("teardown.sh", [BASE], 120_000);
+      const r = runScript("teardown.sh", [BASE], 120_000);
       timings.push({ engine: "all", scenario: "teardown.sh", ms: r.ms, ok: r.code === 0 });
       console.log(`teardown.sh took ${r.ms} ms`);
       if (process.env.KATA_TS_ENGINE_REPORT) {
@@ -149,24 +136,8 @@ describe("container engines drive the runtime", {
         baselineMounts = mountsUnder(BASE);
       });
 
-      /** A test whose failure message carries the runtime calls (and their stderr/log lines) it caused. */
       function scenario(name: string, fn: () => Promise<void> | void, opts: { skip?: string } = {}) {
-        it(name, { skip: opts.skip, timeout: 60_000 }, async () => {
-          const mark = log.mark();
-          const t0 = performance.now();
-          let ok = false;
-          try {
-            await fn();
-            ok = true;
-          } catch (e) {
-            const msg = e instanceof Error ? e.message : String(e);
-            throw new Error(`${msg}\n--- runtime calls during this test ---\n${log.describe(mark)}`, {
-              cause: e,
-            });
-          } finally {
-            timings.push({ engine, scenario: name, ms: Math.round(performance.now() - t0), ok });
-          }
-        });
+        scenarioTest(log, timings, engine, name, fn, { skip: opts.skip, timeout: 60_000 });
       }
 
       /** Runs `fn` with a detached container running `cmd`, always removing it afterwards. */

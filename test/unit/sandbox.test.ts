@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import type { Spec } from "../../src/oci/spec";
+import type { Namespace, Spec } from "../../src/oci/spec";
 import {
   GUEST_SHARED_DIR,
   guestRootfs,
@@ -14,7 +14,7 @@ import {
 } from "../../src/sandbox/paths";
 import { SupervisorClient } from "../../src/sandbox/protocol";
 import { mountsUnder } from "../../src/sandbox/share";
-import { guestSpec } from "../../src/sandbox/supervisor";
+import { guestNamespaces, guestSpec } from "../../src/sandbox/supervisor";
 import { tempDir } from "../helpers";
 
 describe("sandbox paths", () => {
@@ -56,13 +56,45 @@ describe("guest spec", () => {
     linux: { namespaces: [{ type: "pid" }, { type: "network", path: "/proc/123/ns/net" }] },
   };
 
-  test("root.path points into the share; hooks stay on the host; namespace paths are dropped", () => {
+  test("root.path points into the share; hooks stay on the host; a netns path is the guest's root netns", () => {
     const { spec: g } = guestSpec(spec, "c1");
     assert.deepEqual(g.root, { path: `${GUEST_SHARED_DIR}/c1/rootfs`, readonly: true });
     assert.equal(guestRootfs("c1"), g.root?.path);
     assert.equal(g.hooks, undefined);
-    assert.deepEqual(g.linux?.namespaces, [{ type: "pid" }, { type: "network" }]);
+    assert.deepEqual(g.linux?.namespaces, [{ type: "pid" }]);
     assert.equal(spec.hooks?.prestart?.length, 1, "the host spec is not modified");
+  });
+
+  test("namespaces: pod members join the sandbox container's ipc/uts/pid; other paths become fresh", () => {
+    const host: Namespace[] = [
+      { type: "pid", path: "/proc/9/ns/pid" },
+      { type: "network", path: "/proc/9/ns/net" },
+      { type: "ipc", path: "/proc/9/ns/ipc" },
+      { type: "uts", path: "/proc/9/ns/uts" },
+      { type: "mount" },
+      { type: "cgroup", path: "/proc/9/ns/cgroup" },
+    ];
+    // A pod member (the sandbox container's init is guest pid 42).
+    assert.deepEqual(guestNamespaces(host, 42), [
+      { type: "pid", path: "/proc/42/ns/pid" },
+      { type: "ipc", path: "/proc/42/ns/ipc" },
+      { type: "uts", path: "/proc/42/ns/uts" },
+      { type: "mount" },
+      { type: "cgroup" },
+    ]);
+    // Its own sandbox: every path is a fresh namespace, the network the guest's.
+    assert.deepEqual(guestNamespaces(host), [
+      { type: "pid" },
+      { type: "ipc" },
+      { type: "uts" },
+      { type: "mount" },
+      { type: "cgroup" },
+    ]);
+    // A network namespace without a path stays a fresh one, in a pod member too.
+    assert.deepEqual(guestNamespaces([{ type: "network" }, { type: "uts" }], 42), [
+      { type: "network" },
+      { type: "uts" },
+    ]);
   });
 
   test("host bind sources travel through the share; kernel filesystems and /dev stay the guest's", () => {

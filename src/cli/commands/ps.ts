@@ -1,7 +1,8 @@
 // `kata-ts ps [--format table|json] ID [ps-args...]`: the processes in the container's cgroup. json is a
-// JSON array of host pids (what containerd's shim parses); table filters `ps` output (default -ef).
+// JSON array of host pids (what containerd's shim parses; in VM mode the stand-ins'); table filters `ps`
+// output (default -ef; in VM mode the guest's ps, with guest pids).
 import type { Command } from "commander";
-import { containerPids, psTable } from "../../runtime/operations";
+import { containerPids, containerPsTable } from "../../runtime/operations";
 import { type App, print } from "../app";
 import { CliError } from "../errors";
 
@@ -16,8 +17,8 @@ export function register(program: Command, app: App): void {
     .action((id: string, psArgs: string[], opts: { format: string }) => {
       app.logger().with({ id });
       if (opts.format !== "table" && opts.format !== "json") throw new CliError("invalid format option");
-      const pids = containerPids({ root: app.globals().root, warn: (m) => app.logger().warn(m) }, id);
-      if (opts.format === "json") return print(JSON.stringify(pids));
-      process.stdout.write(psTable(pids, psArgs));
+      const ctx = { root: app.globals().root, warn: (m: string) => app.logger().warn(m) };
+      if (opts.format === "json") return print(JSON.stringify(containerPids(ctx, id)));
+      process.stdout.write(containerPsTable(ctx, id, psArgs));
     });
 }

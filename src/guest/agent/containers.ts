@@ -22,6 +22,8 @@ import type {
   CreateContainerRequest,
   ExecProcessRequest,
   GuestMount,
+  ListProcessesRequest,
+  ListProcessesResponse,
   ProcessRef,
   ProcessStarted,
   ResizeRequest,
@@ -441,8 +443,17 @@ export class ContainerManager {
     return { data: JSON.parse(stringifyExact(runcStatsData(this.get(ref.containerId).cgroup.stats()))) };
   }
 
-  async listProcesses(ref: ContainerRef): Promise<{ pids: number[] }> {
-    return { pids: this.get(ref.containerId).cgroup.pids() };
+  async listProcesses(req: ListProcessesRequest): Promise<ListProcessesResponse> {
+    const pids = this.get(req.containerId).cgroup.pids();
+    if (!req.psArgs) return { pids };
+    // The guest's own ps (busybox): its pids are the guest's, as `pids` are.
+    try {
+      const { stdout } = await run("ps", req.psArgs.length ? req.psArgs : ["-ef"]);
+      return { pids, table: stdout };
+    } catch (err) {
+      const msg = ((err as { stderr?: string }).stderr ?? (err as Error).message).trim().split("\n")[0];
+      throw new AgentError(Code.internal, `ps ${req.psArgs.join(" ")}: ${msg}`);
+    }
   }
 
   /** Kills what is left (SIGKILL everything in the cgroup), waits for the helpers, removes it all. */

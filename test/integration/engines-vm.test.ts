@@ -1,0 +1,363 @@
+// Real engines driving kata-ts in VM mode: every container (or pod) runs in its own QEMU guest. The
+// same harness as engines.test.ts (test/engines/setup.sh, runtime-wrap.sh, teardown.sh), with a
+// `hypervisor = "qemu"` configuration. Each VM boot costs 3-10 s under TCG (more on a loaded host), so
+// the scenarios share containers: 6 VMs in all (podman 2, ctr 2, docker 2); one podman pod (infra +
+// two members + one failing member) is ONE of them.
+//
+// Env: KATA_TS_ENGINE_VM_CONFIG=file   kata-ts config to use instead of the default VM config (kernel
+//                                      /var/cache/kata-ts/vmlinux, image /var/cache/kata-ts/kata-ts-guest.img,
+//                                      which CI's setup builds)
+//      KATA_TS_ENGINE_ENGINES=a,b      subset of podman,ctr,docker (default all three)
+//      KATA_TS_ENGINE_KEEP=1           keep the base dir and daemons (prints the path)
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { dockerCli, type EngineName, missingBinaries } from "../engines/drivers";
+import {
+  CTR_NAMESPACE,
+  check,
+  engineEnv,
+  entries,
+  formatTimings,
+  IMAGE,
+  mountsUnder,
+  processesUnder,
+  RuntimeLog,
+  runScript,
+  scenarioTest,
+  sh,
+  shTty,
+  type Timing,
+  waitFor,
+} from "../engines/harness";
+import { BIN } from "../helpers";
+
+const KERNEL = "/var/cache/kata-ts/vmlinux";
+const GUEST_IMAGE = "/var/cache/kata-ts/kata-ts-guest.img";
+const USER_CONFIG = process.env.KATA_TS_ENGINE_VM_CONFIG;
+const SELECTED = (process.env.KATA_TS_ENGINE_ENGINES || "podman,ctr,docker").split(",").map((s) => s.trim());
+const KEEP = process.env.KATA_TS_ENGINE_KEEP === "1";
+const ALL: EngineName[] = ["podman", "ctr", "docker"];
+const missingGuest = USER_CONFIG ? [] : [KERNEL, GUEST_IMAGE].filter((f) => !existsSync(f));
+const skipReason = new Map<EngineName, string | undefined>(
+  ALL.map((e) => [e, SELECTED.includes(e) ? missingBinaries(e) : "not in KATA_TS_ENGINE_ENGINES"]),
+);
+const ENABLED = ALL.filter((e) => !skipReason.get(e));
+
+const BASE = mkdtempSync(join(tmpdir(), "kata-ts-engines-vm-"));
+const log = new RuntimeLog(BASE);
+let env: NodeJS.ProcessEnv = process.env;
+const timings: Timing[] = [];
+/** Host pids the engines reported for containers (stand-ins): none may be left at the end. */
+const standins = new Set<number>();
+const hostBootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+/** One boot id per VM seen: every container outside the pod must have a VM of its own. */
+const bootIds: { who: string; id: string }[] = [];
+/** A VM create under TCG on a shared 2-core host: boot + agent + first container. */
+const VM_MS = 150_000;
+const BOOT_ID = "cat /proc/sys/kernel/random/boot_id";
+
+const run = (cmd: string, args: string[], timeoutMs = VM_MS) => sh(cmd, args, { env, timeoutMs });
+
+/** A boot id from a line of output; records it (with who saw it) and checks it is not the host's. */
+function bootId(who: string, out: string): string {
+  const m = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/.exec(out);
+  assert.ok(m, `${who}: no boot id in ${JSON.stringify(out)}`);
+  assert.notEqual(m[0], hostBootId, `${who} runs under the host kernel, not in a VM`);
+  bootIds.push({ who, id: m[0] });
+  return m[0];
+}
+
+function vmConfig(): string {
+  if (USER_CONFIG) return USER_CONFIG;
+  const file = join(BASE, "vm.toml");
+  writeFileSync(
+    file,
+    [
+      "[runtime]",
+      'hypervisor = "qemu"',
+      "[hypervisor.qemu]",
+      `kernel = "${KERNEL}"`,
+      `image = "${GUEST_IMAGE}"`,
+      "default_memory = 512",
+      "",
+    ].join("\n"),
+  );
+  return file;
+}
+
+describe("container engines drive kata-ts in VM mode", {
+  skip:
+    (missingGuest.length > 0 && `missing ${missingGuest.join(", ")} (scripts/setup.sh builds them)`) ||
+    (ENABLED.length === 0 && "no engine installed"),
+}, () => {
+  before(
+    () => {
+      const r = runScript("setup.sh", [BASE, BIN, ENABLED.join(",")], 180_000, {
+        ...process.env,
+        KATA_TS_ENGINE_CONFIG: vmConfig(),
+      });
+      timings.push({ engine: "all", scenario: "setup.sh", ms: r.ms, ok: r.code === 0 });
+      if (r.code !== 0) throw new Error(`setup.sh failed (${r.code}):\n${r.stderr}`);
+      env = engineEnv(BASE);
+    },
+    { timeout: 200_000 },
+  );
+
+  after(
+    () => {
+      console.log(formatTimings("engine timings in VM mode", timings));
+      if (KEEP) {
+        console.log(`KATA_TS_ENGINE_KEEP=1: left ${BASE} in place; run test/engines/teardown.sh ${BASE}`);
+        return;
+      }
+      const r = runScript("teardown.sh", [BASE], 120_000);
+      console.log(`teardown.sh took ${r.ms} ms`);
+      assert.equal(r.code, 0, `teardown.sh left something behind:\n${r.stderr}`);
+    },
+    { timeout: 130_000 },
+  );
+
+  const scenario = (engine: EngineName, name: string, fn: () => Promise<void> | void) =>
+    scenarioTest(log, timings, engine, name, fn, { timeout: 300_000 });
+
+  const inspect = (cli: string, id: string, fmt: string) =>
+    check(run(cli, ["inspect", "-f", fmt, id], 30_000), `${cli} inspect`).stdout.trim();
+
+  describe("podman", { skip: skipReason.get("podman") }, () => {
+    const pod = `ktvm-pod-${process.pid}`;
+    const [a, b] = [`${pod}-a`, `${pod}-b`];
+
+    scenario("podman", "run --rm: output, exit code, in a VM of its own", () => {
+      const r = run("podman", ["run", "--rm", IMAGE, "sh", "-c", `${BOOT_ID}; echo err >&2; exit 7`]);
+      assert.equal(r.code, 7, r.stderr);
+      assert.match(r.stderr, /^err$/m);
+      bootId("podman run --rm", r.stdout);
+    });
+
+    scenario(
+      "podman",
+      "pod: 2 members in ONE VM (boot id, localhost), exec -it, logs, pause, update, stop, kill, a bad command",
+      async () => {
+        check(run("podman", ["pod", "create", "--name", pod], 60_000), "podman pod create");
+        try {
+          // The infra container (catatonit) boots the VM; the members carry CRI-O's annotations
+          // (ContainerType=container, SandboxID=<infra id>) and join it.
+          check(
+            run("podman", [
+              "run",
+              "-d",
+              "--pod",
+              pod,
+              "--name",
+              a,
+              IMAGE,
+              "sh",
+              "-c",
+              "echo log-line; exec sleep 1000",
+            ]),
+            "podman run --pod (a)",
+          );
+          check(
+            run("podman", ["run", "-d", "--pod", pod, "--name", b, IMAGE, "sleep", "1000"]),
+            "podman run --pod (b)",
+          );
+          for (const c of [a, b]) standins.add(Number(inspect("podman", c, "{{.State.Pid}}")));
+          const idA = bootId(
+            "pod member a",
+            check(run("podman", ["exec", a, "sh", "-c", BOOT_ID]), "exec a").stdout,
+          );
+          const idB = bootId(
+            "pod member b",
+            check(run("podman", ["exec", b, "sh", "-c", BOOT_ID]), "exec b").stdout,
+          );
+          assert.equal(idA, idB, "the members of one pod run in one guest");
+          // The pod's network is the VM's: a listener in a is reachable from b over 127.0.0.1.
+          check(
+            run("podman", ["exec", "-d", a, "nc", "-l", "-p", "8080", "-e", "echo", "pod-localhost"]),
+            "nc -l",
+          );
+          const got = await waitFor(
+            "b to reach a over the pod's localhost",
+            () => {
+              const r = run("podman", ["exec", b, "nc", "127.0.0.1", "8080"], 30_000);
+              return r.stdout.includes("pod-localhost") ? r.stdout : undefined;
+            },
+            30_000,
+          );
+          assert.match(got, /pod-localhost/);
+          // exec -it (under script): a terminal in the guest, exit code through.
+          const tty = shTty("podman", ["exec", "-it", a, "sh", "-c", "tty; exit 6"], env, 60_000);
+          assert.match(tty.stdout, /\/dev\/pts\/\d+/, tty.stdout);
+          assert.equal(tty.code, 6);
+          // logs: what a's init wrote reached conmon through the stand-in.
+          assert.match(check(run("podman", ["logs", a]), "podman logs").stdout, /^log-line$/m);
+          // pause/unpause: the engine's state follows, and the container works again after.
+          check(run("podman", ["pause", a]), "podman pause");
+          assert.equal(inspect("podman", a, "{{.State.Status}}"), "paused");
+          check(run("podman", ["unpause", a]), "podman unpause");
+          assert.equal(inspect("podman", a, "{{.State.Status}}"), "running");
+          assert.equal(
+            check(run("podman", ["exec", a, "echo", "alive"]), "exec after unpause").stdout,
+            "alive\n",
+          );
+          // update --memory reaches b's cgroup in the guest (b reads it inside), not a's.
+          check(run("podman", ["update", "--memory", "64m", b]), "podman update");
+          const seen = (c: string) =>
+            run("podman", ["exec", c, "cat", "/sys/fs/cgroup/memory.max"]).stdout.trim();
+          assert.equal(seen(b), String(64 * 1024 * 1024));
+          assert.equal(seen(a), "max");
+          // A bad command in a member: the engine shows kata-ts's one-line error; the pod lives on.
+          const bad = run("podman", ["run", "--rm", "--pod", pod, IMAGE, "/nonexistent"]);
+          assert.equal(bad.code, 127, bad.stderr);
+          assert.match(bad.stderr, /exec: "\/nonexistent": stat \/nonexistent: no such file or directory/);
+          assert.equal(
+            bad.stderr
+              .trim()
+              .split("\n")
+              .filter((l) => l.includes("nonexistent")).length,
+            1,
+            bad.stderr,
+          );
+          // stop escalates to SIGKILL after -t 1 (sleep as PID 1 ignores TERM): 137; kill gives 137 too.
+          const stop = run("podman", ["stop", "-t", "1", b]);
+          assert.equal(stop.code, 0, stop.stderr);
+          assert.ok(stop.ms >= 900, `stop -t 1 took ${stop.ms} ms`);
+          assert.equal(check(run("podman", ["wait", b]), "wait b").stdout.trim(), "137");
+          // the other member is untouched by b's stop
+          assert.equal(
+            check(run("podman", ["exec", a, "echo", "still"]), "exec a after b stopped").stdout,
+            "still\n",
+          );
+          check(run("podman", ["kill", a]), "podman kill");
+          assert.equal(check(run("podman", ["wait", a]), "wait a").stdout.trim(), "137");
+        } finally {
+          run("podman", ["pod", "rm", "-f", "-t", "0", pod], 120_000);
+        }
+      },
+    );
+  });
+
+  describe("ctr", { skip: skipReason.get("ctr") }, () => {
+    const wrap = () => join(BASE, "bin", "kata-ts");
+    const runFlags = () => ["--runc-binary", wrap(), "--runc-root", join(BASE, "state", "ctr")];
+    const c = (args: string[], timeoutMs = VM_MS) => run("ctr", ["-n", CTR_NAMESPACE, ...args], timeoutMs);
+
+    scenario("ctr", "ctr run --rm: output and exit code", () => {
+      const r = c([
+        "run",
+        "--rm",
+        ...runFlags(),
+        IMAGE,
+        `ktvm-ctr-${process.pid}`,
+        "sh",
+        "-c",
+        `${BOOT_ID}; exit 3`,
+      ]);
+      assert.equal(r.code, 3, r.stderr);
+      bootId("ctr run --rm", r.stdout);
+    });
+
+    scenario("ctr", "ctr run -d + task exec (output, exit code) + task ps (the engine's pids)", () => {
+      const id = `ktvm-ctr-d-${process.pid}`;
+      check(c(["run", "-d", ...runFlags(), IMAGE, id, "sleep", "1000"]), "ctr run -d");
+      try {
+        const e = c(["task", "exec", "--exec-id", "e1", id, "sh", "-c", `${BOOT_ID}; exit 5`]);
+        assert.equal(e.code, 5, e.stderr);
+        bootId("ctr task exec", e.stdout);
+        const pid = Number(
+          check(c(["task", "ls"]), "ctr task ls")
+            .stdout.split("\n")
+            .find((l) => l.startsWith(`${id} `))
+            ?.trim()
+            .split(/\s+/)[1],
+        );
+        standins.add(pid);
+        // ps --format json gives host pids the shim knows: the init's stand-in is the task's pid.
+        const ps = check(c(["task", "ps", id]), "ctr task ps").stdout;
+        assert.match(ps, new RegExp(`^${pid}\\s`, "m"), ps);
+      } finally {
+        c(["task", "kill", "-s", "SIGKILL", id]);
+        c(["task", "rm", "-f", id]);
+        c(["container", "rm", id]);
+      }
+    });
+  });
+
+  describe("docker", { skip: skipReason.get("docker") }, () => {
+    const docker = (args: string[], timeoutMs = VM_MS) => run(dockerCli(), args, timeoutMs);
+    const flags = ["--runtime", "kata-ts", "--network", "none"];
+
+    scenario("docker", "docker run --rm: output and exit code", () => {
+      const r = docker(["run", "--rm", ...flags, IMAGE, "sh", "-c", `${BOOT_ID}; exit 3`]);
+      assert.equal(r.code, 3, r.stderr);
+      bootId("docker run --rm", r.stdout);
+    });
+
+    scenario("docker", "docker run -d + exec + top + stop; the prestart hook ran", () => {
+      const id = `ktvm-docker-${process.pid}`;
+      check(docker(["run", "-d", ...flags, "--name", id, IMAGE, "sleep", "1000"]), "docker run -d");
+      try {
+        const pid = Number(inspect(dockerCli(), id, "{{.State.Pid}}"));
+        standins.add(pid);
+        const e = docker(["exec", id, "sh", "-c", `${BOOT_ID}; exit 5`]);
+        assert.equal(e.code, 5, e.stderr);
+        bootId("docker exec", e.stdout);
+        // docker top runs the host's ps on the pids `ps --format json` gave: the stand-ins'.
+        const top = check(docker(["top", id]), "docker top").stdout;
+        assert.match(top, new RegExp(`^\\S+\\s+${pid}\\s`, "m"), top);
+        // Docker's libnetwork-setkey prestart hook ran on the host (create would have failed otherwise).
+        const longId = inspect(dockerCli(), id, "{{.Id}}");
+        const create = log.calls().find((c) => c.argv.includes(" create ") && c.argv.endsWith(longId));
+        assert.ok(create, "no create call for the container in the runtime log");
+        const spec = log.dump(create.seq, "config") as { hooks?: { prestart?: { args?: string[] }[] } };
+        assert.ok(
+          spec?.hooks?.prestart?.[0]?.args?.includes("libnetwork-setkey"),
+          "no libnetwork-setkey hook",
+        );
+        const stop = docker(["stop", "-t", "1", id]);
+        assert.equal(stop.code, 0, stop.stderr);
+        assert.ok(stop.ms >= 900, `stop -t 1 took ${stop.ms} ms`);
+        assert.equal(inspect(dockerCli(), id, "{{.State.ExitCode}}"), "137");
+      } finally {
+        docker(["rm", "-f", id]);
+      }
+    });
+  });
+
+  it("one VM per sandbox, and nothing left: no stand-in, supervisor, QEMU, mount or runtime state", async () => {
+    // Every boot id outside the pod is distinct (a container of another pod sees another guest).
+    // Member b was already checked against a; every other VM has a boot id of its own.
+    const vms = bootIds.filter((b) => b.who !== "pod member b");
+    assert.equal(new Set(vms.map((b) => b.id)).size, vms.length, JSON.stringify(bootIds));
+    const left = () =>
+      processesUnder(BASE).filter((p) => /kata-supervisor|qemu-system|kata-ts-standin/.test(p.cmdline));
+    await waitFor("supervisors and QEMU to exit", () => (left().length ? undefined : true), 30_000).catch(
+      () => {
+        assert.deepEqual(
+          left().map((p) => `${p.pid} ${p.cmdline.slice(0, 200)}`),
+          [],
+          "processes left",
+        );
+      },
+    );
+    for (const pid of standins) assert.equal(existsSync(`/proc/${pid}`), false, `stand-in ${pid} left`);
+    assert.deepEqual(mountsUnder(join(BASE, "state")), [], "mounts left under the runtime roots");
+    for (const r of ["podman", "ctr/clients"]) {
+      const dir = join(BASE, "state", r);
+      assert.deepEqual(entries(dir), [], `runtime state root ${dir} is not empty`);
+    }
+    const moby = join(BASE, "docker", "exec", "runtime-runc", "moby");
+    assert.deepEqual(entries(moby), [], `runtime state root ${moby} is not empty`);
+    assert.deepEqual(
+      log
+        .calls()
+        .filter((c) => c.rc === undefined)
+        .map((c) => c.argv),
+      [],
+      "runtime calls that never finished",
+    );
+  });
+});
