@@ -1,5 +1,6 @@
 // kata_native: the few system calls Node cannot make, exposed through Node-API (C only, no node-gyp).
-//   flock, SCM_RIGHTS fd passing, pseudo-terminals, window size, child subreaper, fd utilities.
+//   flock, SCM_RIGHTS fd passing, pseudo-terminals, window size, child subreaper, fd utilities, and
+//   loading/attaching cgroup v2 device filters (eBPF).
 // Every call is synchronous. Failures throw an Error whose message is "<call>: <strerror>" and which
 // carries `code` ("EAGAIN"), `errno` (negative, as Node's own errors) and `syscall`.
 // Every fd this addon creates is O_CLOEXEC: libuv does not close stray fds in children it spawns, so a
@@ -369,6 +370,212 @@ static napi_value js_set_cloexec(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+// ---- cgroup v2 device filters ----
+// cgroup v2 has no devices.allow: the kernel asks every BPF_PROG_TYPE_CGROUP_DEVICE program attached to
+// the cgroup (and its ancestors) whether an open or mknod may proceed. The program is generated in
+// TypeScript (src/engine/cgroups/devicefilter.ts); these calls load it, attach it to a cgroup directory
+// fd, and take away the programs attached there before, so set() can replace a container's rules.
+#include <linux/bpf.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+
+// The kernel's BPF_CGROUP_MAX_PROGS: no cgroup holds more programs of one attach type.
+#define MAX_ATTACHED_PROGS 64
+#define VERIFIER_LOG_SIZE (64 * 1024)
+
+static long sys_bpf(int cmd, union bpf_attr *attr) {
+  return syscall(__NR_bpf, cmd, attr, sizeof *attr);
+}
+
+// Ids of the device programs attached directly to dirfd (not inherited ones); the count, or -errno.
+static int query_device_filters(int dirfd, uint32_t *ids) {
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.query.target_fd = (uint32_t)dirfd;
+  attr.query.attach_type = BPF_CGROUP_DEVICE;
+  attr.query.prog_ids = (uint64_t)(uintptr_t)ids;
+  attr.query.prog_cnt = MAX_ATTACHED_PROGS;
+  if (sys_bpf(BPF_PROG_QUERY, &attr) < 0) return -errno;
+  return (int)attr.query.prog_cnt;
+}
+
+// BPF_PROG_LOAD; on failure the verifier's last log line goes to why (empty when it has none).
+static int load_device_program(const void *insns, uint32_t count, char *why, size_t why_len) {
+  static const char license[] = "Apache";
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+  attr.insns = (uint64_t)(uintptr_t)insns;
+  attr.insn_cnt = count;
+  attr.license = (uint64_t)(uintptr_t)license;
+  // Shows in bpftool's listing, so an operator can tell whose program it is.
+  static const char name[] = "kata_ts_devices";
+  _Static_assert(sizeof name <= sizeof attr.prog_name, "program name too long");
+  memcpy(attr.prog_name, name, sizeof name);
+  why[0] = '\0';
+  int fd = (int)sys_bpf(BPF_PROG_LOAD, &attr);
+  if (fd >= 0) return fd;
+  int err = errno;
+  if (err == EACCES || err == EINVAL) {
+    // Load again with the verifier log on, only to explain the refusal.
+    char *log = calloc(1, VERIFIER_LOG_SIZE);
+    if (log) {
+      attr.log_level = 1;
+      attr.log_buf = (uint64_t)(uintptr_t)log;
+      attr.log_size = VERIFIER_LOG_SIZE;
+      int again = (int)sys_bpf(BPF_PROG_LOAD, &attr);
+      if (again >= 0) close(again);
+      size_t n = strnlen(log, VERIFIER_LOG_SIZE - 1);
+      while (n > 0 && (log[n - 1] == '\n' || log[n - 1] == ' ')) log[--n] = '\0';
+      char *last = strrchr(log, '\n');
+      snprintf(why, why_len, "%s", last ? last + 1 : log);
+      free(log);
+    }
+  }
+  errno = err;
+  return -1;
+}
+
+static napi_value throw_bpf(napi_env env, const char *call, int err, const char *why) {
+  if (!why || !why[0]) return throw_errno(env, call, err);
+  char detail[400];
+  snprintf(detail, sizeof detail, "%s (verifier: %s)", strerror(err), why);
+  return throw_code(env, call, err, detail);
+}
+
+static void close_all(int *fds, int n) {
+  for (int i = 0; i < n; i++)
+    if (fds[i] >= 0) close(fds[i]);
+}
+
+// attachDeviceFilter(cgroupDirFd, insns) → {id, replaced}: loads insns (a Buffer of 8-byte struct bpf_insn)
+// as a cgroup device program, attaches it to the cgroup with BPF_F_ALLOW_MULTI and detaches the device
+// programs that were attached to that cgroup before (runc does the same): the new rules apply whole, and
+// the cgroup is never without a filter in between. With exactly one old program, BPF_F_REPLACE swaps it
+// atomically (kernel 5.6+; older kernels attach first, then detach).
+static napi_value js_attach_device_filter(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  int32_t dirfd;
+  if (!arg_int(env, argv, argc, 0, "attachDeviceFilter", "cgroupDirFd", &dirfd)) return NULL;
+  bool is_buf = false;
+  if (argc >= 2) napi_is_buffer(env, argv[1], &is_buf);
+  if (!is_buf) return throw_type(env, "attachDeviceFilter", "insns must be a Buffer");
+  void *insns;
+  size_t len;
+  CHECK(napi_get_buffer_info(env, argv[1], &insns, &len));
+  if (len == 0 || len % sizeof(struct bpf_insn) != 0)
+    return throw_type(env, "attachDeviceFilter", "insns must hold whole 8-byte instructions");
+
+  uint32_t ids[MAX_ATTACHED_PROGS];
+  int n = query_device_filters(dirfd, ids);
+  if (n < 0) return throw_errno(env, "bpf BPF_PROG_QUERY", -n);
+  int old[MAX_ATTACHED_PROGS];
+  int nold = 0;
+  for (int i = 0; i < n; i++) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.prog_id = ids[i];
+    int fd = (int)sys_bpf(BPF_PROG_GET_FD_BY_ID, &attr);
+    if (fd >= 0) old[nold++] = fd;
+    else if (errno != ENOENT) {  // ENOENT: detached meanwhile
+      int e = errno;
+      close_all(old, nold);
+      return throw_errno(env, "bpf BPF_PROG_GET_FD_BY_ID", e);
+    }
+  }
+
+  char why[256];
+  int prog = load_device_program(insns, (uint32_t)(len / sizeof(struct bpf_insn)), why, sizeof why);
+  if (prog < 0) {
+    int e = errno;
+    close_all(old, nold);
+    return throw_bpf(env, "bpf BPF_PROG_LOAD", e, why);
+  }
+
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.target_fd = (uint32_t)dirfd;
+  attr.attach_bpf_fd = (uint32_t)prog;
+  attr.attach_type = BPF_CGROUP_DEVICE;
+  attr.attach_flags = BPF_F_ALLOW_MULTI;
+  bool replaced = false;
+  if (nold == 1) {
+    attr.attach_flags |= BPF_F_REPLACE;
+    attr.replace_bpf_fd = (uint32_t)old[0];
+    replaced = sys_bpf(BPF_PROG_ATTACH, &attr) == 0;
+    attr.attach_flags = BPF_F_ALLOW_MULTI;
+    attr.replace_bpf_fd = 0;
+  }
+  if (!replaced && sys_bpf(BPF_PROG_ATTACH, &attr) < 0) {
+    int e = errno;
+    close(prog);
+    close_all(old, nold);
+    return throw_errno(env, "bpf BPF_PROG_ATTACH", e);
+  }
+  for (int i = 0; i < nold && !replaced; i++) {
+    union bpf_attr d;
+    memset(&d, 0, sizeof d);
+    d.target_fd = (uint32_t)dirfd;
+    d.attach_bpf_fd = (uint32_t)old[i];
+    d.attach_type = BPF_CGROUP_DEVICE;
+    if (sys_bpf(BPF_PROG_DETACH, &d) < 0 && errno != ENOENT) {
+      int e = errno;
+      close(prog);
+      close_all(old, nold);
+      return throw_errno(env, "bpf BPF_PROG_DETACH", e);
+    }
+  }
+  close_all(old, nold);
+
+  struct bpf_prog_info pinfo;
+  memset(&pinfo, 0, sizeof pinfo);
+  union bpf_attr q;
+  memset(&q, 0, sizeof q);
+  q.info.bpf_fd = (uint32_t)prog;
+  q.info.info_len = sizeof pinfo;
+  q.info.info = (uint64_t)(uintptr_t)&pinfo;
+  int info_err = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &q) < 0 ? errno : 0;
+  // The cgroup holds its own reference: the program lives as long as it stays attached.
+  close(prog);
+  if (info_err) return throw_errno(env, "bpf BPF_OBJ_GET_INFO_BY_FD", info_err);
+  napi_value r;
+  CHECK(napi_create_object(env, &r));
+  set_prop(env, r, "id", make_int(env, pinfo.id));
+  set_prop(env, r, "replaced", make_int(env, nold));
+  return r;
+}
+
+// deviceFilterIds(cgroupDirFd) → the ids of the device programs attached directly to that cgroup.
+static napi_value js_device_filter_ids(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int32_t dirfd;
+  if (!arg_int(env, argv, argc, 0, "deviceFilterIds", "cgroupDirFd", &dirfd)) return NULL;
+  uint32_t ids[MAX_ATTACHED_PROGS];
+  int n = query_device_filters(dirfd, ids);
+  if (n < 0) return throw_errno(env, "bpf BPF_PROG_QUERY", -n);
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, (size_t)n, &arr));
+  for (int i = 0; i < n; i++) CHECK(napi_set_element(env, arr, (uint32_t)i, make_int(env, ids[i])));
+  return arr;
+}
+
+// bpfProgramExists(id) → false once the kernel has freed the program (nothing holds it any more).
+static napi_value js_bpf_program_exists(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int32_t id;
+  if (!arg_int(env, argv, argc, 0, "bpfProgramExists", "id", &id)) return NULL;
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.prog_id = (uint32_t)id;
+  int fd = (int)sys_bpf(BPF_PROG_GET_FD_BY_ID, &attr);
+  if (fd >= 0) {
+    close(fd);
+    return make_bool(env, true);
+  }
+  if (errno == ENOENT) return make_bool(env, false);
+  return throw_errno(env, "bpf BPF_PROG_GET_FD_BY_ID", errno);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -386,6 +593,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"closeFd", js_close_fd},
       {"dupFd", js_dup_fd},
       {"setCloexec", js_set_cloexec},
+      {"attachDeviceFilter", js_attach_device_filter},
+      {"deviceFilterIds", js_device_filter_ids},
+      {"bpfProgramExists", js_bpf_program_exists},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -43,6 +43,16 @@ export interface NativeAddon {
   /** fcntl(F_DUPFD_CLOEXEC, 3): never lands on stdio. */
   dupFd(fd: number): number;
   setCloexec(fd: number, on: boolean): void;
+  /**
+   * Loads insns (8-byte eBPF instructions) as a BPF_PROG_TYPE_CGROUP_DEVICE program and attaches it to the
+   * cgroup2 directory open as cgroupDirFd (BPF_F_ALLOW_MULTI), detaching the device programs attached
+   * there before. id: the new program's id; replaced: how many programs it took the place of.
+   */
+  attachDeviceFilter(cgroupDirFd: number, insns: Buffer): { id: number; replaced: number };
+  /** Ids of the device programs attached directly to that cgroup (BPF_PROG_QUERY). */
+  deviceFilterIds(cgroupDirFd: number): number[];
+  /** false once the kernel has freed the program with that id. */
+  bpfProgramExists(id: number): boolean;
 }
 
 export const ADDON_FILE = "kata_native.node";
@@ -148,4 +158,16 @@ export function dupFd(fd: number): number {
 
 export function setCloexec(fd: number, on: boolean): void {
   native().setCloexec(fd, on);
+}
+
+export function attachDeviceFilter(cgroupDirFd: number, insns: Buffer): { id: number; replaced: number } {
+  return native().attachDeviceFilter(cgroupDirFd, insns);
+}
+
+export function deviceFilterIds(cgroupDirFd: number): number[] {
+  return native().deviceFilterIds(cgroupDirFd);
+}
+
+export function bpfProgramExists(id: number): boolean {
+  return native().bpfProgramExists(id);
 }

@@ -22,6 +22,8 @@ import {
   swapToV2,
   systemdCgroupPath,
 } from "../../src/engine/cgroups";
+import { deviceFilterProgram } from "../../src/engine/cgroups/devicefilter";
+import { effectiveDeviceRules } from "../../src/engine/cgroups/devices";
 import { tempDir } from "../helpers";
 
 const temps: (() => void)[] = [];
@@ -513,7 +515,14 @@ describe("v2 manager (fake tree)", () => {
   test("set writes v2 files with converted values", () => {
     const root = fakeV2("c1", { "memory.high": "max\n" });
     const warnings: string[] = [];
-    const m = cgroupManagerFor({ id: "c1", cgroupsPath: "/c1", root, warn: (w) => warnings.push(w) });
+    const filters: [string, Buffer][] = [];
+    const m = cgroupManagerFor({
+      id: "c1",
+      cgroupsPath: "/c1",
+      root,
+      warn: (w) => warnings.push(w),
+      deviceFilter: (dir, program) => filters.push([dir, program]),
+    });
     const w = recordWrites(root, () =>
       m.set({
         cpu: { shares: 1024, quota: 50000, period: 100000, burst: 10, cpus: "0-1", mems: "0" },
@@ -549,8 +558,47 @@ describe("v2 manager (fake tree)", () => {
     assert.ok(order.indexOf("c1/memory.swap.max") < order.indexOf("c1/memory.max"));
     assert.equal(order.at(-1), "c1/memory.high");
     assert.ok(warnings.some((x) => /swappiness/.test(x)));
-    // The default rule set denies devices; v2 cannot enforce it without eBPF: said, not hidden.
-    assert.ok(warnings.some((x) => /device cgroup rules are not enforced on cgroup v2/.test(x)));
+    // Device rules (runc's defaults here) become one eBPF program for the container's directory.
+    assert.deepEqual(filters, [[join(root, "c1"), deviceFilterProgram(effectiveDeviceRules(undefined))]]);
+    assert.ok(!warnings.some((x) => /device/.test(x)), warnings.join("; "));
+  });
+
+  test("v2 device rules: set() replaces the filter, update() leaves it, a refusal is one named error", () => {
+    const root = fakeV2("c1");
+    const filters: Buffer[] = [];
+    let refuse = false;
+    const m = cgroupManagerFor({
+      id: "c1",
+      cgroupsPath: "/c1",
+      root,
+      deviceFilter: (_dir, program) => {
+        if (refuse) throw new Error("unable to load the cgroup v2 device filter (eBPF) into /x: EPERM");
+        filters.push(program);
+      },
+    });
+    const loopctlR = { allow: true, type: "c", major: 10, minor: 237, access: "r" };
+    m.set({ devices: [{ allow: false, access: "rwm" }, loopctlR] });
+    m.update({ pids: { limit: 5 }, devices: [{ allow: true, access: "rwm" }] });
+    m.set({ devices: [{ allow: true, access: "rwm" }] });
+    assert.deepEqual(filters, [
+      deviceFilterProgram(effectiveDeviceRules([{ allow: false, access: "rwm" }, loopctlR])),
+      deviceFilterProgram(effectiveDeviceRules([{ allow: true, access: "rwm" }])),
+    ]);
+    assert.throws(
+      () =>
+        m.set({
+          devices: [
+            { allow: true, type: "c", major: 1 },
+            { allow: false, type: "c", major: 1, minor: 3 },
+          ],
+        }),
+      /cannot punch a hole/,
+    );
+    refuse = true;
+    assert.throws(
+      () => m.set({}),
+      /^Error: unable to load the cgroup v2 device filter \(eBPF\) into \/x: EPERM$/,
+    );
   });
 
   test("v2 errors: realtime, unknown unified keys, unavailable controllers, swap below memory", () => {

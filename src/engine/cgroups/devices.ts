@@ -23,22 +23,29 @@ export function effectiveDeviceRules(rules: readonly LinuxDeviceCgroup[] | undef
   return [...(rules ?? []), ...DEFAULT_DEVICE_RULES];
 }
 
-/** The v1 devices.allow/devices.deny line: "c 1:3 rwm", "a *:* rwm"; absent/negative numbers are "*". */
-export function deviceRuleString(rule: LinuxDeviceCgroup): string {
-  const type = rule.type ?? "a";
-  if (!/^[abc]$/.test(type)) throw new Error(`invalid device rule type "${type}" (want a, b or c)`);
-  const access = rule.access || "rwm";
-  if (!/^[rwm]{1,3}$/.test(access)) throw new Error(`invalid device rule access "${access}" (want r, w, m)`);
-  const num = (n: number | undefined) => (n === undefined || n === null || n < 0 ? "*" : String(n));
-  return `${type} ${num(rule.major)}:${num(rule.minor)} ${access}`;
+/** A rule with its defaults filled in: type "a" when absent, -1 for a wildcard number, "rwm" when empty. */
+export interface ParsedDeviceRule {
+  allow: boolean;
+  type: "a" | "b" | "c";
+  major: number;
+  minor: number;
+  access: string;
 }
 
-/** True when a rule list amounts to "allow every device" (the only thing v2 can honour without eBPF). */
-export function allowsEverything(rules: readonly LinuxDeviceCgroup[]): boolean {
-  let allowAll = false;
-  for (const r of rules) {
-    if ((r.type ?? "a") === "a") allowAll = r.allow;
-    else if (!r.allow && allowAll) return false;
-  }
-  return allowAll;
+/** Validates one rule and fills in the defaults (absent or negative numbers are wildcards). */
+export function parseDeviceRule(rule: LinuxDeviceCgroup): ParsedDeviceRule {
+  const type = rule.type ?? "a";
+  if (type !== "a" && type !== "b" && type !== "c")
+    throw new Error(`invalid device rule type "${type}" (want a, b or c)`);
+  const access = rule.access || "rwm";
+  if (!/^[rwm]{1,3}$/.test(access)) throw new Error(`invalid device rule access "${access}" (want r, w, m)`);
+  const num = (n: number | undefined) => (n === undefined || n === null || n < 0 ? -1 : n);
+  return { allow: rule.allow, type, major: num(rule.major), minor: num(rule.minor), access };
+}
+
+/** The v1 devices.allow/devices.deny line: "c 1:3 rwm", "a *:* rwm"; absent/negative numbers are "*". */
+export function deviceRuleString(rule: LinuxDeviceCgroup): string {
+  const p = parseDeviceRule(rule);
+  const num = (n: number) => (n < 0 ? "*" : String(n));
+  return `${p.type} ${num(p.major)}:${num(p.minor)} ${p.access}`;
 }

@@ -4,7 +4,7 @@ import { detectLayout, ownCgroups } from "./layout";
 import { innerPath, resolvePaths, UNIFIED } from "./paths";
 import type { CgroupManager, LinuxResources, SavedCgroup, WarnFn } from "./types";
 import { V1Manager } from "./v1";
-import { V2Manager } from "./v2";
+import { type DeviceFilterLoader, V2Manager } from "./v2";
 
 export { observeCgroupWrites } from "./fsutil";
 
@@ -13,7 +13,7 @@ export { detectLayout, parseMountinfo, parseProcCgroup } from "./layout";
 export { cleanPath, expandSlice, innerPath, resolvePaths, systemdCgroupPath } from "./paths";
 export { oomEvent, runcStatsData, statsEvent, stringifyExact } from "./stats";
 export type { CgroupManager, CgroupStats, LinuxResources, SavedCgroup, WarnFn } from "./types";
-export { blkioToIoWeight, sharesToWeight, swapToV2 } from "./v2";
+export { blkioToIoWeight, type DeviceFilterLoader, loadDeviceFilter, sharesToWeight, swapToV2 } from "./v2";
 
 export interface CgroupManagerOptions {
   /** Container id (the default cgroup name). */
@@ -28,8 +28,10 @@ export interface CgroupManagerOptions {
   root?: string;
   /** Contents standing in for /proc/self/cgroup (relative paths resolve against it). */
   selfCgroup?: string;
-  /** Told about settings this host cannot enforce (e.g. device rules on cgroup v2). */
+  /** Told about settings this host cannot enforce (e.g. net_cls on cgroup v2). */
   warn?: WarnFn;
+  /** v2: what attaches the device filter program (default: bpf(2) through the native addon). */
+  deviceFilter?: DeviceFilterLoader;
 }
 
 export function cgroupManagerFor(opts: CgroupManagerOptions): CgroupManager {
@@ -39,7 +41,9 @@ export function cgroupManagerFor(opts: CgroupManagerOptions): CgroupManager {
   const paths = resolvePaths(inner, layout, own);
   if (!Object.keys(paths).length) throw new Error("no cgroup hierarchy is mounted");
   const init = { id: opts.id, mode: layout.mode, paths, resources: opts.resources, warn: opts.warn };
-  return layout.mode === "v2" ? new V2Manager(init) : new V1Manager(init);
+  return layout.mode === "v2"
+    ? new V2Manager({ ...init, deviceFilter: opts.deviceFilter })
+    : new V1Manager(init);
 }
 
 export function cgroupManagerFromState(saved: unknown, warn?: WarnFn): CgroupManager {

@@ -3,6 +3,7 @@
 // hierarchy is where hugetlb lives on hosts (like this one) that have no v1 hugetlb.
 import { dirname } from "node:path";
 import { BaseManager, checkPageSize, hugePageSizes, int, rdmaLine } from "./common";
+import { deviceRuleSet } from "./devicefilter";
 import { deviceRuleString, effectiveDeviceRules } from "./devices";
 import {
   CgroupWriteError,
@@ -75,9 +76,13 @@ export class V1Manager extends BaseManager {
         this.warn("device rules requested but the devices cgroup controller is not available");
       return;
     }
+    const rules = effectiveDeviceRules(r.devices);
+    // The kernel would silently ignore a rule that punches a hole in a wider one; refuse it, as runc
+    // does and as the v2 filter does, so a rule list means the same on both.
+    deviceRuleSet(rules);
     // Start from "deny everything" and replay the rules in order; 'a' rules switch the default.
     writeValue(dir, "devices.deny", "a");
-    for (const rule of effectiveDeviceRules(r.devices)) {
+    for (const rule of rules) {
       writeValue(dir, rule.allow ? "devices.allow" : "devices.deny", deviceRuleString(rule));
     }
   }

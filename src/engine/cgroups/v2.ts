@@ -1,10 +1,12 @@
 // cgroup v2 manager: one directory in the unified hierarchy, runc's fs2 semantics (conversions
-// included). Device rules cannot be enforced here: v2 has no devices.allow file, it wants an eBPF
-// program attached to the cgroup (BPF_CGROUP_DEVICE), which kata-ts does not load yet; see
-// docs/cgroups.md for the position taken.
+// included). Device rules become an eBPF program attached to the cgroup (BPF_CGROUP_DEVICE), since v2
+// has no devices.allow file; see devicefilter.ts and docs/cgroups.md.
+import { closeSync, constants, openSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { BaseManager, checkPageSize, hugePageSizes, int, rdmaLine } from "./common";
-import { allowsEverything, effectiveDeviceRules } from "./devices";
+import { attachDeviceFilter } from "../../sys/native";
+import { BaseManager, checkPageSize, hugePageSizes, int, type ManagerInit, rdmaLine } from "./common";
+import { deviceFilterProgram } from "./devicefilter";
+import { effectiveDeviceRules } from "./devices";
 import {
   CgroupWriteError,
   fileExists,
@@ -123,7 +125,31 @@ function maxValue(text: string | undefined): U64 {
   return parseU64(text);
 }
 
+/** Puts a device filter program on the cgroup directory dir, in place of the one there before. */
+export type DeviceFilterLoader = (dir: string, program: Buffer) => void;
+
+/** The real loader: the native addon's bpf(2) calls on an O_DIRECTORY fd of the cgroup. */
+export function loadDeviceFilter(dir: string, program: Buffer): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    attachDeviceFilter(fd, program);
+  } catch (err) {
+    const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    throw new Error(`unable to load the cgroup v2 device filter (eBPF) into ${dir}: ${why}`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 export class V2Manager extends BaseManager {
+  private readonly deviceFilter: DeviceFilterLoader;
+
+  constructor(init: ManagerInit & { deviceFilter?: DeviceFilterLoader }) {
+    super(init);
+    this.deviceFilter = init.deviceFilter ?? loadDeviceFilter;
+  }
+
   private get dir(): string {
     return this.paths[UNIFIED]!;
   }
@@ -145,7 +171,7 @@ export class V2Manager extends BaseManager {
     this.setMemory(dir, r);
     this.setIo(dir, r);
     this.setCpu(dir, r);
-    if (withDevices) this.checkDevices(r);
+    if (withDevices) this.setDevices(r);
     this.setCpuset(dir, r);
     const huge = r.hugepageLimits ?? [];
     for (const l of huge) {
@@ -268,12 +294,9 @@ export class V2Manager extends BaseManager {
     if (r.cpu?.mems) this.write(dir, "cpuset.mems", r.cpu.mems, "cpuset");
   }
 
-  private checkDevices(r: LinuxResources): void {
-    const rules = effectiveDeviceRules(r.devices);
-    if (!allowsEverything(rules))
-      this.warn(
-        "device cgroup rules are not enforced on cgroup v2 (no eBPF device filter is loaded): the container sees only the devices created in its /dev",
-      );
+  /** Replaces the cgroup's device program; set() runs before the workload does, so it starts filtered. */
+  private setDevices(r: LinuxResources): void {
+    this.deviceFilter(this.dir, deviceFilterProgram(effectiveDeviceRules(r.devices)));
   }
 
   freeze(): void {
