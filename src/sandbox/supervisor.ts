@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } f
 import { createServer, type Server, type Socket } from "node:net";
 import { dirname, isAbsolute, join } from "node:path";
 import type { GuestDetails, GuestMount } from "../agent/api";
+import { guestNetworkOp, teardownSandboxNetwork } from "../network";
 import type { Mount, Spec } from "../oci/spec";
 import { processStartTime } from "../runtime/status";
 import { closeFd, isErrno, recvFds } from "../sys/native";
@@ -116,9 +117,14 @@ export function guestSpec(
     path: sharedDir === GUEST_SHARED_DIR ? guestRootfs(containerId) : `${sharedDir}/${containerId}/rootfs`,
     readonly: spec.root?.readonly,
   };
-  // Hooks run on the host (the CLI runs them); host namespace paths mean nothing in the guest.
+  // Hooks run on the host (the CLI runs them); host namespace paths mean nothing in the guest. Joining
+  // a network namespace by path is joining the pod's: in the guest that is the root one, where the
+  // agent configured the NICs (src/network), so that entry goes.
   delete g.hooks;
-  if (g.linux?.namespaces) g.linux.namespaces = g.linux.namespaces.map((n) => ({ type: n.type }));
+  if (g.linux?.namespaces)
+    g.linux.namespaces = g.linux.namespaces
+      .filter((n) => !(n.type === "network" && n.path))
+      .map((n) => ({ type: n.type }));
   const binds: { index: number; source: string; rel: string }[] = [];
   g.mounts = (spec.mounts ?? []).map((m: Mount, index) => {
     const bind = m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
@@ -468,6 +474,8 @@ export class Supervisor {
         if (empty) later(() => void this.shutdown(0));
         return { sandboxEmpty: empty };
       }
+      case "network":
+        return guestNetworkOp(this.agent, a.action, a.routes);
       case "shutdown":
         later(() => void this.shutdown(0));
         return {};
@@ -686,6 +694,8 @@ export class Supervisor {
  * directory. With `all` the sandbox directory goes too; otherwise the logs stay for whoever deletes it.
  */
 export function cleanupSandboxDir(p: SandboxPaths, all: boolean): void {
+  // Taps and tc qdiscs in the pod's netns (recorded in the sandbox dir; QEMU is gone by now).
+  teardownSandboxNetwork(p.dir);
   unmountTree(p.dir);
   if (p.sockDir !== p.dir) rmSync(p.sockDir, { recursive: true, force: true });
   // Never recurse into a directory that still has a mount below it: that would delete a rootfs.

@@ -11,6 +11,7 @@ import { AGENT_PORT_NAME, type GuestDetails } from "../../agent/api";
 import { type AgentHandlers, serve } from "../../agent/server";
 import { VERSION } from "../../version";
 import { ContainerManager, DEFAULT_STATE_ROOT } from "./containers";
+import { GuestNetwork } from "./network";
 import { findPort, readsSettled, servePort } from "./port";
 
 function log(msg: string): void {
@@ -60,6 +61,7 @@ async function main(): Promise<void> {
     agentVersion: VERSION.version,
     readyAt: 0,
   };
+  const net = new GuestNetwork();
   const sessions = new Set<Duplex>();
   let stopping = false;
   // Shutdown: the answer is out first, then cleanup, sync and exit; the init powers the VM off when we
@@ -133,6 +135,10 @@ async function main(): Promise<void> {
       await manager.removeContainer(req);
       return {};
     },
+    updateInterface: (req) => net.updateInterface(req),
+    updateRoutes: async (req) => ({ routes: await net.updateRoutes(req.routes ?? []) }),
+    listInterfaces: async () => ({ interfaces: await net.listInterfaces() }),
+    listRoutes: async () => ({ routes: await net.listRoutes() }),
     shutdown: async () => {
       // answer first (shutdown waits for it to be written), then clean up and exit
       setImmediate(() => shutdown(0));
