@@ -14,7 +14,7 @@ import { join } from "node:path";
 import type { AgentMethod, AgentRequest, AgentResponse, NetInterface, NetRoute } from "../agent/api";
 import { type NetnsRunner, netnsId, runInNetns } from "./netns";
 import { scanNetns } from "./scan";
-import { applySetup, applyTeardown, type Endpoint, tapName } from "./tcfilter";
+import { applySetup, applyTeardown, type Endpoint, tapNames } from "./tcfilter";
 
 export type { Endpoint } from "./tcfilter";
 
@@ -57,10 +57,17 @@ export function setupSandboxNetwork(
   }
   const scan = scanNetns(netns, run);
   if (scan.interfaces.length === 0) return undefined;
+  // Checked before anything is made, so that undoing a failed setup only ever touches our own.
+  const busy = scan.interfaces.find((i) => scan.ingress.has(i.name));
+  if (busy)
+    throw new Error(
+      `interface ${busy.name} in ${netns} already has an ingress qdisc (another sandbox in this network namespace?)`,
+    );
+  const taps = tapNames(scan.interfaces.length, scan.links);
   const net: SandboxNetwork = {
     netns,
     netnsId: id,
-    endpoints: scan.interfaces.map((iface, i) => ({ iface, tap: tapName(i) })),
+    endpoints: scan.interfaces.map((iface, i) => ({ iface, tap: taps[i] })),
     routes: scan.routes,
   };
   writeFileSync(networkRecordPath(sandboxDir), `${JSON.stringify(net)}\n`);

@@ -24,7 +24,11 @@ export const runInNetns: NetnsRunner = (netns, argv, input) => {
     });
   } catch (err) {
     const stderr = String((err as { stderr?: string }).stderr ?? "").trim();
-    const last = stderr.split("\n").filter(Boolean).pop();
+    // ip/tc -batch end with "Command failed -:N" after the line that says why.
+    const last = stderr
+      .split("\n")
+      .filter((l) => l.trim() && !/^Command failed /.test(l))
+      .pop();
     throw new Error(`${argv.join(" ")} in ${netns}: ${last || (err as Error).message.split("\n")[0]}`);
   }
 };

@@ -81,18 +81,38 @@ export function sortRoutes(routes: NetRoute[]): NetRoute[] {
   return [...routes.filter((r) => !r.gateway), ...routes.filter((r) => r.gateway)];
 }
 
+/** Every link name of `ip -json addr show` (taps of other sandboxes included). */
+export function parseLinkNames(ipAddrJson: string): string[] {
+  return parseJsonArray<IpLink>(ipAddrJson, "ip -json -d addr show").flatMap((l) =>
+    l.ifname ? [l.ifname] : [],
+  );
+}
+
+/** Devices that have an ingress qdisc in `tc -json qdisc show`. */
+export function parseIngressDevices(tcJson: string): Set<string> {
+  const qs = parseJsonArray<{ kind?: string; dev?: string }>(tcJson, "tc -json qdisc show");
+  return new Set(qs.flatMap((q) => (q.kind === "ingress" && q.dev ? [q.dev] : [])));
+}
+
 export interface NetnsScan {
   interfaces: NetInterface[];
   routes: NetRoute[];
+  /** All link names, for picking free tap names. */
+  links: string[];
+  /** Interfaces that already have an ingress qdisc (someone else redirects them). */
+  ingress: Set<string>;
 }
 
 export function scanNetns(netns: string, run: NetnsRunner): NetnsScan {
-  const interfaces = parseInterfaces(run(netns, ["ip", "-json", "-d", "addr", "show"]));
+  const addrs = run(netns, ["ip", "-json", "-d", "addr", "show"]);
+  const interfaces = parseInterfaces(addrs);
+  const links = parseLinkNames(addrs);
   const devices = new Set(interfaces.map((i) => i.name));
-  if (devices.size === 0) return { interfaces, routes: [] };
+  if (devices.size === 0) return { interfaces, routes: [], links, ingress: new Set() };
+  const ingress = parseIngressDevices(run(netns, ["tc", "-json", "qdisc", "show"]));
   const routes = sortRoutes([
     ...parseRoutes(run(netns, ["ip", "-4", "-json", "route", "show", "table", "main"]), 4, devices),
     ...parseRoutes(run(netns, ["ip", "-6", "-json", "route", "show", "table", "main"]), 6, devices),
   ]);
-  return { interfaces, routes };
+  return { interfaces, routes, links, ingress };
 }

@@ -14,9 +14,12 @@ export interface Endpoint {
   tap: string;
 }
 
-/** Kata's names: tap0_kata, tap1_kata, ... */
-export function tapName(index: number): string {
-  return `tap${index}_kata`;
+/** Kata's names: tap0_kata, tap1_kata, ...: the first `count` not taken by a link of the netns. */
+export function tapNames(count: number, taken: Iterable<string>): string[] {
+  const used = new Set(taken);
+  const out: string[] = [];
+  for (let i = 0; out.length < count; i++) if (!used.has(`tap${i}_kata`)) out.push(`tap${i}_kata`);
+  return out;
 }
 
 /** `ip -batch` and `tc -batch` input that makes the tap and the two redirections. */

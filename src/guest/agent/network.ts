@@ -28,14 +28,17 @@ function readSys(name: string, attr: string): string {
   }
 }
 
-/** The guest's links but lo: name → MAC, MTU. */
+/** ARPHRD_ETHER in /sys/class/net/<dev>/type: NICs, not lo or the tunnel devices the kernel adds (sit0). */
+const ARPHRD_ETHER = "1";
+
+/** The guest's Ethernet links: name → MAC, MTU. */
 export function guestLinks(): { name: string; mac: string; mtu: number }[] {
   let names: string[] = [];
   try {
     names = readdirSync(SYS_NET);
   } catch {}
   return names
-    .filter((n) => n !== "lo")
+    .filter((n) => n !== "lo" && readSys(n, "type") === ARPHRD_ETHER)
     .map((name) => ({
       name,
       mac: readSys(name, "address").toLowerCase(),
