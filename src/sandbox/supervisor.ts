@@ -117,10 +117,9 @@ export function guestSpec(
     path: sharedDir === GUEST_SHARED_DIR ? guestRootfs(containerId) : `${sharedDir}/${containerId}/rootfs`,
     readonly: spec.root?.readonly,
   };
-  // Hooks run on the host (the CLI runs them); host namespace paths mean nothing in the guest. Joining
-  // a network namespace by path is joining the pod's: in the guest that is the root one, where the
-  // agent configured the NICs (src/network), so that entry goes.
+  // Hooks run on the host (the CLI runs them); host namespace paths mean nothing in the guest.
   delete g.hooks;
+  // A network namespace by path is the pod's: the guest's root netns, where the agent put the NICs.
   if (g.linux?.namespaces)
     g.linux.namespaces = g.linux.namespaces
       .filter((n) => !(n.type === "network" && n.path))

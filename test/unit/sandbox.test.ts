@@ -56,12 +56,11 @@ describe("guest spec", () => {
     linux: { namespaces: [{ type: "pid" }, { type: "network", path: "/proc/123/ns/net" }] },
   };
 
-  test("root.path points into the share; hooks stay on the host; a joined netns is the guest's root one", () => {
+  test("root.path points into the share; hooks stay on the host; a netns path is the guest's root netns", () => {
     const { spec: g } = guestSpec(spec, "c1");
     assert.deepEqual(g.root, { path: `${GUEST_SHARED_DIR}/c1/rootfs`, readonly: true });
     assert.equal(guestRootfs("c1"), g.root?.path);
     assert.equal(g.hooks, undefined);
-    // The pod's netns joined by path: in the guest the root netns, where the agent configured the NICs.
     assert.deepEqual(g.linux?.namespaces, [{ type: "pid" }]);
     assert.equal(spec.hooks?.prestart?.length, 1, "the host spec is not modified");
   });
