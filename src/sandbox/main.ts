@@ -46,7 +46,9 @@ async function main(argv: string[]): Promise<void> {
       const { config } = loadConfig({ explicitPath: configPath });
       const { startVm } = await import("../hypervisor/qemu");
       // Taps for the pod's interfaces first: QEMU starts in that netns with a NIC per tap.
+      const t0 = Date.now();
       const net = netns ? setupSandboxNetwork(netns, paths.dir, log) : undefined;
+      if (net) log(`network: ${net.endpoints.length} NIC(s) from ${netns} in ${Date.now() - t0} ms`);
       // The share and the NICs are on the command line: microvm cannot hotplug devices.
       const vm = await startVm({
         id: sandboxId,
@@ -59,7 +61,13 @@ async function main(argv: string[]): Promise<void> {
       });
       try {
         const agent = await connectVmAgent(vm.agentSocket, Math.max(5, config.agent.dialTimeout) * 1000);
-        if (net) await configureGuestNetwork(agent, net, 120_000);
+        if (net) {
+          // The agent answers first (the guest boots meanwhile), so the time below is the setup's own.
+          await agent.request("ping", {}, 120_000);
+          const t1 = Date.now();
+          await configureGuestNetwork(agent, net, 60_000);
+          log(`network: guest NICs and routes configured in ${Date.now() - t1} ms`);
+        }
         return { agent, vm };
       } catch (err) {
         vm.kill();

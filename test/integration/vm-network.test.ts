@@ -7,22 +7,12 @@
 // killed) the pod netns holds no tap and no qdisc of ours, and no QEMU runs. Two VM boots in all.
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import {
-  closeSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  statSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
 import { defaultSpec } from "../../src/oci/defaults";
-import { BIN, REPO, tempDir } from "../helpers";
+import { alive, BIN, busyboxRootfs, REPO, tempDir, until } from "../helpers";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
 // The kata-ts guest kernel (virtio-net built in): CI's setup builds it; Debian's has it as a module.
@@ -80,12 +70,7 @@ function inNs(ns: string, args: string[]): string {
 
 function bundle(name: string, script: string): string {
   const dir = join(tmp.path, name);
-  const rootfs = join(dir, "rootfs");
-  for (const d of ["bin", "proc", "sys", "dev", "tmp", "etc", "root"])
-    mkdirSync(join(rootfs, d), { recursive: true });
-  copyFileSync("/bin/busybox", join(rootfs, "bin", "busybox"));
-  for (const a of execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).trim().split("\n"))
-    if (a !== "busybox") symlinkSync("busybox", join(rootfs, "bin", a));
+  busyboxRootfs(join(dir, "rootfs"));
   const spec = defaultSpec();
   spec.process = { ...(spec.process as NonNullable<typeof spec.process>), terminal: false };
   spec.process.args = ["/bin/sh", "-c", script];
@@ -96,24 +81,6 @@ function bundle(name: string, script: string): string {
   );
   writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
   return dir;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, fn: () => boolean, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    return !/\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
 }
 
 /** The pod netns as the engine left it: links and qdiscs. */
@@ -226,7 +193,7 @@ describe("VM networking (tcfilter)", { skip: missing.length > 0 && `missing ${mi
     );
 
     assert.equal(kataTs(["start", "ktnet1"]).code, 0);
-    await until("the container's report", () => readFileSync(out, "utf8").includes("ready"));
+    await until("the container's report", () => readFileSync(out, "utf8").includes("ready"), 60_000);
     const report = readFileSync(out, "utf8");
     assert.match(report, new RegExp(`inet ${GUEST_IP.replace(/\./g, "\\.")}/24 `), report);
     assert.match(report, new RegExp(`mac=${MAC} mtu=${MTU}\\n`), report);

@@ -2,10 +2,10 @@
 // 6.1), the tap + tc commands, the setup/teardown record with a recording runner, the QEMU NIC flags,
 // the guest's parsing of busybox `ip` output, the guest spec's network namespace, route input.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { parseIpAddrText, parseIpRouteText, routeArgs } from "../../src/guest/agent/network";
+import { ipScript, parseIpAddrText, parseIpRouteText, routeArgs, runIp } from "../../src/guest/agent/network";
 import { buildQemuArgs, inNetns, type QemuLaunch } from "../../src/hypervisor/qemu";
 import {
   networkRecordPath,
@@ -143,117 +143,103 @@ const SCAN = {
   "ip -6 -json route show table main": ROUTE6_JSON,
 };
 
+/** A sandbox dir and a file standing in for a namespace (what matters is its identity: dev:ino). */
+function inSandboxDir(fn: (dir: string, ns: string) => void): void {
+  const tmp = tempDir("kata-net-unit-");
+  try {
+    const ns = join(tmp.path, "netns");
+    writeFileSync(ns, "");
+    fn(tmp.path, ns);
+  } finally {
+    tmp.cleanup();
+  }
+}
+
 describe("sandbox network setup and teardown", () => {
-  test("a tap per interface, recorded before it is made; teardown removes exactly that", () => {
-    const tmp = tempDir("kata-net-unit-");
-    try {
-      // Any file stands in for a namespace: what matters is its identity (dev:ino).
-      const ns = join(tmp.path, "netns");
-      writeFileSync(ns, "");
+  test("a tap per interface, recorded before it is made; teardown removes exactly that", () =>
+    inSandboxDir((dir, ns) => {
       const { run, calls } = recorder(SCAN);
-      const net = setupSandboxNetwork(ns, tmp.path, () => {}, run);
+      const net = setupSandboxNetwork(ns, dir, () => {}, run);
       assert.ok(net);
       // tap1_kata: tap0_kata is taken by a leftover link in the namespace.
       assert.deepEqual(net.endpoints, [{ iface: ETH0, tap: "tap1_kata" }]);
       assert.deepEqual(qemuNics(net), [{ ifname: "tap1_kata", mac: "02:00:00:00:00:05" }]);
       assert.equal(net.routes.length, 3);
-      assert.deepEqual(JSON.parse(readFileSync(networkRecordPath(tmp.path), "utf8")), net);
+      assert.deepEqual(JSON.parse(readFileSync(networkRecordPath(dir), "utf8")), net);
       assert.deepEqual(
         calls.slice(4).map((c) => c.replace(/ <<.*/, "")),
         [`${ns}: ip -batch -`, `${ns}: tc -batch -`],
       );
 
       const t = recorder();
-      assert.deepEqual(teardownSandboxNetwork(tmp.path, t.run), []);
+      assert.deepEqual(teardownSandboxNetwork(dir, t.run), []);
       assert.deepEqual(t.calls, [
         `${ns}: tc -force -batch - <<qdisc del dev eth0 ingress`,
         `${ns}: ip -force -batch - <<link del dev tap1_kata`,
       ]);
-      assert.equal(existsSync(networkRecordPath(tmp.path)), false);
+      assert.equal(existsSync(networkRecordPath(dir)), false);
       // Nothing recorded: nothing to do.
-      assert.deepEqual(teardownSandboxNetwork(tmp.path, t.run), []);
+      assert.deepEqual(teardownSandboxNetwork(dir, t.run), []);
       assert.equal(t.calls.length, 2);
-    } finally {
-      tmp.cleanup();
-    }
-  });
+    }));
 
-  test("a namespace that is no longer the recorded one is left alone", () => {
-    const tmp = tempDir("kata-net-unit-");
-    try {
-      const ns = join(tmp.path, "netns");
-      writeFileSync(ns, "");
-      setupSandboxNetwork(ns, tmp.path, () => {}, recorder(SCAN).run);
+  test("a namespace that is no longer the recorded one is left alone", () =>
+    inSandboxDir((dir, ns) => {
+      setupSandboxNetwork(ns, dir, () => {}, recorder(SCAN).run);
       // The engine removed the namespace and another one took the path.
-      rmSync(ns);
-      writeFileSync(join(tmp.path, "pad"), "");
-      writeFileSync(ns, "");
+      writeFileSync(`${ns}.new`, "");
+      renameSync(`${ns}.new`, ns);
       const t = recorder();
-      teardownSandboxNetwork(tmp.path, t.run);
+      teardownSandboxNetwork(dir, t.run);
       assert.deepEqual(t.calls, []);
-      assert.equal(existsSync(networkRecordPath(tmp.path)), false);
-    } finally {
-      tmp.cleanup();
-    }
-  });
+      assert.equal(existsSync(networkRecordPath(dir)), false);
+    }));
 
-  test("a failed setup undoes itself; an interface redirected already is refused before anything is made", () => {
-    const tmp = tempDir("kata-net-unit-");
-    try {
-      const ns = join(tmp.path, "netns");
-      writeFileSync(ns, "");
+  test("a failed setup undoes itself; an interface redirected already is refused before anything is made", () =>
+    inSandboxDir((dir, ns) => {
       const calls: string[] = [];
       const failing: NetnsRunner = (n, argv, input) => {
         calls.push(argv.join(" "));
         if (argv.join(" ") === "tc -batch -") throw new Error("tc -batch -: RTNETLINK answers: No such file");
         return recorder(SCAN).run(n, argv, input);
       };
-      assert.throws(() => setupSandboxNetwork(ns, tmp.path, () => {}, failing), /RTNETLINK answers/);
+      assert.throws(() => setupSandboxNetwork(ns, dir, () => {}, failing), /RTNETLINK answers/);
       assert.deepEqual(calls.slice(-2), ["tc -force -batch -", "ip -force -batch -"]);
-      assert.equal(existsSync(networkRecordPath(tmp.path)), false);
+      assert.equal(existsSync(networkRecordPath(dir)), false);
 
       const busy = recorder({
         ...SCAN,
         "tc -json qdisc show": JSON.stringify([{ kind: "ingress", dev: "eth0" }]),
       });
       assert.throws(
-        () => setupSandboxNetwork(ns, tmp.path, () => {}, busy.run),
+        () => setupSandboxNetwork(ns, dir, () => {}, busy.run),
         /^Error: interface eth0 in .* already has an ingress qdisc \(another sandbox in this network namespace\?\)$/,
       );
       assert.equal(busy.calls.filter((c) => c.includes("-batch")).length, 0);
-      assert.equal(existsSync(networkRecordPath(tmp.path)), false);
-    } finally {
-      tmp.cleanup();
-    }
-  });
+      assert.equal(existsSync(networkRecordPath(dir)), false);
+    }));
 
-  test("the host's own netns, a netns with only lo, a missing netns", () => {
-    const tmp = tempDir("kata-net-unit-");
-    try {
+  test("the host's own netns, a netns with only lo, a missing netns", () =>
+    inSandboxDir((dir, ns) => {
       const logs: string[] = [];
       const own = recorder(SCAN);
       assert.equal(
-        setupSandboxNetwork("/proc/self/ns/net", tmp.path, (m) => logs.push(m), own.run),
+        setupSandboxNetwork("/proc/self/ns/net", dir, (m) => logs.push(m), own.run),
         undefined,
       );
       assert.deepEqual(own.calls, [], "the host's interfaces are never touched");
       assert.match(logs[0], /is the host's: the VM gets no network interface/);
-      const ns = join(tmp.path, "netns");
-      writeFileSync(ns, "");
       const loOnly = recorder({ "ip -json -d addr show": JSON.stringify([JSON.parse(ADDR_JSON)[0]]) });
       assert.equal(
-        setupSandboxNetwork(ns, tmp.path, () => {}, loOnly.run),
+        setupSandboxNetwork(ns, dir, () => {}, loOnly.run),
         undefined,
       );
-      assert.equal(existsSync(networkRecordPath(tmp.path)), false);
+      assert.equal(existsSync(networkRecordPath(dir)), false);
       assert.throws(
-        () => setupSandboxNetwork(join(tmp.path, "nope"), tmp.path),
+        () => setupSandboxNetwork(join(dir, "nope"), dir),
         /^Error: network namespace .*nope does not exist$/,
       );
-    } finally {
-      tmp.cleanup();
-    }
-  });
+    }));
 });
 
 describe("QEMU NICs", () => {
@@ -349,6 +335,34 @@ describe("guest side", () => {
     assert.deepEqual(parseIpRouteText(v6, 6, new Set(["eth0"])), [
       { family: 6, dest: "fd00::/64", device: "eth0", metric: 256 },
     ]);
+  });
+
+  test("one shell per RPC: commands in order, quoted, the first failure named; optional ones and marks", async () => {
+    assert.equal(
+      ipScript([
+        ["link", "set", "dev", "it's", "up"],
+        { args: ["-6", "route", "show"], optional: true },
+        { mark: true },
+      ]),
+      [
+        "'ip' 'link' 'set' 'dev' 'it'\\''s' 'up' || { echo 'kata-ts: failed: ip link set dev it'\\''s up' >&2; exit 1; }",
+        "'ip' '-6' 'route' 'show' || true",
+        "echo --kata-ts--",
+      ].join("\n"),
+    );
+    // Real sh and ip (read-only commands; the failing one names a device that does not exist).
+    assert.match(
+      await runIp([["-o", "link", "show", "dev", "lo"], { mark: true }]),
+      /^1: lo: .*\n--kata-ts--\n$/s,
+    );
+    await assert.rejects(
+      runIp([
+        { args: ["link", "show", "dev", "kt-none0"], optional: true },
+        ["link", "set", "dev", "kt-none0", "up"],
+        ["-o", "link"],
+      ]),
+      /^Error: ip link set dev kt-none0 up: .*(Cannot find device|does not exist|No such device).*$/,
+    );
   });
 
   test("ip route replace arguments", () => {

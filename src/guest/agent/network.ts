@@ -1,22 +1,50 @@
 // The guest side of VM networking: the agent configures the NICs QEMU attached (virtio-net, each with
 // the MAC of a pod interface on the host) in the guest's root network namespace, where containers that
-// joined the pod's netns run. It uses `ip` (busybox's in the guest image; iproute2's on a test host):
-// a few calls per sandbox, and the text output both print is parsed for the list calls.
+// joined the pod's netns run. It uses `ip` (busybox's in the guest image; iproute2's on a test host),
+// every command of one RPC in one `sh` (under TCG each spawn from node costs ~0.1-0.25 s: node's fork;
+// busybox sh forks cheaply), and the text output both print is parsed for the list calls.
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import type { IpAddress, NetInterface, NetRoute } from "../../agent/api";
 import { sortRoutes } from "../../network/scan";
 
-export type IpRunner = (args: string[]) => Promise<string>;
+/**
+ * One `ip` command; `optional`: its failure does not stop the script; `mark`: a separator line in the
+ * output between listings.
+ */
+export type IpCommand = string[] | { args: string[]; optional: true } | { mark: true };
+
+/** Runs the `ip` commands in order, stopping at the first failed one; resolves with their stdout. */
+export type IpRunner = (cmds: IpCommand[]) => Promise<string>;
 
 const SYS_NET = "/sys/class/net";
+const FAILED = "kata-ts: failed: ";
+/** Separates the outputs of the list commands run in one script. */
+const MARK = "--kata-ts--";
 
-export const runIp: IpRunner = (args) =>
+const quote = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
+
+/** The shell script for a list of commands (exported for the unit test). */
+export function ipScript(cmds: IpCommand[]): string {
+  return cmds
+    .map((c) => {
+      if ("mark" in c) return `echo ${MARK}`;
+      const args = Array.isArray(c) ? c : c.args;
+      const line = ["ip", ...args].map(quote).join(" ");
+      if (!Array.isArray(c)) return `${line} || true`;
+      return `${line} || { echo ${quote(`${FAILED}ip ${args.join(" ")}`)} >&2; exit 1; }`;
+    })
+    .join("\n");
+}
+
+export const runIp: IpRunner = (cmds) =>
   new Promise((resolve, reject) => {
-    execFile("ip", args, { encoding: "utf8", timeout: 10_000 }, (err, stdout, stderr) => {
+    execFile("sh", ["-c", ipScript(cmds)], { encoding: "utf8", timeout: 20_000 }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);
-      const why = String(stderr).trim().split("\n").pop() || err.message.split("\n")[0];
-      reject(new Error(`ip ${args.join(" ")}: ${why}`));
+      const lines = String(stderr).trim().split("\n");
+      const failed = lines.find((l) => l.startsWith(FAILED))?.slice(FAILED.length);
+      const why = lines.filter((l) => l && !l.startsWith(FAILED)).pop() || err.message.split("\n")[0];
+      reject(new Error(failed ? `${failed}: ${why}` : why));
     });
   });
 
@@ -119,15 +147,27 @@ export class GuestNetwork {
   constructor(private readonly ip: IpRunner = runIp) {}
 
   async listInterfaces(): Promise<NetInterface[]> {
-    const addrs = parseIpAddrText(await this.ip(["-o", "addr", "show"]));
+    return this.withAddresses(await this.ip([["-o", "addr", "show"]]));
+  }
+
+  private withAddresses(ipAddrText: string): NetInterface[] {
+    const addrs = parseIpAddrText(ipAddrText);
     return guestLinks().map((l) => ({ ...l, addresses: addrs.get(l.name) ?? [] }));
   }
 
-  async listRoutes(): Promise<NetRoute[]> {
+  private parseRoutes(out: string): NetRoute[] {
     const devices = new Set(guestLinks().map((l) => l.name));
-    const v4 = parseIpRouteText(await this.ip(["-4", "route", "show"]), 4, devices);
-    const v6 = parseIpRouteText(await this.ip(["-6", "route", "show"]).catch(() => ""), 6, devices);
-    return [...v4, ...v6];
+    const [v4, v6 = ""] = out.split(MARK);
+    return [...parseIpRouteText(v4, 4, devices), ...parseIpRouteText(v6, 6, devices)];
+  }
+
+  async listRoutes(): Promise<NetRoute[]> {
+    return this.parseRoutes(await this.ip(this.routeListing()));
+  }
+
+  /** The routes, v4 then v6 (which a guest kernel without IPv6 cannot list), split by the mark. */
+  private routeListing(): IpCommand[] {
+    return [["-4", "route", "show"], { mark: true }, { args: ["-6", "route", "show"], optional: true }];
   }
 
   /** Finds the NIC by MAC, renames it to the pod interface's name, sets MTU and addresses, brings it up. */
@@ -136,17 +176,17 @@ export class GuestNetwork {
     const links = guestLinks();
     const link = links.find((l) => l.mac === mac);
     if (!link) throw new Error(`no network interface with MAC ${mac} in the guest`);
-    await this.ip(["link", "set", "dev", link.name, "down"]);
+    const cmds: IpCommand[] = [["link", "set", "dev", link.name, "down"]];
     if (link.name !== want.name) {
       // Another NIC may hold the name (virtio-mmio probe order is not the command line's): move it aside.
       const other = links.find((l) => l.name === want.name);
-      if (other) await this.ip(["link", "set", "dev", other.name, "name", `kt${links.indexOf(other)}_tmp`]);
-      await this.ip(["link", "set", "dev", link.name, "name", want.name]);
+      if (other) cmds.push(["link", "set", "dev", other.name, "name", `kt${links.indexOf(other)}_tmp`]);
+      cmds.push(["link", "set", "dev", link.name, "name", want.name]);
     }
-    if (want.mtu > 0) await this.ip(["link", "set", "dev", want.name, "mtu", String(want.mtu)]);
-    await this.ip(["addr", "flush", "dev", want.name]);
+    if (want.mtu > 0) cmds.push(["link", "set", "dev", want.name, "mtu", String(want.mtu)]);
+    cmds.push(["addr", "flush", "dev", want.name]);
     for (const a of want.addresses)
-      await this.ip([
+      cmds.push([
         ...(a.family === 6 ? ["-6"] : []),
         "addr",
         "add",
@@ -154,8 +194,8 @@ export class GuestNetwork {
         "dev",
         want.name,
       ]);
-    await this.ip(["link", "set", "dev", want.name, "up"]);
-    const now = (await this.listInterfaces()).find((l) => l.name === want.name);
+    cmds.push(["link", "set", "dev", want.name, "up"], ["-o", "addr", "show"]);
+    const now = this.withAddresses(await this.ip(cmds)).find((l) => l.name === want.name);
     if (!now) throw new Error(`network interface ${want.name} vanished while configuring it`);
     return now;
   }
@@ -165,8 +205,11 @@ export class GuestNetwork {
    * addresses included, as the host lists them); IPv6 routes are added or replaced. Link routes first.
    */
   async updateRoutes(routes: NetRoute[]): Promise<NetRoute[]> {
-    for (const l of guestLinks()) await this.ip(["-4", "route", "flush", "dev", l.name]).catch(() => "");
-    for (const r of sortRoutes(routes)) await this.ip(routeArgs(r));
-    return this.listRoutes();
+    const cmds: IpCommand[] = guestLinks().map((l) => ({
+      args: ["-4", "route", "flush", "dev", l.name],
+      optional: true as const,
+    }));
+    for (const r of sortRoutes(routes)) cmds.push(routeArgs(r));
+    return this.parseRoutes(await this.ip([...cmds, ...this.routeListing()]));
   }
 }
