@@ -12,7 +12,7 @@
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentMethod, AgentRequest, AgentResponse, NetInterface, NetRoute } from "../agent/api";
-import { type NetnsRunner, netnsId, runInNetns } from "./netns";
+import { type NetnsRunner, netnsId, netnsIdentity, runInNetns } from "./netns";
 import { scanNetns } from "./scan";
 import { applySetup, applyTeardown, type Endpoint, tapNames } from "./tcfilter";
 
@@ -49,8 +49,17 @@ export function setupSandboxNetwork(
   log: (msg: string) => void = () => {},
   run: NetnsRunner = runInNetns,
 ): SandboxNetwork | undefined {
-  const id = netnsId(netns);
-  if (!id) throw new Error(`network namespace ${netns} does not exist`);
+  let id: string;
+  try {
+    id = netnsIdentity(netns);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new Error(`network namespace ${netns} does not exist`);
+    // Another process's namespace we may not look at (here /proc/1/ns/net: EACCES): not ours to
+    // redirect, and nsenter could not enter it either.
+    log(`network namespace ${netns} cannot be examined (${code}): the VM gets no network interface`);
+    return undefined;
+  }
   if (id === netnsId("/proc/self/ns/net")) {
     log(`network namespace ${netns} is the host's: the VM gets no network interface`);
     return undefined;

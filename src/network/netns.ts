@@ -33,11 +33,16 @@ export const runInNetns: NetnsRunner = (netns, argv, input) => {
   }
 };
 
-/** "dev:ino" of a namespace file: what tells two paths to one namespace apart from another. */
+/** "dev:ino" of a namespace file: what tells two paths to one namespace apart from another. Throws. */
+export function netnsIdentity(path: string): string {
+  const st = statSync(path);
+  return `${st.dev}:${st.ino}`;
+}
+
+/** netnsIdentity, or undefined when the path cannot be examined. */
 export function netnsId(path: string): string | undefined {
   try {
-    const st = statSync(path);
-    return `${st.dev}:${st.ino}`;
+    return netnsIdentity(path);
   } catch {
     return undefined;
   }

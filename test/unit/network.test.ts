@@ -2,7 +2,7 @@
 // 6.1), the tap + tc commands, the setup/teardown record with a recording runner, the QEMU NIC flags,
 // the guest's parsing of busybox `ip` output, the guest spec's network namespace, route input.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { ipScript, parseIpAddrText, parseIpRouteText, routeArgs, runIp } from "../../src/guest/agent/network";
@@ -235,6 +235,26 @@ describe("sandbox network setup and teardown", () => {
         undefined,
       );
       assert.equal(existsSync(networkRecordPath(dir)), false);
+      // A namespace that cannot be examined is treated as not ours: no NIC. Root passes any mode bits,
+      // but not ptrace access checks: pid 1's namespace is EACCES on the development machine.
+      const noDir = join(dir, "noaccess");
+      mkdirSync(noDir, { mode: 0o000 });
+      const denied = recorder(SCAN);
+      const unreadable = process.getuid?.() === 0 ? "/proc/1/ns/net" : join(noDir, "x");
+      let examinable = true;
+      try {
+        statSync(unreadable);
+      } catch (err) {
+        examinable = (err as NodeJS.ErrnoException).code === "ENOENT";
+      }
+      if (!examinable) {
+        assert.equal(
+          setupSandboxNetwork(unreadable, dir, (m) => logs.push(m), denied.run),
+          undefined,
+        );
+        assert.deepEqual(denied.calls, []);
+        assert.match(logs[1], /cannot be examined \(E(ACCES|PERM)\): the VM gets no network interface/);
+      }
       assert.throws(
         () => setupSandboxNetwork(join(dir, "nope"), dir),
         /^Error: network namespace .*nope does not exist$/,
