@@ -39,6 +39,21 @@ export function specNetns(spec: { linux?: { namespaces?: { type: string; path?: 
 }
 
 /**
+ * The netns whose interfaces become the sandbox VM's NICs, by `internetworking_model` ([runtime]):
+ * "tcfilter" — the spec's; "none" — no NICs (the VM has only lo); "macvtap" is refused in one line.
+ */
+export function sandboxNetns(
+  spec: Parameters<typeof specNetns>[0],
+  model: "tcfilter" | "macvtap" | "none",
+): string | undefined {
+  const netns = specNetns(spec);
+  if (!netns || model === "none") return undefined;
+  if (model !== "tcfilter")
+    throw new Error(`internetworking_model = "${model}" is not supported: use "tcfilter" or "none"`);
+  return netns;
+}
+
+/**
  * Scans the pod's netns and makes a tap + tc redirection per interface. Returns undefined when there is
  * nothing to attach (no interface but lo, or the namespace is the host's own: its interfaces are never
  * redirected into a VM). A failure undoes what was made.

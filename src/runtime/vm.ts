@@ -13,7 +13,7 @@ import { join, resolve } from "node:path";
 import { loadConfig } from "../config/config";
 import { parseSignal, relaySignals } from "../engine/signals";
 import { checkBootFiles } from "../hypervisor/qemu";
-import { specNetns } from "../network";
+import { sandboxNetns } from "../network";
 import { validateContainerId } from "../oci/id";
 import type { LinuxResources } from "../oci/spec";
 import { sandboxPaths } from "../sandbox/paths";
@@ -294,8 +294,11 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
   const ownSandbox = record.containerType === "sandbox";
   // A missing kernel or image, or a shared fs this build cannot serve, fails here in one line, before a
   // supervisor is spawned for nothing.
+  let netns: string | undefined;
   if (ownSandbox) {
-    const hv = loadConfig({ explicitPath: ctx.configPath }).config.hypervisor;
+    const { config } = loadConfig({ explicitPath: ctx.configPath });
+    const hv = config.hypervisor;
+    netns = sandboxNetns(spec, config.runtime.internetworkingModel);
     if (hv.sharedFs !== "virtio-9p")
       throw new Error(
         `shared_fs = "${hv.sharedFs}" is not supported in VM mode yet: set shared_fs = "virtio-9p" in [hypervisor.qemu]`,
@@ -310,7 +313,7 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
   try {
     return await store.withLock(o.id, async () => {
       if (ownSandbox) {
-        const sup = await startSupervisor(ctx, sandboxId, specNetns(spec));
+        const sup = await startSupervisor(ctx, sandboxId, netns);
         supervisorStarted = true;
         record.engine.supervisor = sup;
         store.write(record);

@@ -10,6 +10,7 @@ import { buildQemuArgs, inNetns, type QemuLaunch } from "../../src/hypervisor/qe
 import {
   networkRecordPath,
   qemuNics,
+  sandboxNetns,
   setupSandboxNetwork,
   specNetns,
   teardownSandboxNetwork,
@@ -425,6 +426,19 @@ describe("the container's network namespace", () => {
       { type: "network" },
       { type: "ipc" },
     ]);
+  });
+});
+
+describe("internetworking_model", () => {
+  test("tcfilter: the spec's netns; none: no NICs; macvtap: refused in one line; no path: nothing", () => {
+    const spec = { linux: { namespaces: [{ type: "network", path: "/run/netns/p" }] } };
+    assert.equal(sandboxNetns(spec, "tcfilter"), "/run/netns/p");
+    assert.equal(sandboxNetns(spec, "none"), undefined);
+    assert.throws(
+      () => sandboxNetns(spec, "macvtap"),
+      /^Error: internetworking_model = "macvtap" is not supported: use "tcfilter" or "none"$/,
+    );
+    assert.equal(sandboxNetns({ linux: { namespaces: [{ type: "network" }] } }, "macvtap"), undefined);
   });
 });
 
