@@ -105,6 +105,42 @@ export interface GuestDetails {
   codeCache?: "accepted" | "rejected" | "none";
 }
 
+/** One IP address of a guest interface. */
+export interface IpAddress {
+  family: 4 | 6;
+  address: string;
+  prefixLen: number;
+}
+
+/**
+ * A guest NIC as the host's network namespace describes it (Kata's Interface). The guest finds the NIC
+ * by `mac` (QEMU gave the device the host interface's MAC) and gives it `name`, `mtu` and `addresses`.
+ */
+export interface NetInterface {
+  name: string;
+  /** Lower-case colon form, e.g. "02:42:0a:00:00:02". */
+  mac: string;
+  mtu: number;
+  addresses: IpAddress[];
+}
+
+/** One route of the guest's main table (Kata's Route). */
+export interface NetRoute {
+  family: 4 | 6;
+  /** "default" or a CIDR ("10.88.0.0/16"). */
+  dest: string;
+  gateway?: string;
+  device: string;
+  /** Preferred source address. */
+  source?: string;
+  scope?: "global" | "link" | "host";
+  metric?: number;
+}
+
+export interface RoutesMessage {
+  routes: NetRoute[];
+}
+
 /** Every RPC the agent serves: name → [request, response]. */
 export interface AgentApi {
   /** Liveness; also what the host waits for after boot. */
@@ -127,6 +163,14 @@ export interface AgentApi {
   listProcesses: [ListProcessesRequest, ListProcessesResponse];
   /** Kills what is left of the container and removes it (mounts, cgroups, state) from the guest. */
   removeContainer: [ContainerRef, Empty];
+  /** Configures the guest NIC with this MAC (name, MTU, addresses, up) → the interface as it now is. */
+  updateInterface: [NetInterface, NetInterface];
+  /** Replaces the IPv4 routes of the guest's NICs by these (IPv6 ones are added) → the routes now. */
+  updateRoutes: [RoutesMessage, RoutesMessage];
+  /** The guest's NICs (not lo). */
+  listInterfaces: [Empty, { interfaces: NetInterface[] }];
+  /** The guest's main-table routes on its NICs (not lo). */
+  listRoutes: [Empty, RoutesMessage];
   /** Syncs and powers the guest off. */
   shutdown: [Empty, Empty];
 }

@@ -2,7 +2,7 @@
 // is launched. Today the only driver is QEMU (./qemu); `hypervisor = "none"` means no driver at all.
 import type { QemuConfig } from "../config/config";
 import type { AccelChoice } from "./qemu/accel";
-import type { ConsoleKind, ShareSpec } from "./qemu/cmdline";
+import type { ConsoleKind, NicSpec, ShareSpec } from "./qemu/cmdline";
 import type { QmpClient } from "./qemu/qmp";
 
 export interface VmExit {
@@ -30,6 +30,10 @@ export interface StartVmOptions {
   console?: ConsoleKind;
   /** Host directories exported over virtio-9p from boot (tag, path, readonly?). */
   shares?: ShareSpec[];
+  /** Network namespace (path) QEMU runs in: the taps of `nics` are there. */
+  netns?: string;
+  /** virtio-net devices on existing taps (src/network made them in `netns`). */
+  nics?: NicSpec[];
   /** Guest RAM as a shared memfd (needed before virtio-fs can be attached). */
   sharedMemory?: boolean;
   debug?: boolean;

@@ -13,6 +13,7 @@ import { join, resolve } from "node:path";
 import { loadConfig } from "../config/config";
 import { parseSignal, relaySignals } from "../engine/signals";
 import { checkBootFiles } from "../hypervisor/qemu";
+import { sandboxNetns } from "../network";
 import { validateContainerId } from "../oci/id";
 import type { LinuxResources } from "../oci/spec";
 import { sandboxPaths } from "../sandbox/paths";
@@ -161,7 +162,7 @@ export async function destroySandbox(
 }
 
 /** Starts the sandbox supervisor (detached) and waits until it reports ready or fails. */
-async function startSupervisor(ctx: RuntimeContext, sandboxId: string): Promise<ProcRef> {
+async function startSupervisor(ctx: RuntimeContext, sandboxId: string, netns?: string): Promise<ProcRef> {
   const p = sandboxPaths(ctx.root, sandboxId);
   if (existsSync(p.info) || existsSync(p.pidFile)) {
     // A previous sandbox of this id died without cleanup: its leftovers would confuse this one.
@@ -172,6 +173,8 @@ async function startSupervisor(ctx: RuntimeContext, sandboxId: string): Promise<
   // An absolute root: `delete` may look for this process by its argv before it has written its pid.
   const args = [supervisorScript(), "--root", resolve(ctx.root), "--sandbox", sandboxId];
   if (ctx.configPath) args.push("--config", resolve(ctx.configPath));
+  // The pod's network namespace: its interfaces become the VM's NICs, which must exist at QEMU's start.
+  if (netns) args.push("--netns", netns);
   let child: ChildProcess;
   try {
     child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", logFd, logFd, "pipe"] });
@@ -291,8 +294,11 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
   const ownSandbox = record.containerType === "sandbox";
   // A missing kernel or image, or a shared fs this build cannot serve, fails here in one line, before a
   // supervisor is spawned for nothing.
+  let netns: string | undefined;
   if (ownSandbox) {
-    const hv = loadConfig({ explicitPath: ctx.configPath }).config.hypervisor;
+    const { config } = loadConfig({ explicitPath: ctx.configPath });
+    const hv = config.hypervisor;
+    netns = sandboxNetns(spec, config.runtime.internetworkingModel);
     if (hv.sharedFs !== "virtio-9p")
       throw new Error(
         `shared_fs = "${hv.sharedFs}" is not supported in VM mode yet: set shared_fs = "virtio-9p" in [hypervisor.qemu]`,
@@ -307,7 +313,7 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
   try {
     return await store.withLock(o.id, async () => {
       if (ownSandbox) {
-        const sup = await startSupervisor(ctx, sandboxId);
+        const sup = await startSupervisor(ctx, sandboxId, netns);
         supervisorStarted = true;
         record.engine.supervisor = sup;
         store.write(record);

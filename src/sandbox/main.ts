@@ -5,6 +5,7 @@
 // KATA_TS_SUPERVISOR_AGENT=socket:PATH uses a guest agent already serving on a host unix socket.
 import { closeSync, writeSync } from "node:fs";
 import { loadConfig } from "../config/config";
+import { configureGuestNetwork, qemuNics, setupSandboxNetwork } from "../network";
 import { connectVmAgent } from "./agent";
 import { HostAgent } from "./hostagent";
 import { SHARE_TAG } from "./paths";
@@ -26,7 +27,9 @@ async function main(argv: string[]): Promise<void> {
   const root = arg(argv, "--root");
   const sandboxId = arg(argv, "--sandbox");
   const configPath = arg(argv, "--config");
-  if (!root || !sandboxId) throw new Error("usage: kata-supervisor --root DIR --sandbox ID [--config FILE]");
+  const netns = arg(argv, "--netns");
+  if (!root || !sandboxId)
+    throw new Error("usage: kata-supervisor --root DIR --sandbox ID [--config FILE] [--netns PATH]");
   const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
   const sup = new Supervisor({
     root,
@@ -42,16 +45,29 @@ async function main(argv: string[]): Promise<void> {
       }
       const { config } = loadConfig({ explicitPath: configPath });
       const { startVm } = await import("../hypervisor/qemu");
-      // The share is on the command line: microvm cannot hotplug devices.
+      // Taps for the pod's interfaces first: QEMU starts in that netns with a NIC per tap.
+      const t0 = Date.now();
+      const net = netns ? setupSandboxNetwork(netns, paths.dir, log) : undefined;
+      if (net) log(`network: ${net.endpoints.length} NIC(s) from ${netns} in ${Date.now() - t0} ms`);
+      // The share and the NICs are on the command line: microvm cannot hotplug devices.
       const vm = await startVm({
         id: sandboxId,
         dir: paths.vmDir,
         config: config.hypervisor,
         shares: [{ tag: SHARE_TAG, path: paths.shared }],
+        netns: net?.netns,
+        nics: qemuNics(net),
         onWarning: log,
       });
       try {
         const agent = await connectVmAgent(vm.agentSocket, Math.max(5, config.agent.dialTimeout) * 1000);
+        if (net) {
+          // The agent answers first (the guest boots meanwhile), so the time below is the setup's own.
+          await agent.request("ping", {}, 120_000);
+          const t1 = Date.now();
+          await configureGuestNetwork(agent, net, 60_000);
+          log(`network: guest NICs and routes configured in ${Date.now() - t1} ms`);
+        }
         return { agent, vm };
       } catch (err) {
         vm.kill();

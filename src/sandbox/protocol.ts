@@ -4,7 +4,8 @@
 // the request id. Stand-ins use the same socket but speak a line protocol of their own, recognised by
 // the first line ("standin ..."; see native/standin/standin.c).
 import { connect, type Socket } from "node:net";
-import type { Empty, GuestDetails, WaitProcessResponse } from "../agent/api";
+import type { Empty, GuestDetails, NetRoute, WaitProcessResponse } from "../agent/api";
+import type { NetworkAction, NetworkResult } from "../network";
 import type { LinuxResources, Process, Spec } from "../oci/spec";
 
 export interface ControlOps {
@@ -34,6 +35,8 @@ export interface ControlOps {
   ps: [{ containerId: string; psArgs?: string[] }, { pids: number[]; table?: string }];
   /** Removes the container from the guest and unshares its rootfs; the last one stops the sandbox. */
   delete: [{ containerId: string }, { sandboxEmpty: boolean }];
+  /** The guest's network (`kata-ts network`): its NICs, its routes, or new routes (src/network). */
+  network: [{ action: NetworkAction; routes?: NetRoute[] }, NetworkResult];
   /** Stops the VM and the supervisor, whatever is still running. */
   shutdown: [Empty, Empty];
 }

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, writeF
 import { createServer, type Server, type Socket } from "node:net";
 import { dirname, isAbsolute, join } from "node:path";
 import type { GuestDetails, GuestMount } from "../agent/api";
+import { guestNetworkOp, teardownSandboxNetwork } from "../network";
 import type { Mount, Namespace, Spec } from "../oci/spec";
 import { processStartTime } from "../runtime/status";
 import { closeFd, isErrno, recvFds } from "../sys/native";
@@ -505,6 +506,8 @@ export class Supervisor {
         if (empty) later(() => void this.shutdown(0));
         return { sandboxEmpty: empty };
       }
+      case "network":
+        return guestNetworkOp(this.agent, a.action, a.routes);
       case "shutdown":
         later(() => void this.shutdown(0));
         return {};
@@ -733,6 +736,8 @@ export class Supervisor {
  * directory. With `all` the sandbox directory goes too; otherwise the logs stay for whoever deletes it.
  */
 export function cleanupSandboxDir(p: SandboxPaths, all: boolean): void {
+  // Taps and tc qdiscs in the pod's netns (recorded in the sandbox dir; QEMU is gone by now).
+  teardownSandboxNetwork(p.dir);
   unmountTree(p.dir);
   if (p.sockDir !== p.dir) rmSync(p.sockDir, { recursive: true, force: true });
   // Never recurse into a directory that still has a mount below it: that would delete a rootfs.

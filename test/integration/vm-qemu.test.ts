@@ -9,7 +9,6 @@ import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import {
   closeSync,
-  copyFileSync,
   existsSync,
   mkdirSync,
   openSync,
@@ -23,7 +22,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
 import { defaultSpec } from "../../src/oci/defaults";
-import { REPO, tempDir } from "../helpers";
+import { alive, busyboxRootfs, REPO, sleep, tempDir, until } from "../helpers";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
 const defaults = loadConfig({ explicitPath: join(REPO, "config", "configuration.toml") }).config.hypervisor;
@@ -83,15 +82,6 @@ function vmBg(args: string[]): { child: ChildProcess; code: Promise<number> } {
   return { child, code: new Promise((r) => child.on("exit", (c) => r(c ?? 137))) };
 }
 
-function busyboxRootfs(dir: string): void {
-  for (const d of ["bin", "proc", "sys", "dev", "tmp", "etc", "root"])
-    mkdirSync(join(dir, d), { recursive: true });
-  copyFileSync("/bin/busybox", join(dir, "bin", "busybox"));
-  const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).trim().split("\n");
-  for (const a of applets) if (a !== "busybox") symlinkSync("busybox", join(dir, "bin", a));
-  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n");
-}
-
 function bundle(name: string, args: string[], annotations?: Record<string, string>): string {
   const dir = join(tmp.path, name);
   busyboxRootfs(join(dir, "rootfs"));
@@ -103,24 +93,6 @@ function bundle(name: string, args: string[], annotations?: Record<string, strin
   if (annotations) spec.annotations = annotations;
   writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
   return dir;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, fn: () => boolean, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    return !/\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
 }
 
 function pgrep(pattern: string): string {

@@ -12,6 +12,7 @@ import * as features from "./features";
 import * as guest from "./guest";
 import * as kill from "./kill";
 import * as list from "./list";
+import * as network from "./network";
 import * as pause from "./pause";
 import * as ps from "./ps";
 import * as resume from "./resume";
@@ -42,6 +43,7 @@ const commands = [
   update,
   events,
   guest,
+  network,
 ];
 
 export function registerCommands(program: Command, app: App): void {

@@ -11,6 +11,7 @@ import { AGENT_PORT_NAME, type GuestDetails } from "../../agent/api";
 import { type AgentHandlers, serve } from "../../agent/server";
 import { VERSION } from "../../version";
 import { ContainerManager, DEFAULT_STATE_ROOT } from "./containers";
+import { GuestNetwork } from "./network";
 import { findPort, readsSettled, servePort } from "./port";
 import { warmUp } from "./warmup";
 
@@ -62,6 +63,7 @@ async function main(): Promise<void> {
     readyAt: 0,
     codeCache: (globalThis as { kataTsCodeCache?: GuestDetails["codeCache"] }).kataTsCodeCache ?? "none",
   };
+  const net = new GuestNetwork();
   const sessions = new Set<Duplex>();
   let stopping = false;
   // Shutdown: the answer is out first, then cleanup, sync and exit; the init powers the VM off when we
@@ -135,6 +137,10 @@ async function main(): Promise<void> {
       await manager.removeContainer(req);
       return {};
     },
+    updateInterface: (req) => net.updateInterface(req),
+    updateRoutes: async (req) => ({ routes: await net.updateRoutes(req.routes ?? []) }),
+    listInterfaces: async () => ({ interfaces: await net.listInterfaces() }),
+    listRoutes: async () => ({ routes: await net.listRoutes() }),
     shutdown: async () => {
       // answer first (shutdown waits for it to be written), then clean up and exit
       setImmediate(() => shutdown(0));

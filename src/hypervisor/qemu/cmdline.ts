@@ -18,6 +18,14 @@ export interface ShareSpec {
   securityModel?: "none" | "passthrough";
 }
 
+/** A NIC backed by an existing tap (made by src/network in the netns QEMU runs in). */
+export interface NicSpec {
+  /** The tap's name in QEMU's network namespace. */
+  ifname: string;
+  /** The guest NIC's MAC: the pod interface's, so the peer's ARP entries stay right. */
+  mac: string;
+}
+
 export interface QemuLaunch {
   qemuPath: string;
   /** "microvm" (default), "q35" or "pc"; other names are passed through as pc-like machines. */
@@ -58,6 +66,8 @@ export interface QemuLaunch {
   rngSource?: string;
   /** 9p exports, attached at boot (microvm cannot hotplug). */
   shares?: ShareSpec[];
+  /** Network interfaces, attached at boot (microvm cannot hotplug). */
+  nics?: NicSpec[];
 }
 
 export const AGENT_PORT_NAME = "agent.channel.0";
@@ -172,6 +182,17 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
     if (sh.readonly) fs.push("readonly=on");
     add("-fsdev", fs.join(","));
     add("-device", `${micro ? "virtio-9p-device" : "virtio-9p-pci"},fsdev=fs${i},mount_tag=${sh.tag}`);
+  });
+
+  (l.nics ?? []).forEach((n, i) => {
+    if (!/^[A-Za-z0-9_.-]{1,15}$/.test(n.ifname))
+      throw new Error(`qemu: invalid tap name ${JSON.stringify(n.ifname)}`);
+    if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(n.mac))
+      throw new Error(`qemu: invalid MAC ${JSON.stringify(n.mac)}`);
+    // The tap exists already (persistent, tc-redirected to the pod interface): no scripts. No vhost-net
+    // here (/dev/vhost-net is absent on the development machine); vhost=off says so explicitly.
+    add("-netdev", `tap,id=net${i},ifname=${n.ifname},script=no,downscript=no,vhost=off`);
+    add("-device", `${micro ? "virtio-net-device" : "virtio-net-pci"},netdev=net${i},mac=${n.mac}`);
   });
 
   if (l.image) {

@@ -14,6 +14,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { QemuConfig } from "../../config/config";
+import { nsenterArgv } from "../../network/netns";
 import type { HypervisorDriver, StartVmOptions, Vm, VmExit } from "../driver";
 import { type AccelChoice, chooseAccel, hostTscKhz } from "./accel";
 import { buildQemuArgs, isMicrovm, launchFromConfig } from "./cmdline";
@@ -190,6 +191,7 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
     tscKhz,
     sharedMemory: opts.sharedMemory,
     shares: opts.shares,
+    nics: opts.nics,
     debug: opts.debug,
     name: `sandbox-${opts.id}`,
   });
@@ -199,7 +201,7 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
   const logFd = openSync(paths.qemuLog, "a", 0o600);
   let child: ChildProcess;
   try {
-    const [cmd, ...args] = withParentDeathSignal(argv);
+    const [cmd, ...args] = inNetns(opts.netns, withParentDeathSignal(argv));
     child = spawn(cmd, args, { stdio: ["ignore", "ignore", logFd] });
   } finally {
     closeSync(logFd);
@@ -252,6 +254,14 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
 export const qemuDriver: HypervisorDriver = { name: "qemu", startVm };
 
 const SETPRIV = "/usr/bin/setpriv";
+
+/**
+ * QEMU in the pod's network namespace, where its taps are: nsenter enters it and execs the rest (no
+ * fork for a network namespace), so the pid is still QEMU's and the parent-death signal holds.
+ */
+export function inNetns(netns: string | undefined, argv: string[]): string[] {
+  return netns ? nsenterArgv(netns, argv) : argv;
+}
 
 /**
  * QEMU gets SIGKILL when the process that started it dies (setpriv execs it with PR_SET_PDEATHSIG, the
