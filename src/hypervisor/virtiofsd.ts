@@ -5,6 +5,7 @@
 // /usr/lib/qemu/virtiofsd) and the Rust one (Debian's virtiofsd package, /usr/libexec/virtiofsd).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, rmSync } from "node:fs";
+import type { QemuConfig } from "../config/config";
 import { withParentDeathSignal } from "./qemu";
 
 export type VirtiofsdFlavour = "c" | "rust";
@@ -30,6 +31,19 @@ export function isExecutable(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The shared filesystem a sandbox uses: the configured one, except that virtio-fs without an executable
+ * virtiofsd falls back to 9p with a warning (as Kata does). "none" is refused before a sandbox starts.
+ */
+export function sharedFsFor(q: QemuConfig, warn: (m: string) => void): "virtio-fs" | "virtio-9p" {
+  if (q.sharedFs !== "virtio-fs") return "virtio-9p";
+  if (isExecutable(q.virtioFsDaemon)) return "virtio-fs";
+  warn(
+    `warning: shared_fs = "virtio-fs" but virtio_fs_daemon ${q.virtioFsDaemon} is not executable: using virtio-9p`,
+  );
+  return "virtio-9p";
 }
 
 /** Which daemon a binary is: the C one says "using FUSE kernel interface" in its --version. */

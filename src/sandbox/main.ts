@@ -6,12 +6,12 @@
 import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
 import { loadConfig, type RuntimeConfig } from "../config/config";
 import type { ShareSpec } from "../hypervisor/qemu/cmdline";
-import type { Virtiofsd } from "../hypervisor/virtiofsd";
+import { sharedFsFor, type Virtiofsd } from "../hypervisor/virtiofsd";
 import { processStartTime } from "../runtime/status";
 import { connectVmAgent } from "./agent";
 import { HostAgent } from "./hostagent";
 import { GUEST_SHARED_DIR, type SandboxPaths, SHARE_TAG } from "./paths";
-import { guestShareMount, makeSharedMount, type SharedFsKind } from "./share";
+import { guestShareMount, makeSharedMount } from "./share";
 import { type Booted, Supervisor, type VmHandle } from "./supervisor";
 
 function arg(argv: string[], name: string): string | undefined {
@@ -27,21 +27,6 @@ function report(line: string): void {
 }
 
 /**
- * The shared filesystem this sandbox uses: the configured one, except that virtio-fs without an
- * executable virtiofsd falls back to 9p with a warning (as Kata does).
- */
-export async function chooseSharedFs(config: RuntimeConfig, log: (m: string) => void): Promise<SharedFsKind> {
-  const q = config.hypervisor;
-  if (q.sharedFs !== "virtio-fs") return "virtio-9p";
-  const { isExecutable } = await import("../hypervisor/virtiofsd");
-  if (isExecutable(q.virtioFsDaemon)) return "virtio-fs";
-  log(
-    `warning: shared_fs = "virtio-fs" but virtio_fs_daemon ${q.virtioFsDaemon} is not executable: using virtio-9p`,
-  );
-  return "virtio-9p";
-}
-
-/**
  * Boots the sandbox VM with its share on the command line (microvm cannot hotplug devices). virtio-fs:
  * shared/ becomes a shared-propagation mount, then virtiofsd starts (its pid in virtiofsd.pid, for a
  * later `delete --force`), then QEMU; virtiofsd is stopped after QEMU and dies with us.
@@ -53,7 +38,7 @@ async function bootVm(
   log: (m: string) => void,
 ): Promise<Booted> {
   const { startVm } = await import("../hypervisor/qemu");
-  const fs = await chooseSharedFs(config, log);
+  const fs = sharedFsFor(config.hypervisor, log);
   const share: ShareSpec = { tag: SHARE_TAG, path: paths.shared, fs };
   let vfsd: Virtiofsd | undefined;
   if (fs === "virtio-fs") {
