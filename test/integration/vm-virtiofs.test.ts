@@ -148,7 +148,11 @@ describe("VM sandboxes with virtio-fs", {
     tmp.cleanup();
   });
 
-  test("rootfs and bind mounts over virtio-fs: guest writes reach the host, a ro bind stays ro; delete leaves nothing", async () => {
+  test("rootfs and bind mounts over virtio-fs: guest writes reach the host, a ro bind stays ro; delete leaves nothing", async (t) => {
+    // A failure mid-way must not leave this sandbox to the next test's leak scan.
+    t.after(() => {
+      if (existsSync(join(root, "vfs1"))) cli(["delete", "--force", "vfs1"]);
+    });
     const ro = join(tmp.path, "ro-src");
     const rw = join(tmp.path, "rw-src");
     mkdirSync(ro);
@@ -220,6 +224,27 @@ describe("VM sandboxes with virtio-fs", {
     const qemu = procsWith("sandbox-vfs1 ");
     assert.equal(qemu.length, 1);
     assert.match(qemu[0], /vhost-user-fs-device,chardev=vfs0,tag=kataShared/);
+    // Inside virtiofsd's own mount namespace (pivoted into shared/), the container's mounts arrived
+    // after it started (propagation) and the ro ones are read-only there too, not only in the guest.
+    const [parent] = readFileSync(join(sandbox, "virtiofsd.pid"), "utf8").split(" ").map(Number);
+    const [child] = readFileSync(`/proc/${parent}/task/${parent}/children`, "utf8")
+      .trim()
+      .split(" ")
+      .map(Number);
+    const seen = new Map(
+      readFileSync(`/proc/${child}/mountinfo`, "utf8")
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => [l.split(" ")[4], l.split(" ")[5].split(",")[0]]),
+    );
+    const n = (dest: string) =>
+      JSON.parse(readFileSync(join(b, "config.json"), "utf8")).mounts.findIndex(
+        (m: { destination: string }) => m.destination === dest,
+      );
+    assert.equal(seen.get("/vfs1/rootfs"), "rw");
+    assert.equal(seen.get(`/vfs1/mounts/${n("/ro")}`), "ro");
+    assert.equal(seen.get(`/vfs1/mounts/${n("/ro-file")}`), "ro");
+    assert.equal(seen.get(`/vfs1/mounts/${n("/rw")}`), "rw");
 
     assert.equal(cli(["kill", "vfs1", "KILL"]).code, 0);
     await until("stopped", () => JSON.parse(cli(["state", "vfs1"]).stdout).status === "stopped");
