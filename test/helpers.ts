@@ -1,6 +1,6 @@
 // Shared helpers for tests: run the real CLI binary by path, make temp dirs, clean them up.
 import { type SpawnSyncReturns, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -33,4 +33,24 @@ export function kata(
 export function tempDir(prefix = "kata-ts-test-"): { path: string; cleanup: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it is true; throws naming `what` after `ms`. */
+export async function until(what: string, fn: () => boolean, ms = 30_000, stepMs = 50): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await pause(stepMs);
+  }
+}
+
+/** Whether a process exists and is neither a zombie nor dead. */
+export function processRunning(pid: number): boolean {
+  try {
+    return !/\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
 }

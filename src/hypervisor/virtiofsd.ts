@@ -3,10 +3,10 @@
 // supervisor that dies with it (PR_SET_PDEATHSIG through setpriv, as QEMU), and stopped after QEMU.
 // Two daemons exist with different flags: QEMU 7's C daemon (Debian qemu-system-common,
 // /usr/lib/qemu/virtiofsd) and the Rust one (Debian's virtiofsd package, /usr/libexec/virtiofsd).
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { accessSync, constants, existsSync, readFileSync, rmSync } from "node:fs";
 import type { QemuConfig } from "../config/config";
-import { withParentDeathSignal } from "./qemu";
+import { spawnDaemon } from "./qemu";
 
 export type VirtiofsdFlavour = "c" | "rust";
 export type VirtiofsCache = "auto" | "always" | "never" | "none";
@@ -67,8 +67,8 @@ export function virtiofsdArgs(l: VirtiofsdLaunch): string[] {
     const cache = l.cache === "none" ? "never" : l.cache;
     a.push(`--shared-dir=${l.source}`, `--cache=${cache}`, "--announce-submounts");
   }
-  // Both raise RLIMIT_NOFILE to ~1M by default, which fails without CAP_SYS_RESOURCE (containers,
-  // this CI machine): keep the limit we were given.
+  // Both try to raise RLIMIT_NOFILE to ~1M by default, which cannot work without CAP_SYS_RESOURCE
+  // (containers, this CI machine; the C daemon then keeps its limit silently): ask for what we gave.
   a.push("--rlimit-nofile=0");
   a.push(...(l.extraArgs ?? []));
   return a;
@@ -112,15 +112,7 @@ export async function startVirtiofsd(
   // Stale files of a daemon that was killed would make this one refuse to start.
   rmSync(l.socket, { force: true });
   rmSync(lock, { force: true });
-  const argv = virtiofsdArgs(l);
-  const logFd = openSync(o.logFile, "a", 0o600);
-  let child: ChildProcess;
-  try {
-    const [cmd, ...args] = withParentDeathSignal(argv);
-    child = spawn(cmd, args, { stdio: ["ignore", "ignore", logFd] });
-  } finally {
-    closeSync(logFd);
-  }
+  const child = spawnDaemon(virtiofsdArgs(l), o.logFile);
   let exited = false;
   let spawnError: Error | undefined;
   const exit = new Promise<void>((resolve) => {

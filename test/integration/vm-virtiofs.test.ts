@@ -20,7 +20,7 @@ import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
 import { virtiofsdLockFile } from "../../src/hypervisor/virtiofsd";
 import { defaultSpec } from "../../src/oci/defaults";
-import { BIN, REPO, tempDir } from "../helpers";
+import { processRunning as alive, BIN, REPO, tempDir, until } from "../helpers";
 import { assertNoLeaks, snapshotHost } from "../leaks";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
@@ -73,24 +73,6 @@ function bundle(
     });
   writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
   return dir;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, fn: () => boolean, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    return !/\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
 }
 
 /** Live processes (not zombies) whose argv contains `needle`. */
