@@ -1,6 +1,14 @@
 // Shared helpers for tests: run the real CLI binary by path, make temp dirs, clean them up.
-import { type SpawnSyncReturns, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync, type SpawnSyncReturns, spawnSync } from "node:child_process";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -35,22 +43,32 @@ export function tempDir(prefix = "kata-ts-test-"): { path: string; cleanup: () =
   return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
 }
 
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Polls `fn` until it is true; throws naming `what` after `ms`. */
-export async function until(what: string, fn: () => boolean, ms = 30_000, stepMs = 50): Promise<void> {
+/** Polls `fn` until it is true; fails naming `what` after `ms`. */
+export async function until(what: string, fn: () => boolean, ms = 30_000, everyMs = 50): Promise<void> {
   const end = Date.now() + ms;
   while (!fn()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await pause(stepMs);
+    await sleep(everyMs);
   }
 }
 
-/** Whether a process exists and is neither a zombie nor dead. */
-export function processRunning(pid: number): boolean {
+/** The process exists and is neither a zombie nor dead. */
+export function alive(pid: number): boolean {
   try {
     return !/\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return false;
   }
+}
+
+/** A busybox root filesystem at `dir`: the static busybox and a link per applet, root in /etc/passwd. */
+export function busyboxRootfs(dir: string): void {
+  for (const d of ["bin", "proc", "sys", "dev", "tmp", "etc", "root"])
+    mkdirSync(join(dir, d), { recursive: true });
+  copyFileSync("/bin/busybox", join(dir, "bin", "busybox"));
+  const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).trim().split("\n");
+  for (const a of applets) if (a !== "busybox") symlinkSync("busybox", join(dir, "bin", a));
+  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n");
 }

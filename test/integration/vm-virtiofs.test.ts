@@ -5,22 +5,13 @@
 // QEMU die with it, and `delete --force` leaves nothing.
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import {
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
 import { virtiofsdLockFile } from "../../src/hypervisor/virtiofsd";
 import { defaultSpec } from "../../src/oci/defaults";
-import { processRunning as alive, BIN, REPO, tempDir, until } from "../helpers";
+import { alive, BIN, busyboxRootfs, REPO, tempDir, until } from "../helpers";
 import { assertNoLeaks, snapshotHost } from "../leaks";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
@@ -55,12 +46,7 @@ function bundle(
   mounts: { dest: string; src: string; ro: boolean }[] = [],
 ): string {
   const dir = join(tmp.path, name);
-  const rootfs = join(dir, "rootfs");
-  for (const d of ["bin", "proc", "sys", "dev", "tmp", "etc"])
-    mkdirSync(join(rootfs, d), { recursive: true });
-  copyFileSync("/bin/busybox", join(rootfs, "bin", "busybox"));
-  for (const a of ["sh", "cat", "echo", "awk", "sleep", "grep"])
-    symlinkSync("busybox", join(rootfs, "bin", a));
+  busyboxRootfs(join(dir, "rootfs"));
   const spec = defaultSpec();
   spec.process = { ...(spec.process as NonNullable<typeof spec.process>), terminal: false, args };
   spec.root = { path: "rootfs", readonly: false };
