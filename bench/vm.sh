@@ -5,24 +5,27 @@
 #       CLI (bin/kata-ts; its verbs dispatch to src/runtime/vm.ts when hypervisor = "qemu");
 #   (c) `runc run` of the same bundle, for scale;
 # medians, the ratio b/a, and the host memory of one running sandbox: PSS (/proc/PID/smaps_rollup) of
-# QEMU, the supervisor and the stand-in.
+# QEMU, virtiofsd (with virtio-fs), the supervisor and the stand-in.
 #
 # usage: bench/vm.sh [-n RUNS] [--kernel PATH|stock] [--image PATH] [--host-agent]
+#                    [--shared-fs virtio-9p|virtio-fs]
 #   --kernel stock: Debian's kernel with a bootstrap initramfs loading virtio/ext4/9p modules, and the
 #   image built from this tree into a temporary cache (for when kata-ts's kernel is not built yet).
 #   --host-agent: no VM (the supervisor runs workloads as host processes): measures what the
 #   supervisor, the stand-in and the CLI cost by themselves; (a) is skipped.
+#   --shared-fs: how container files reach the guest (default: the shipped configuration's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-runs=5 kernel=/var/cache/kata-ts/vmlinux image=/var/cache/kata-ts/kata-ts-guest.img host_agent=0
+runs=5 kernel=/var/cache/kata-ts/vmlinux image=/var/cache/kata-ts/kata-ts-guest.img host_agent=0 shared_fs=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) runs=$2; shift 2 ;;
     --kernel) kernel=$2; shift 2 ;;
     --image) image=$2; shift 2 ;;
     --host-agent) host_agent=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --shared-fs) shared_fs=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "vm.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -80,6 +83,7 @@ kernel = "$kernel"
 image = "$image"
 initrd = "$initrd"
 default_memory = 512
+$([ -n "$shared_fs" ] && echo "shared_fs = \"$shared_fs\"")
 [runtime]
 hypervisor = "qemu"
 EOF
@@ -130,6 +134,15 @@ vm_pid=$(sed -n 's/.*"vmPid":\([0-9]*\).*/\1/p' "$info")
 standin_pid=$(cat "$work/standin.pid")
 qemu_pss=$([ "${vm_pid:-0}" != 0 ] && pss_kb "$vm_pid" || echo "-")
 sup_pss=$(pss_kb "$sup_pid")
+# virtiofsd: the daemon and the child it forked into its own namespaces.
+vfsd_pss="-"
+if [ -s "$root/sandboxes/bench-mem/virtiofsd.pid" ]; then
+  read -r vfsd_pid _ <"$root/sandboxes/bench-mem/virtiofsd.pid"
+  vfsd_pss=0
+  for p in $vfsd_pid $(cat "/proc/$vfsd_pid/task/$vfsd_pid/children" 2>/dev/null); do
+    vfsd_pss=$((vfsd_pss + $(pss_kb "$p")))
+  done
+fi
 standin_pss=$(pss_kb "$standin_pid")
 vmcli delete --force bench-mem
 
@@ -137,10 +150,11 @@ echo
 echo "| measure | median |"
 echo "|---|---|"
 [ -n "$floor" ] && echo "| (a) QEMU boot floor, spawn → READY | ${floor} ms |"
-echo "| (b) kata-ts run busybox true, VM cold$([ "$host_agent" = 1 ] && echo ' (host agent: no VM)') | ${b_med} ms |"
+echo "| (b) kata-ts run busybox true, VM cold$([ "$host_agent" = 1 ] && echo ' (host agent: no VM)')$([ -n "$shared_fs" ] && echo ", $shared_fs") | ${b_med} ms |"
 echo "| (c) runc run busybox true | ${c_med} ms |"
 [ -n "$floor" ] && [ "$floor" -gt 0 ] && echo "| b / a | $(awk -v b="$b_med" -v a="$floor" 'BEGIN{printf "%.2f", b/a}') |"
 echo "| b / c | $(awk -v b="$b_med" -v c="$c_med" 'BEGIN{printf "%.1f", b/c}') |"
 echo "| PSS QEMU | ${qemu_pss} kB |"
+echo "| PSS virtiofsd (both processes) | ${vfsd_pss} kB |"
 echo "| PSS supervisor | ${sup_pss} kB |"
 echo "| PSS stand-in | ${standin_pss} kB |"

@@ -14,6 +14,10 @@
 //   - a cgroup directory whose name contains the id, in any v1 hierarchy or the unified tree
 //     (searched to depth 6 below each mount in /sys/fs/cgroup);
 //   - the state directory <root>/<id>, or any fifo or socket left under <root>;
+//   - a virtiofsd or QEMU process whose cmdline names the state root (VM mode: their sockets and the
+//     shared directory live under <root>/sandboxes, or under /run/kata-ts/s/<hash> with the id in QEMU's
+//     -name), and a lock file of QEMU's C virtiofsd (/run/virtiofsd/<socket path, "/" → ".">.pid)
+//     naming the state root: the daemon leaves it when it is killed;
 //   - an entry in /run/netns that was not there at snapshot time (tests that make their own netns
 //     take the snapshot after making it, or pass it in `allowNetns`).
 // Ids should be distinctive (e.g. "ktc-<random>"): matching is by substring.
@@ -41,6 +45,7 @@ export interface LeakTarget {
 
 const CGROUP_BASE = "/sys/fs/cgroup";
 const MAX_CGROUP_DEPTH = 6;
+const VIRTIOFSD_LOCKS = "/run/virtiofsd";
 
 function readText(path: string): string | undefined {
   try {
@@ -111,12 +116,16 @@ function listCgroups(): string[] {
   return out;
 }
 
-function listNetns(): string[] {
+function listDir(dir: string): string[] {
   try {
-    return readdirSync("/run/netns");
+    return readdirSync(dir);
   } catch {
     return [];
   }
+}
+
+function listNetns(): string[] {
+  return listDir("/run/netns");
 }
 
 /** The host state before a test creates its container. */
@@ -207,6 +216,9 @@ export function findLeaks(before: HostSnapshot, t: LeakTarget): string[] {
     // open files (an exec fifo, the bundle) still name the container.
     const cg = readText(`/proc/${pid}/cgroup`);
     if (cg?.split("\n").some((l) => l.slice(l.lastIndexOf(":") + 1).includes(t.id))) why.push("cgroup");
+    const comm = readText(`/proc/${pid}/comm`)?.trim();
+    if ((comm === "virtiofsd" || comm?.startsWith("qemu-system")) && cmdline.includes(t.root))
+      why.push("VM process of the state root");
     const fd = openFileIn(pid, [t.bundle, t.root]);
     if (fd) why.push(`fd ${fd}`);
     if (why.length > 0) leaks.push(`process ${pid} (${why.join(", ")}): ${cmdline || "<no cmdline>"}`);
@@ -227,6 +239,10 @@ export function findLeaks(before: HostSnapshot, t: LeakTarget): string[] {
   const special: string[] = [];
   walkSpecialFiles(t.root, special);
   for (const s of special) leaks.push(s);
+
+  const lockName = `${t.root.replace(/\/$/, "")}/`.replace(/\//g, ".");
+  for (const f of listDir(VIRTIOFSD_LOCKS))
+    if (f.startsWith(lockName)) leaks.push(`virtiofsd lock ${join(VIRTIOFSD_LOCKS, f)}`);
 
   const allowed = new Set(t.allowNetns ?? []);
   for (const n of listNetns()) {

@@ -2,7 +2,7 @@
 // no file exists. Keys follow Kata Containers' configuration-qemu.toml so a Kata user recognises them;
 // our additions are `[runtime] hypervisor` ("qemu" | "none") and `[hypervisor.qemu] accel`.
 // The shipped config/configuration.toml must parse to exactly DEFAULT_CONFIG (a unit test checks it).
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import { parse, TomlError } from "smol-toml";
 
@@ -40,6 +40,8 @@ export interface QemuConfig {
   /** MiB of DAX window; 0 = no DAX. */
   virtioFsCacheSize: number;
   virtioFsCache: (typeof VIRTIO_FS_CACHE)[number];
+  /** Extra virtiofsd arguments, appended after ours (as Kata's virtio_fs_extra_args). */
+  virtioFsExtraArgs: string[];
   blockDeviceDriver: (typeof BLOCK_DEVICE_DRIVERS)[number];
   enableIothreads: boolean;
   validHypervisorPaths: string[];
@@ -104,6 +106,14 @@ export class ConfigError extends Error {
   }
 }
 
+/** virtiofsd locations, in order: the Rust daemon (Debian's virtiofsd package), QEMU 7's C daemon. */
+export const VIRTIOFSD_CANDIDATES = ["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"];
+
+/** The default virtio_fs_daemon: the first candidate that exists (the last one when none does). */
+export function defaultVirtiofsd(exists: (p: string) => boolean = existsSync): string {
+  return VIRTIOFSD_CANDIDATES.find((p) => exists(p)) ?? VIRTIOFSD_CANDIDATES[VIRTIOFSD_CANDIDATES.length - 1];
+}
+
 /** Where guest assets built by kata-ts live (the guest builder writes them here). */
 export const GUEST_ASSET_DIR = "/var/cache/kata-ts";
 
@@ -123,9 +133,10 @@ export const DEFAULT_CONFIG: RuntimeConfig = {
     defaultBridges: 1,
     disableBlockDeviceUse: false,
     sharedFs: "virtio-9p",
-    virtioFsDaemon: "/usr/lib/qemu/virtiofsd",
+    virtioFsDaemon: defaultVirtiofsd(),
     virtioFsCacheSize: 0,
     virtioFsCache: "auto",
+    virtioFsExtraArgs: [],
     blockDeviceDriver: "virtio-blk",
     enableIothreads: false,
     validHypervisorPaths: ["/usr/bin/qemu-system-x86_64"],
@@ -225,6 +236,7 @@ export const SCHEMA: Section[] = [
       f("virtio_fs_daemon", P),
       f("virtio_fs_cache_size", U),
       f("virtio_fs_cache", E(VIRTIO_FS_CACHE)),
+      f("virtio_fs_extra_args", L),
       f("block_device_driver", E(BLOCK_DEVICE_DRIVERS)),
       f("enable_iothreads", B),
       f("valid_hypervisor_paths", L),

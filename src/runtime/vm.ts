@@ -7,12 +7,22 @@
 // "created" until `start`. Every failure mid-create unwinds what was made.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { connect } from "node:net";
 import { join, resolve } from "node:path";
 import { loadConfig } from "../config/config";
 import { parseSignal, relaySignals } from "../engine/signals";
 import { checkBootFiles } from "../hypervisor/qemu";
+import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
 import { sandboxNetns } from "../network";
 import { validateContainerId } from "../oci/id";
 import type { LinuxResources } from "../oci/spec";
@@ -99,9 +109,20 @@ interface SandboxInfo {
   vmStart: number;
 }
 
-function readSandboxInfo(ctx: RuntimeContext, sandboxId: string): { supervisor?: ProcRef; vm?: ProcRef } {
+interface SandboxProcs {
+  supervisor?: ProcRef;
+  vm?: ProcRef;
+  /** virtio-fs: the daemon the supervisor started (it forks once more into its own pid namespace). */
+  virtiofsd?: ProcRef;
+}
+
+function readSandboxInfo(ctx: RuntimeContext, sandboxId: string): SandboxProcs {
   const p = sandboxPaths(ctx.root, sandboxId);
-  const out: { supervisor?: ProcRef; vm?: ProcRef } = {};
+  const out: SandboxProcs = {};
+  try {
+    const [pid, start] = readFileSync(p.virtiofsdPid, "utf8").trim().split(" ").map(Number);
+    if (pid > 0) out.virtiofsd = { pid, start };
+  } catch {}
   try {
     const i = JSON.parse(readFileSync(p.info, "utf8")) as SandboxInfo;
     out.supervisor = { pid: i.supervisorPid, start: i.supervisorStart };
@@ -149,16 +170,30 @@ export async function destroySandbox(
   ctx: RuntimeContext,
   sandboxId: string,
   graceMs = 10_000,
-  known: { supervisor?: ProcRef; vm?: ProcRef } = {},
+  known: SandboxProcs = {},
 ): Promise<void> {
   // What the caller read before the supervisor could remove its files, completed by what is on disk now.
   const now = readSandboxInfo(ctx, sandboxId);
-  const info = { supervisor: known.supervisor ?? now.supervisor, vm: known.vm ?? now.vm };
+  const info = {
+    supervisor: known.supervisor ?? now.supervisor,
+    vm: known.vm ?? now.vm,
+    virtiofsd: known.virtiofsd ?? now.virtiofsd,
+  };
   if (!(await waitGone(info.supervisor, graceMs))) killRef(info.supervisor);
   await waitGone(info.supervisor, 2000);
   killRef(info.vm);
   await waitGone(info.vm, 5000);
-  cleanupSandboxDir(sandboxPaths(ctx.root, sandboxId), true);
+  const paths = sandboxPaths(ctx.root, sandboxId);
+  // virtiofsd dies with the supervisor (and its namespaced child with it); whatever still serves this
+  // sandbox's socket — the recorded daemon or its child — is killed here.
+  const daemons = [
+    ...(alive(info.virtiofsd) ? [info.virtiofsd!] : []),
+    ...findProcesses((argv) => argv.includes(`--socket-path=${paths.virtiofsdSocket}`)),
+  ];
+  for (const d of daemons) killRef(d);
+  for (const d of daemons) await waitGone(d, 2000);
+  rmSync(virtiofsdLockFile(paths.virtiofsdSocket), { force: true });
+  cleanupSandboxDir(paths, true);
 }
 
 /** Starts the sandbox supervisor (detached) and waits until it reports ready or fails. */
@@ -292,16 +327,16 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
   const record = newContainerRecord(o.id, o.bundle, "qemu");
   const { rootfs, config: spec, sandboxId } = record;
   const ownSandbox = record.containerType === "sandbox";
-  // A missing kernel or image, or a shared fs this build cannot serve, fails here in one line, before a
+  // A missing kernel or image, or a shared fs this build cannot serve (none), fails here in one line, before a
   // supervisor is spawned for nothing.
   let netns: string | undefined;
   if (ownSandbox) {
     const { config } = loadConfig({ explicitPath: ctx.configPath });
     const hv = config.hypervisor;
     netns = sandboxNetns(spec, config.runtime.internetworkingModel);
-    if (hv.sharedFs !== "virtio-9p")
+    if (hv.sharedFs === "none")
       throw new Error(
-        `shared_fs = "${hv.sharedFs}" is not supported in VM mode yet: set shared_fs = "virtio-9p" in [hypervisor.qemu]`,
+        'shared_fs = "none" is not supported in VM mode: set shared_fs = "virtio-fs" or "virtio-9p" in [hypervisor.qemu]',
       );
     checkBootFiles(hv);
   }

@@ -3,13 +3,17 @@
 // fd 3 on which it reports readiness: "ok\n" once the agent answers and the control socket listens,
 // or "error: <one line>\n". Tests only: KATA_TS_SUPERVISOR_AGENT=host replaces the VM by host processes;
 // KATA_TS_SUPERVISOR_AGENT=socket:PATH uses a guest agent already serving on a host unix socket.
-import { closeSync, writeSync } from "node:fs";
-import { loadConfig } from "../config/config";
+import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
+import { loadConfig, type RuntimeConfig } from "../config/config";
+import type { ShareSpec } from "../hypervisor/qemu/cmdline";
+import { sharedFsFor, type Virtiofsd } from "../hypervisor/virtiofsd";
 import { configureGuestNetwork, qemuNics, setupSandboxNetwork } from "../network";
+import { processStartTime } from "../runtime/status";
 import { connectVmAgent } from "./agent";
 import { HostAgent } from "./hostagent";
-import { SHARE_TAG } from "./paths";
-import { Supervisor } from "./supervisor";
+import { GUEST_SHARED_DIR, type SandboxPaths, SHARE_TAG } from "./paths";
+import { guestShareMount, makeSharedMount } from "./share";
+import { type Booted, Supervisor, type VmHandle } from "./supervisor";
 
 function arg(argv: string[], name: string): string | undefined {
   const i = argv.indexOf(name);
@@ -21,6 +25,106 @@ function report(line: string): void {
     writeSync(3, `${line}\n`);
     closeSync(3);
   } catch {}
+}
+
+/**
+ * Boots the sandbox VM with its share on the command line (microvm cannot hotplug devices). virtio-fs:
+ * shared/ becomes a shared-propagation mount, then virtiofsd starts (its pid in virtiofsd.pid, for a
+ * later `delete --force`), then QEMU; virtiofsd is stopped after QEMU and dies with us.
+ */
+async function bootVm(
+  sandboxId: string,
+  paths: SandboxPaths,
+  config: RuntimeConfig,
+  log: (m: string) => void,
+  netns?: string,
+): Promise<Booted> {
+  const { startVm } = await import("../hypervisor/qemu");
+  // Taps for the pod's interfaces first: QEMU starts in that netns with a NIC per tap.
+  const t0 = Date.now();
+  const net = netns ? setupSandboxNetwork(netns, paths.dir, log) : undefined;
+  if (net) log(`network: ${net.endpoints.length} NIC(s) from ${netns} in ${Date.now() - t0} ms`);
+  const fs = sharedFsFor(config.hypervisor, log);
+  const share: ShareSpec = { tag: SHARE_TAG, path: paths.shared, fs };
+  let vfsd: Virtiofsd | undefined;
+  if (fs === "virtio-fs") {
+    const v = await import("../hypervisor/virtiofsd");
+    const q = config.hypervisor;
+    makeSharedMount(paths.shared);
+    mkdirSync(paths.vmDir, { recursive: true, mode: 0o700 });
+    vfsd = await v.startVirtiofsd(
+      {
+        daemon: q.virtioFsDaemon,
+        flavour: v.virtiofsdFlavour(q.virtioFsDaemon),
+        socket: paths.virtiofsdSocket,
+        source: paths.shared,
+        cache: q.virtioFsCache,
+        extraArgs: q.virtioFsExtraArgs,
+      },
+      { logFile: paths.virtiofsdLog },
+    );
+    writeFileSync(paths.virtiofsdPid, `${vfsd.pid} ${processStartTime(vfsd.pid) ?? 0}\n`);
+    share.socket = paths.virtiofsdSocket;
+  }
+  const stopDaemon = async () => {
+    await vfsd?.stop(2000);
+  };
+  let vm: Awaited<ReturnType<typeof startVm>>;
+  try {
+    vm = await startVm({
+      id: sandboxId,
+      dir: paths.vmDir,
+      config: config.hypervisor,
+      shares: [share],
+      netns: net?.netns,
+      nics: qemuNics(net),
+      onWarning: log,
+    });
+  } catch (err) {
+    vfsd?.kill();
+    await stopDaemon();
+    throw err;
+  }
+  // A virtiofsd that dies under a running guest leaves its file system hanging: end the VM, so the
+  // supervisor tells every stand-in, as when QEMU itself dies.
+  let stopping = false;
+  void vfsd?.waitExit().then(() => {
+    if (!stopping && !vm.exited) {
+      log("virtiofsd exited while the VM runs: stopping the VM");
+      vm.kill();
+    }
+  });
+  const handle: VmHandle = {
+    pid: vm.pid,
+    async stop(timeoutMs) {
+      stopping = true;
+      const r = await vm.stop(timeoutMs);
+      await stopDaemon();
+      return r;
+    },
+    kill() {
+      stopping = true;
+      vm.kill();
+      vfsd?.kill();
+    },
+    waitExit: () => vm.waitExit(),
+  };
+  try {
+    const agent = await connectVmAgent(vm.agentSocket, Math.max(5, config.agent.dialTimeout) * 1000);
+    if (net) {
+      // The agent answers first (the guest boots meanwhile), so the time below is the setup's own.
+      await agent.request("ping", {}, 120_000);
+      const t1 = Date.now();
+      await configureGuestNetwork(agent, net, 60_000);
+      log(`network: guest NICs and routes configured in ${Date.now() - t1} ms`);
+    }
+    return { agent, vm: handle, share: { dir: GUEST_SHARED_DIR, mount: guestShareMount(fs) } };
+  } catch (err) {
+    handle.kill();
+    await vm.waitExit();
+    await stopDaemon();
+    throw err;
+  }
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -44,36 +148,7 @@ async function main(argv: string[]): Promise<void> {
         return { agent, share: { dir: paths.shared }, ownsAgent: false };
       }
       const { config } = loadConfig({ explicitPath: configPath });
-      const { startVm } = await import("../hypervisor/qemu");
-      // Taps for the pod's interfaces first: QEMU starts in that netns with a NIC per tap.
-      const t0 = Date.now();
-      const net = netns ? setupSandboxNetwork(netns, paths.dir, log) : undefined;
-      if (net) log(`network: ${net.endpoints.length} NIC(s) from ${netns} in ${Date.now() - t0} ms`);
-      // The share and the NICs are on the command line: microvm cannot hotplug devices.
-      const vm = await startVm({
-        id: sandboxId,
-        dir: paths.vmDir,
-        config: config.hypervisor,
-        shares: [{ tag: SHARE_TAG, path: paths.shared }],
-        netns: net?.netns,
-        nics: qemuNics(net),
-        onWarning: log,
-      });
-      try {
-        const agent = await connectVmAgent(vm.agentSocket, Math.max(5, config.agent.dialTimeout) * 1000);
-        if (net) {
-          // The agent answers first (the guest boots meanwhile), so the time below is the setup's own.
-          await agent.request("ping", {}, 120_000);
-          const t1 = Date.now();
-          await configureGuestNetwork(agent, net, 60_000);
-          log(`network: guest NICs and routes configured in ${Date.now() - t1} ms`);
-        }
-        return { agent, vm };
-      } catch (err) {
-        vm.kill();
-        await vm.waitExit();
-        throw err;
-      }
+      return bootVm(sandboxId, paths, config, log, netns);
     },
   });
   process.on("SIGTERM", () => void sup.shutdown(0));

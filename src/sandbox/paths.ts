@@ -28,15 +28,21 @@ export interface SandboxPaths {
   info: string;
   /** The hypervisor's runtime directory (qmp.sock, agent.sock, console.log, qemu.pid). */
   vmDir: string;
+  /** virtio-fs: the virtiofsd vhost-user socket (in vmDir: short enough), its pid and its log. */
+  virtiofsdSocket: string;
+  virtiofsdPid: string;
+  virtiofsdLog: string;
 }
 
 export function sandboxPaths(root: string, sandboxId: string): SandboxPaths {
   const dir = join(root, "sandboxes", sandboxId);
-  // The longest socket name the VM dir holds is "agent.sock"/"qmp.sock"; "supervisor.sock" is longer.
+  // The VM dir's socket names ("agent.sock", "qmp.sock", "virtiofsd.sock") are no longer than
+  // "supervisor.sock".
   const short =
     Buffer.byteLength(join(dir, "supervisor.sock")) <= MAX_SOCKET_PATH
       ? dir
       : join(SHORT_SOCKET_ROOT, createHash("sha256").update(dir).digest("hex").slice(0, 16));
+  const vmDir = short === dir ? dir : join(short, "vm");
   return {
     dir,
     sockDir: short,
@@ -45,7 +51,10 @@ export function sandboxPaths(root: string, sandboxId: string): SandboxPaths {
     pidFile: join(dir, "supervisor.pid"),
     log: join(dir, "supervisor.log"),
     info: join(dir, "sandbox.json"),
-    vmDir: short === dir ? dir : join(short, "vm"),
+    vmDir,
+    virtiofsdSocket: join(vmDir, "virtiofsd.sock"),
+    virtiofsdPid: join(dir, "virtiofsd.pid"),
+    virtiofsdLog: join(dir, "virtiofsd.log"),
   };
 }
 

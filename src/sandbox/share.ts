@@ -1,9 +1,32 @@
-// The sandbox share: the guest mounts <sandbox>/shared over 9p (or virtio-fs); each container's rootfs
-// appears there as a bind mount at shared/<container-id>/rootfs (read-write: the guest engine applies root.readonly)
-// (as Kata does). Mounting uses mount(8): a handful of calls per container, not a hot path.
+// The sandbox share: the guest mounts <sandbox>/shared over 9p or virtio-fs; each container's rootfs
+// appears there as a bind mount at shared/<container-id>/rootfs (read-write: the guest engine applies
+// root.readonly), its bind mounts at shared/<container-id>/mounts/<n> (as Kata does). Mounting uses
+// mount(8): a handful of calls per container, not a hot path.
+//
+// virtio-fs: virtiofsd runs in a mount namespace of its own, copied when it starts, and container
+// mounts arrive later. So shared/ is made a mount of its own with shared propagation before virtiofsd
+// starts (its copy is a slave of it: later bind mounts and unmounts below shared/ reach it). A read-only
+// bind is made read-only before it is attached below shared/: `mount -o remount,bind,ro` changes only
+// the host's copy, the propagated one would stay writable (measured: the guest could write).
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type { GuestMount } from "../agent/api";
+import { GUEST_SHARED_DIR, SHARE_TAG } from "./paths";
+
+export type SharedFsKind = "virtio-9p" | "virtio-fs";
+
+/** The sandbox share as the guest mounts it (host data that may change: no 9p cache). */
+export function guestShareMount(fs: SharedFsKind): GuestMount {
+  if (fs === "virtio-fs")
+    return { source: SHARE_TAG, fstype: "virtiofs", target: GUEST_SHARED_DIR, options: [] };
+  return {
+    source: SHARE_TAG,
+    fstype: "9p",
+    target: GUEST_SHARED_DIR,
+    options: ["trans=virtio", "version=9p2000.L", "msize=524288", "cache=none"],
+  };
+}
 
 function run(args: string[]): void {
   try {
@@ -14,26 +37,55 @@ function run(args: string[]): void {
   }
 }
 
+/** Makes `dir` a bind mount of itself with shared propagation (before virtiofsd copies the mounts). */
+export function makeSharedMount(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
+  run(["mount", "--bind", dir, dir]);
+  run(["mount", "--make-shared", dir]);
+}
+
+/**
+ * Bind-mounts `source` (a directory, or a file onto an empty file) at `target`. Read-only: bound and
+ * made read-only at a staging point next to the share (`stage`, outside it), then bound from there, so
+ * every propagated copy is born read-only.
+ */
+function bindInto(target: string, source: string, readonly: boolean, stage: string, isDir: boolean): void {
+  if (!readonly) {
+    run(["mount", "--bind", source, target]);
+    return;
+  }
+  if (isDir) mkdirSync(stage, { recursive: true });
+  else writeFileSync(stage, "");
+  try {
+    run(["mount", "--bind", source, stage]);
+    run(["mount", "-o", "remount,bind,ro", stage]);
+    run(["mount", "--bind", stage, target]);
+  } finally {
+    unmountTree(stage);
+    rmSync(stage, { recursive: true, force: true });
+  }
+}
+
+/** The staging point of a read-only bind: beside the share, never inside it. */
+function stageFor(shared: string): string {
+  return join(dirname(shared), `.ro-stage-${process.pid}`);
+}
+
 /** Bind-mounts `source` at <shared>/<name>/rootfs (or a deeper target) and returns the target. */
 export function shareDir(shared: string, relTarget: string, source: string, readonly: boolean): string {
   const target = join(shared, relTarget);
   mkdirSync(target, { recursive: true, mode: 0o755 });
-  run(["mount", "--bind", source, target]);
-  if (readonly) {
-    try {
-      run(["mount", "-o", "remount,bind,ro", target]);
-    } catch (err) {
-      unmountTree(target);
-      throw err;
-    }
-  }
+  bindInto(target, source, readonly, stageFor(shared), true);
   return target;
 }
 
-/** Bind-mounts a host file onto an existing (empty) file in the share. */
-export function shareFile(target: string, source: string, readonly: boolean): void {
-  run(["mount", "--bind", source, target]);
-  if (readonly) run(["mount", "-o", "remount,bind,ro", target]);
+/** Bind-mounts a host file onto an empty file at <shared>/<relTarget> and returns the target. */
+export function shareFile(shared: string, relTarget: string, source: string, readonly: boolean): string {
+  const target = join(shared, relTarget);
+  mkdirSync(dirname(target), { recursive: true });
+  writeFileSync(target, "");
+  bindInto(target, source, readonly, stageFor(shared), false);
+  return target;
 }
 
 /** Mount points at or below dir, deepest first (from /proc/self/mountinfo; octal escapes decoded). */

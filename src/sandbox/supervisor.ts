@@ -12,10 +12,10 @@ import type { Mount, Namespace, Spec } from "../oci/spec";
 import { processStartTime } from "../runtime/status";
 import { closeFd, isErrno, recvFds } from "../sys/native";
 import type { ProcessStdio, SandboxAgent } from "./agent";
-import { GUEST_SHARED_DIR, guestRootfs, type SandboxPaths, SHARE_TAG, sandboxPaths } from "./paths";
+import { GUEST_SHARED_DIR, guestRootfs, type SandboxPaths, sandboxPaths } from "./paths";
 import type { ControlOp, ControlRequest } from "./protocol";
 import { type Relay, relayStdio } from "./relay";
-import { mountsUnder, shareDir, shareFile, unmountTree, unshare } from "./share";
+import { guestShareMount, mountsUnder, shareDir, shareFile, unmountTree, unshare } from "./share";
 
 /** Exit code a stand-in gets when its supervisor cannot give it the real one (the sandbox died). */
 export const EXIT_SANDBOX_DIED = 255;
@@ -96,13 +96,8 @@ interface Container {
   guestPid?: number;
 }
 
-/** The sandbox share as the guest mounts it (host data that may change: no cache). */
-export const SANDBOX_SHARE: GuestMount = {
-  source: SHARE_TAG,
-  fstype: "9p",
-  target: GUEST_SHARED_DIR,
-  options: ["trans=virtio", "version=9p2000.L", "msize=524288", "cache=none"],
-};
+/** The default share: 9p (the supervisor's boot says when it is virtio-fs). */
+export const SANDBOX_SHARE: GuestMount = guestShareMount("virtio-9p");
 
 function key(cid: string, execId: string): string {
   return `${cid}\0${execId}`;
@@ -552,12 +547,8 @@ export class Supervisor {
         } catch {
           throw new Error(`mount source ${b.source} does not exist`);
         }
-        const target = join(this.paths.shared, b.rel);
-        if (!isDir) {
-          mkdirSync(dirname(target), { recursive: true });
-          writeFileSync(target, "");
-          shareFile(target, b.source, ro);
-        } else shareDir(this.paths.shared, b.rel, b.source, ro);
+        if (isDir) shareDir(this.paths.shared, b.rel, b.source, ro);
+        else shareFile(this.paths.shared, b.rel, b.source, ro);
       }
       // The share is mounted once per sandbox, outside any container: the agent unmounts a container's
       // own mounts when it is removed, and the other containers of the pod still need the share.

@@ -423,17 +423,17 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     }
   });
 
-  test('hypervisor = "qemu" with shared_fs = "virtio-fs" (not served yet): one-line error, nothing left', () => {
+  test('hypervisor = "qemu" with shared_fs = "none" (no block-device rootfs yet): one-line error, nothing left', () => {
     const b = makeBundle(env, "vmfs", (s) => {
       s.process.args = ["true"];
     });
-    const conf = join(env.dir, "virtiofs.toml");
-    writeFileSync(conf, '[runtime]\nhypervisor = "qemu"\n[hypervisor.qemu]\nshared_fs = "virtio-fs"\n');
+    const conf = join(env.dir, "nofs.toml");
+    writeFileSync(conf, '[runtime]\nhypervisor = "qemu"\n[hypervisor.qemu]\nshared_fs = "none"\n');
     const r = cli(env, ["create", "-b", b, "vmfs"], { globals: ["--root", env.root, "--config", conf] });
     assert.equal(r.code, 1);
     assert.equal(
       r.stderr,
-      'shared_fs = "virtio-fs" is not supported in VM mode yet: set shared_fs = "virtio-9p" in [hypervisor.qemu]\n',
+      'shared_fs = "none" is not supported in VM mode: set shared_fs = "virtio-fs" or "virtio-9p" in [hypervisor.qemu]\n',
     );
     assert.equal(existsSync(join(env.root, "vmfs")), false);
     assert.equal(existsSync(join(env.root, "sandboxes", "vmfs")), false);

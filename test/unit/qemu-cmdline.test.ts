@@ -252,9 +252,45 @@ describe("9p shares", () => {
   test("a tag the guest cannot name is refused", () => {
     assert.throws(
       () => buildQemuArgs({ ...base, shares: [{ tag: "a,b", path: "/p" }] }),
-      /invalid 9p mount tag/,
+      /invalid share tag/,
     );
     assert.throws(() => buildQemuArgs({ ...base, shares: [{ tag: "x".repeat(32), path: "/p" }] }), /invalid/);
+  });
+});
+
+describe("virtio-fs shares", () => {
+  const vfs = { tag: "kataShared", path: "/s/shared", fs: "virtio-fs" as const, socket: "/s/virtiofsd.sock" };
+  test("a vhost-user-fs device on a socket chardev, guest RAM in a shared memfd, modern virtio-mmio", () => {
+    const argv = buildQemuArgs({ ...base, shares: [vfs] });
+    assert.deepEqual(
+      values(argv, "-chardev").filter((c) => c.startsWith("socket,id=vfs")),
+      ["socket,id=vfs0,path=/s/virtiofsd.sock"],
+    );
+    assert.ok(
+      values(argv, "-device").includes("vhost-user-fs-device,chardev=vfs0,tag=kataShared,queue-size=1024"),
+    );
+    // No sharedMemory asked for: a virtio-fs share implies it (vhost-user maps guest RAM).
+    assert.ok(values(argv, "-object").includes("memory-backend-memfd,id=mem,size=2048M,share=on"));
+    assert.match(value(argv, "-M"), /,memory-backend=mem$/);
+    assert.equal(value(argv, "-global"), "virtio-mmio.force-legacy=false");
+    assert.equal(values(argv, "-fsdev").length, 0, "not served by QEMU's 9p");
+  });
+  test("q35: vhost-user-fs-pci, no virtio-mmio global; 9p and virtio-fs shares side by side", () => {
+    const argv = buildQemuArgs({ ...base, machineType: "q35", shares: [vfs, { tag: "p9", path: "/p" }] });
+    assert.ok(
+      values(argv, "-device").includes("vhost-user-fs-pci,chardev=vfs0,tag=kataShared,queue-size=1024"),
+    );
+    assert.ok(values(argv, "-device").includes("virtio-9p-pci,fsdev=fs1,mount_tag=p9"));
+    assert.equal(values(argv, "-global").length, 0);
+    assert.equal(value(argv, "-M"), "q35,memory-backend=mem");
+  });
+  test("a 9p-only VM keeps private RAM; a virtio-fs share without a socket is refused", () => {
+    const argv = buildQemuArgs({ ...base, shares: [{ tag: "t", path: "/p" }] });
+    assert.equal(argv.join(" ").includes("memory-backend"), false);
+    assert.throws(
+      () => buildQemuArgs({ ...base, shares: [{ ...vfs, socket: undefined }] }),
+      /virtio-fs share kataShared has no virtiofsd socket/,
+    );
   });
 });
 

@@ -4,16 +4,25 @@ import type { QemuConfig } from "../../config/config";
 
 export type ConsoleKind = "serial" | "virtio";
 
-/** A host directory exported to the guest over virtio-9p (mounted there by `mount -t 9p <tag>`). */
+/**
+ * A host directory exported to the guest: over virtio-9p (QEMU serves it itself; the guest mounts
+ * `mount -t 9p -o trans=virtio <tag> <dir>`) or over virtio-fs (a vhost-user-fs device connected to a
+ * virtiofsd that serves it; the guest mounts `mount -t virtiofs <tag> <dir>`).
+ */
 export interface ShareSpec {
-  /** mount_tag: what the guest names in `mount -t 9p -o trans=virtio <tag> <dir>`. */
+  /** The tag the guest mounts by (9p mount_tag / virtio-fs tag). */
   tag: string;
-  /** Host directory. */
+  /** Host directory (9p: QEMU opens it; virtio-fs: virtiofsd's source, for boot-file checks). */
   path: string;
+  /** Default "virtio-9p". */
+  fs?: "virtio-9p" | "virtio-fs";
+  /** virtio-fs: the virtiofsd vhost-user socket. */
+  socket?: string;
+  /** 9p only (a virtio-fs share is read-only when virtiofsd serves it so). */
   readonly?: boolean;
   /**
-   * "none" (default): files are created with the guest's uid/gid, failures to set ownership are
-   * ignored (as Kata does: the host side runs as root); "passthrough": ownership errors reach the guest.
+   * 9p only. "none" (default): files are created with the guest's uid/gid, failures to set ownership
+   * are ignored (as Kata does: the host side runs as root); "passthrough": ownership errors reach the guest.
    */
   securityModel?: "none" | "passthrough";
 }
@@ -64,7 +73,7 @@ export interface QemuLaunch {
    * first getrandom() blocks until then.
    */
   rngSource?: string;
-  /** 9p exports, attached at boot (microvm cannot hotplug). */
+  /** 9p and virtio-fs exports, attached at boot (microvm cannot hotplug). */
   shares?: ShareSpec[];
   /** Network interfaces, attached at boot (microvm cannot hotplug). */
   nics?: NicSpec[];
@@ -111,6 +120,9 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
   if (!l.initrd && !l.image) throw new Error("qemu: neither an initrd nor an image given");
   const micro = isMicrovm(l.machineType);
   const q = qemuOptValue;
+  const shares = l.shares ?? [];
+  // A vhost-user device maps guest RAM into virtiofsd: it needs the shared memory backend.
+  const sharedMemory = Boolean(l.sharedMemory) || shares.some((s) => s.fs === "virtio-fs");
   const a: string[] = [l.qemuPath];
   const add = (...xs: string[]) => a.push(...xs);
 
@@ -128,11 +140,11 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
     ];
     const extra = l.machineType.slice("microvm".length).replace(/^,/, "");
     if (extra) opts.push(extra);
-    if (l.sharedMemory) opts.push("memory-backend=mem");
+    if (sharedMemory) opts.push("memory-backend=mem");
     add("-M", opts.join(","));
   } else {
     const opts = [l.machineType];
-    if (l.sharedMemory) opts.push("memory-backend=mem");
+    if (sharedMemory) opts.push("memory-backend=mem");
     add("-M", opts.join(","));
     // The HPET costs timer exits and is not needed by a paravirtual guest (kvm-clock / TSC).
     add("-no-hpet");
@@ -142,7 +154,7 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
   if (l.accel === "kvm") add("-cpu", "host");
   add("-smp", String(l.vcpus));
   add("-m", `${l.memoryMiB}M`);
-  if (l.sharedMemory) {
+  if (sharedMemory) {
     // vhost-user devices (virtiofsd) map guest RAM: it must be a shared file mapping.
     add("-object", `memory-backend-memfd,id=mem,size=${l.memoryMiB}M,share=on`);
     // microvm's virtio-mmio defaults to legacy (virtio 0.9) transport, which vhost-user-fs refuses.
@@ -172,9 +184,18 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
     add("-object", `rng-random,id=rng0,filename=${q(rng)}`);
     add("-device", `${micro ? "virtio-rng-device" : "virtio-rng-pci"},rng=rng0`);
   }
-  (l.shares ?? []).forEach((sh, i) => {
+  shares.forEach((sh, i) => {
     if (!/^[A-Za-z0-9_.-]{1,31}$/.test(sh.tag))
-      throw new Error(`qemu: invalid 9p mount tag ${JSON.stringify(sh.tag)}`);
+      throw new Error(`qemu: invalid share tag ${JSON.stringify(sh.tag)}`);
+    if (sh.fs === "virtio-fs") {
+      if (!sh.socket) throw new Error(`qemu: virtio-fs share ${sh.tag} has no virtiofsd socket`);
+      // QEMU connects to the daemon's socket at start (the daemon must already listen). A queue of
+      // 1024 descriptors, as Kata uses: the default 128 throttles large reads.
+      add("-chardev", `socket,id=vfs${i},path=${q(sh.socket)}`);
+      const dev = micro ? "vhost-user-fs-device" : "vhost-user-fs-pci";
+      add("-device", `${dev},chardev=vfs${i},tag=${sh.tag},queue-size=1024`);
+      return;
+    }
     // multidevs=remap: the share holds bind mounts of several host filesystems (container rootfses),
     // whose inode numbers may collide; QEMU remaps them so the guest never sees two files as one.
     const fs = [`local,id=fs${i}`, `path=${q(sh.path)}`, `security_model=${sh.securityModel ?? "none"}`];

@@ -197,15 +197,8 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
   });
   const argv = buildQemuArgs(launch);
 
-  // QEMU's stderr goes straight to a file: nothing for the caller to drain, and it survives us.
-  const logFd = openSync(paths.qemuLog, "a", 0o600);
-  let child: ChildProcess;
-  try {
-    const [cmd, ...args] = inNetns(opts.netns, withParentDeathSignal(argv));
-    child = spawn(cmd, args, { stdio: ["ignore", "ignore", logFd] });
-  } finally {
-    closeSync(logFd);
-  }
+  // In the pod's network namespace when it has one (nsenter outside setpriv: the pid stays QEMU's).
+  const child = spawnDaemon(argv, paths.qemuLog, (a) => inNetns(opts.netns, a));
   let exitInfo: VmExit | undefined;
   let spawnError: Error | undefined;
   const exit = new Promise<VmExit>((resolve) => {
@@ -252,6 +245,24 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
 }
 
 export const qemuDriver: HypervisorDriver = { name: "qemu", startVm };
+
+/**
+ * Spawns a process the caller owns (QEMU, virtiofsd): it dies with the caller (withParentDeathSignal),
+ * its stderr goes straight to `logFile` (nothing for the caller to drain, and the file survives us).
+ */
+export function spawnDaemon(
+  argv: string[],
+  logFile: string,
+  wrap: (argv: string[]) => string[] = (a) => a,
+): ChildProcess {
+  const logFd = openSync(logFile, "a", 0o600);
+  try {
+    const [cmd, ...args] = wrap(withParentDeathSignal(argv));
+    return spawn(cmd, args, { stdio: ["ignore", "ignore", logFd] });
+  } finally {
+    closeSync(logFd);
+  }
+}
 
 const SETPRIV = "/usr/bin/setpriv";
 
