@@ -251,7 +251,14 @@ export async function runHostChecks(config: RuntimeConfig, opts: CheckOptions = 
   else if (q.initrd) vmCheck("guest-initrd", q.initrd, "guest initrd");
   else vmCheck("guest-image", "", "guest image or initrd");
   if (q.firmware) vmCheck("firmware", q.firmware, "firmware");
-  if (q.sharedFs === "virtio-fs") vmCheck("virtiofsd", q.virtioFsDaemon, "virtio-fs daemon", true);
+  if (q.sharedFs === "virtio-fs" && vm && !executable(q.virtioFsDaemon))
+    // create falls back to 9p then (sharedFsFor): worth a warning, not an error.
+    add(
+      "virtiofsd",
+      "warn",
+      `virtio-fs daemon: ${q.virtioFsDaemon ? `missing or not executable: ${q.virtioFsDaemon}` : "none found"}; sandboxes fall back to virtio-9p`,
+    );
+  else if (q.sharedFs === "virtio-fs") vmCheck("virtiofsd", q.virtioFsDaemon, "virtio-fs daemon", true);
   else if (vm) add("virtiofsd", "skip", `virtio-fs daemon: not needed with shared_fs = "${q.sharedFs}"`);
 
   const cg = facts.cgroup;
