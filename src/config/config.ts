@@ -47,6 +47,8 @@ export interface QemuConfig {
   validHypervisorPaths: string[];
   /** "auto" = KVM when a probe guest really runs fast, TCG otherwise. */
   accel: Accel;
+  /** MiB of TCG translation cache (QEMU's tb-size); 0 = QEMU's default (1 GiB). TCG only. */
+  tcgTbSize: number;
   enableDebug: boolean;
 }
 
@@ -141,6 +143,7 @@ export const DEFAULT_CONFIG: RuntimeConfig = {
     enableIothreads: false,
     validHypervisorPaths: ["/usr/bin/qemu-system-x86_64"],
     accel: "auto",
+    tcgTbSize: 64,
     enableDebug: false,
   },
   agent: {
@@ -241,6 +244,7 @@ export const SCHEMA: Section[] = [
       f("enable_iothreads", B),
       f("valid_hypervisor_paths", L),
       f("accel", E(ACCELS)),
+      f("tcg_tb_size", U),
       f("enable_debug", B),
     ],
   },

@@ -96,6 +96,23 @@ describe("buildQemuArgs", () => {
     assert.doesNotMatch(value(a, "-append"), /tsc_early_khz|tsc=reliable/);
   });
 
+  test("TCG translation cache: tb-size from the config under TCG only; 0 keeps QEMU's default", () => {
+    assert.equal(value(buildQemuArgs({ ...base, tcgTbSizeMiB: 64 }), "-accel"), "tcg,tb-size=64");
+    assert.equal(value(buildQemuArgs({ ...base, tcgTbSizeMiB: 0 }), "-accel"), "tcg");
+    assert.equal(value(buildQemuArgs({ ...base, accel: "kvm", tcgTbSizeMiB: 64 }), "-accel"), "kvm");
+    const cfg = { ...defaultConfig().hypervisor, tcgTbSize: 32 };
+    const l = launchFromConfig(cfg, {
+      accel: "tcg",
+      console: "serial",
+      consoleLog: "c",
+      qmpSocket: "q",
+      agentSocket: "a",
+      pidFile: "p",
+    });
+    assert.equal(value(buildQemuArgs(l), "-accel"), "tcg,tb-size=32");
+    assert.equal(defaultConfig().hypervisor.tcgTbSize, 64);
+  });
+
   test("image boot: read-only raw virtio-blk and root=/dev/vda ro; initrd and image are exclusive", () => {
     const a = buildQemuArgs({ ...base, initrd: undefined, image: "/k/guest.img" });
     assert.equal(values(a, "-initrd").length, 0);

@@ -61,6 +61,8 @@ export interface QemuLaunch {
   agentPortName?: string;
   /** Host TSC kHz for `tsc_early_khz` (TCG only: the guest cannot calibrate without PIT/HPET). */
   tscKhz?: number;
+  /** TCG only: MiB of translation cache (`-accel tcg,tb-size=N`); 0/undefined = QEMU's default. */
+  tcgTbSizeMiB?: number;
   /** Guest RAM in a shared memfd: needed before a vhost-user device (virtio-fs) can be attached. */
   sharedMemory?: boolean;
   /** Keep kernel messages (no `quiet`). */
@@ -149,7 +151,7 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
     // The HPET costs timer exits and is not needed by a paravirtual guest (kvm-clock / TSC).
     add("-no-hpet");
   }
-  add("-accel", l.accel);
+  add("-accel", l.accel === "tcg" && l.tcgTbSizeMiB ? `tcg,tb-size=${l.tcgTbSizeMiB}` : l.accel);
   // KVM: the host CPU model (no emulated CPUID trimming); TCG: QEMU's default model, fastest to emulate.
   if (l.accel === "kvm") add("-cpu", "host");
   add("-smp", String(l.vcpus));
@@ -247,6 +249,7 @@ export function launchFromConfig(
     initrd,
     image,
     kernelParams: cfg.kernelParams,
+    tcgTbSizeMiB: cfg.tcgTbSize,
     debug: rest.debug ?? cfg.enableDebug,
   };
 }
