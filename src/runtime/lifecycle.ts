@@ -25,28 +25,13 @@ import type { Process } from "../oci/spec";
 import { parseConfigJson, validateProcess } from "../oci/validate";
 import { hostHooks, newContainerRecord, stateJson, writePidFile } from "./container";
 import { runPoststopHooks } from "./hooks";
+import type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./options";
 import { containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
 import { ContainerNotFound, type ContainerRecord, StateStore } from "./store";
 import { checkTransition } from "./transitions";
 import { standinExit, vmCreate, vmDelete, vmExec, vmKill, vmRun, vmStart } from "./vm";
 
-export interface RuntimeContext {
-  root: string;
-  configPath?: string;
-  systemdCgroup?: boolean;
-  warn?: (msg: string) => void;
-}
-
-export interface CreateOptions {
-  id: string;
-  bundle?: string;
-  pidFile?: string;
-  consoleSocket?: string;
-  noPivot?: boolean;
-  preserveFds?: number;
-  /** --no-new-keyring: keep the caller's session keyring. */
-  noNewKeyring?: boolean;
-}
+export type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./options";
 
 /** New containers go to a VM sandbox (src/runtime/vm.ts) when the configuration says hypervisor = "qemu". */
 function vmMode(ctx: RuntimeContext): boolean {
@@ -249,11 +234,6 @@ export async function startContainer(ctx: RuntimeContext, id: string): Promise<v
   });
 }
 
-export interface RunOptions extends CreateOptions {
-  detach?: boolean;
-  keep?: boolean;
-}
-
 /** run = create + start; in the foreground, waits and returns the workload's exit code, then deletes. */
 export async function runContainer(ctx: RuntimeContext, o: RunOptions): Promise<number> {
   if (vmMode(ctx)) return vmRun(ctx, o);
@@ -373,15 +353,6 @@ export async function deleteContainer(ctx: RuntimeContext, id: string, force = f
     });
     for (const w of warnings) ctx.warn?.(w);
   }
-}
-
-export interface ExecOptions {
-  id: string;
-  process: Process;
-  detach?: boolean;
-  pidFile?: string;
-  consoleSocket?: string;
-  preserveFds?: number;
 }
 
 /** Builds the exec process from argv and flags, on top of the container's own process (runc's rules). */

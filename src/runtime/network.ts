@@ -7,7 +7,7 @@ import type { NetInterface, NetRoute } from "../agent/api";
 import { loadConfig } from "../config/config";
 import { sandboxPaths } from "../sandbox/paths";
 import { supervisorCall } from "../sandbox/protocol";
-import type { RuntimeContext } from "./lifecycle";
+import type { RuntimeContext } from "./options";
 import { containerStatus } from "./status";
 import { StateStore } from "./store";
 

@@ -38,7 +38,7 @@ import { cleanupSandboxDir } from "../sandbox/supervisor";
 import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
 import { hostHooks, newContainerRecord, stateJson, writePidFile } from "./container";
 import { runPoststopHooks } from "./hooks";
-import type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./lifecycle";
+import type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./options";
 import { containerStatus, EXEC_FIFO, findProcesses, processAlive, processStartTime } from "./status";
 import { ContainerNotFound, type ContainerRecord, StateStore } from "./store";
 import { checkTransition } from "./transitions";

@@ -1,7 +1,7 @@
 // A test-only entry that drives the VM-mode lifecycle (src/runtime/vm.ts) the way the CLI verbs will
 // once they dispatch to it: `tsx src/sandbox/vmcli.ts --root R <verb> ...`. Exit codes and one-line
 // errors on stderr follow the CLI's conventions. Not bundled, not shipped.
-import type { RuntimeContext } from "../runtime/lifecycle";
+import type { RuntimeContext } from "../runtime/options";
 import { containerStatus } from "../runtime/status";
 import { StateStore } from "../runtime/store";
 import { vmCreate, vmDelete, vmExec, vmKill, vmPause, vmPs, vmRun, vmStart } from "../runtime/vm";

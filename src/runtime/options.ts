@@ -1,0 +1,34 @@
+// The options of the lifecycle verbs, shared by the host engine (lifecycle.ts) and VM mode (vm.ts).
+import type { Process } from "../oci/spec";
+
+export interface RuntimeContext {
+  root: string;
+  configPath?: string;
+  systemdCgroup?: boolean;
+  warn?: (msg: string) => void;
+}
+
+export interface CreateOptions {
+  id: string;
+  bundle?: string;
+  pidFile?: string;
+  consoleSocket?: string;
+  noPivot?: boolean;
+  preserveFds?: number;
+  /** --no-new-keyring: keep the caller's session keyring. */
+  noNewKeyring?: boolean;
+}
+
+export interface RunOptions extends CreateOptions {
+  detach?: boolean;
+  keep?: boolean;
+}
+
+export interface ExecOptions {
+  id: string;
+  process: Process;
+  detach?: boolean;
+  pidFile?: string;
+  consoleSocket?: string;
+  preserveFds?: number;
+}
