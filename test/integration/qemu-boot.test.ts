@@ -109,7 +109,8 @@ describe("qemu driver (TCG, floor guest)", {
       warnings.some((w) => /TCG/.test(w)),
       `TCG warning reported: ${JSON.stringify(warnings)}`,
     );
-    assert.ok(vm.argv.includes("-accel") && vm.argv[vm.argv.indexOf("-accel") + 1] === "tcg");
+    // TCG with the configured translation cache (tcg_tb_size, default 64 MiB).
+    assert.equal(vm.argv[vm.argv.indexOf("-accel") + 1], "tcg,tb-size=64");
     assert.match(vm.argv[vm.argv.indexOf("-append") + 1], /tsc_early_khz=\d+/);
     assert.equal(Number(readFileSync(join(dir, "qemu.pid"), "utf8").trim()), vm.pid, "pid file names QEMU");
     assert.ok(existsSync(vm.qmpSocket) && existsSync(vm.agentSocket));
