@@ -72,3 +72,24 @@ export function busyboxRootfs(dir: string): void {
   for (const a of applets) if (a !== "busybox") symlinkSync("busybox", join(dir, "bin", a));
   writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n");
 }
+
+/**
+ * VM-mode tests: builds the native pieces, the bundles and a guest image of this tree (into `dir`/cache,
+ * so the machine's shared image is left alone) and writes a configuration with `kernel`, that image,
+ * a 512 MiB guest and the extra [hypervisor.qemu] lines. Returns the configuration's path.
+ */
+export async function writeVmTestConfig(dir: string, kernel: string, extra: string[] = []): Promise<string> {
+  execFileSync("make", ["-s", "-C", join(REPO, "native")], { stdio: "inherit" });
+  execFileSync(process.execPath, [join(REPO, "scripts", "build.mjs")], { cwd: REPO, stdio: "inherit" });
+  const { buildImage, defaultSources } = await import("../src/guest/image");
+  const img = await buildImage({ sources: defaultSources(), cacheDir: join(dir, "cache") });
+  const config = join(dir, "configuration.toml");
+  const lines = [
+    "[hypervisor.qemu]",
+    `kernel = "${kernel}"`,
+    `image = "${img.paths.image}"`,
+    "default_memory = 512",
+  ];
+  writeFileSync(config, [...lines, ...extra, "[runtime]", 'hypervisor = "qemu"', ""].join("\n"));
+  return config;
+}

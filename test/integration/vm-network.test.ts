@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
 import { defaultSpec } from "../../src/oci/defaults";
-import { alive, BIN, busyboxRootfs, REPO, tempDir, until } from "../helpers";
+import { alive, BIN, busyboxRootfs, REPO, tempDir, until, writeVmTestConfig } from "../helpers";
 import { findLeaks, type HostSnapshot, snapshotHost } from "../leaks";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
@@ -121,22 +121,7 @@ function assertNoHostLeaks(bundle: string, id: string): void {
 
 describe("VM networking (tcfilter)", { skip: missing.length > 0 && `missing ${missing.join(", ")}` }, () => {
   before(async () => {
-    execFileSync("make", ["-s", "-C", join(REPO, "native")], { stdio: "inherit" });
-    execFileSync(process.execPath, [join(REPO, "scripts", "build.mjs")], { cwd: REPO, stdio: "inherit" });
-    const { buildImage, defaultSources } = await import("../../src/guest/image");
-    const img = await buildImage({ sources: defaultSources(), cacheDir: join(tmp.path, "cache") });
-    writeFileSync(
-      CONFIG,
-      [
-        "[hypervisor.qemu]",
-        `kernel = "${KERNEL}"`,
-        `image = "${img.paths.image}"`,
-        "default_memory = 512",
-        "[runtime]",
-        'hypervisor = "qemu"',
-        "",
-      ].join("\n"),
-    );
+    await writeVmTestConfig(tmp.path, KERNEL);
     // The engine's part: pod netns with eth0 (address, MAC, MTU, default route), peer netns with the
     // other end and a web server.
     execFileSync("ip", ["netns", "add", POD]);

@@ -4,14 +4,14 @@
 // QEMU, mount, socket or lock file is left (leak scanner); (2) kill -9 of the supervisor: virtiofsd and
 // QEMU die with it, and `delete --force` leaves nothing.
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
 import { virtiofsdLockFile } from "../../src/hypervisor/virtiofsd";
 import { defaultSpec } from "../../src/oci/defaults";
-import { alive, BIN, busyboxRootfs, REPO, tempDir, until } from "../helpers";
+import { alive, BIN, busyboxRootfs, REPO, tempDir, until, writeVmTestConfig } from "../helpers";
 import { assertNoLeaks, snapshotHost } from "../leaks";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
@@ -91,24 +91,10 @@ describe("VM sandboxes with virtio-fs", {
   skip: missing.length > 0 && `missing ${missing.join(", ")}`,
 }, () => {
   before(async () => {
-    execFileSync("make", ["-s", "-C", join(REPO, "native")], { stdio: "inherit" });
-    execFileSync(process.execPath, [join(REPO, "scripts", "build.mjs")], { cwd: REPO, stdio: "inherit" });
-    const { buildImage, defaultSources } = await import("../../src/guest/image");
-    const img = await buildImage({ sources: defaultSources(), cacheDir: join(tmp.path, "cache") });
-    writeFileSync(
-      CONFIG,
-      [
-        "[hypervisor.qemu]",
-        `kernel = "${KERNEL}"`,
-        `image = "${img.paths.image}"`,
-        "default_memory = 512",
-        'shared_fs = "virtio-fs"',
-        `virtio_fs_daemon = "${VIRTIOFSD}"`,
-        "[runtime]",
-        'hypervisor = "qemu"',
-        "",
-      ].join("\n"),
-    );
+    await writeVmTestConfig(tmp.path, KERNEL, [
+      'shared_fs = "virtio-fs"',
+      `virtio_fs_daemon = "${VIRTIOFSD}"`,
+    ]);
   });
   after(() => {
     for (const id of existsSync(root) ? readdirSync(root) : [])
