@@ -449,6 +449,23 @@ export function loadConfig(opts: { explicitPath?: string; env?: NodeJS.ProcessEn
   return { path: undefined, config: defaultConfig(), warnings: [] };
 }
 
+const loaded = new Map<string, LoadedConfig>();
+
+/**
+ * The configuration of this process: loaded once per explicit path and then shared, so one CLI call
+ * reads and parses configuration.toml once however many layers ask (tracing set-up, the verb, the VM
+ * checks). loadConfig stays the uncached reader (tests, `kata-ts env` after a change).
+ */
+export function processConfig(explicitPath?: string): LoadedConfig {
+  const key = explicitPath ?? "";
+  let c = loaded.get(key);
+  if (!c) {
+    c = loadConfig({ explicitPath });
+    loaded.set(key, c);
+  }
+  return c;
+}
+
 /** The effective configuration in configuration.toml's own shape (snake_case keys, nested tables). */
 export function configToToml(config: RuntimeConfig): Record<string, unknown> {
   const out: Record<string, unknown> = {};

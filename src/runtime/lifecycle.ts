@@ -1,243 +1,106 @@
-// The lifecycle verbs with hypervisor = "none": create, start, run, kill, delete, exec on the host, as
-// runc does them (the same engine runs in the VM guest later). Every mutating verb holds the container's
-// lock; state transitions and their runc wording live in one table (transitions.ts). Whatever a failed
-// create made is unwound: the init is killed, cgroups and the state directory removed.
-import {
-  closeSync,
-  constants,
-  openSync,
-  readFileSync,
-  readSync,
-  unlinkSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
-import { join, resolve } from "node:path";
-import { loadConfig } from "../config/config";
-import { type CgroupManager, cgroupManagerFor, cgroupManagerFromState } from "../engine/cgroups";
-import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../engine/host";
-import { type Launched, launch, namespacesToJoin, signalNumber } from "../engine/launcher";
-import { buildExecPlan, buildInitPlan } from "../engine/plan";
+// The lifecycle verbs — create, start, run, kill, delete, exec — written once, as runc does them, over
+// a backend that runs the container on the host (host.ts, hypervisor = "none") or in a VM sandbox
+// (vm.ts). Every mutating verb holds the container's lock; state transitions and their runc wording
+// live in one table (transitions.ts). Whatever a failed create made is unwound.
+import { readFileSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import { processConfig } from "../config/config";
+import { EXEC_FIFO } from "../engine/container";
+import { signalNumber } from "../engine/launcher";
 import { parseSignal, relaySignals } from "../engine/signals";
-import { annotateSpan, span } from "../log/tracing";
+import { KataError } from "../errors";
+import { annotateSpan } from "../log/tracing";
 import { validateContainerId } from "../oci/id";
 import type { Process } from "../oci/spec";
 import { parseConfigJson, validateProcess } from "../oci/validate";
+import type { Backend, Started } from "./backend";
 import { hostHooks, newContainerRecord, stateJson, writePidFile } from "./container";
 import { runPoststopHooks } from "./hooks";
+import { hostBackend } from "./host";
 import type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./options";
-import { containerStatus, EXEC_FIFO, processAlive, processStartTime } from "./status";
-import { ContainerNotFound, type ContainerRecord, StateStore } from "./store";
+import { containerStatus } from "./status";
+import { ContainerNotFound, type ContainerRecord, type HypervisorKind, StateStore } from "./store";
 import { checkTransition } from "./transitions";
-import { standinExit, vmCreate, vmDelete, vmExec, vmKill, vmRun, vmStart } from "./vm";
+import { vmBackend } from "./vm";
 
 export type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./options";
 
-/** New containers go to a VM sandbox (src/runtime/vm.ts) when the configuration says hypervisor = "qemu". */
-function vmMode(ctx: RuntimeContext): boolean {
-  return loadConfig({ explicitPath: ctx.configPath }).config.runtime.hypervisor === "qemu";
+const BACKENDS: Record<HypervisorKind, Backend> = { none: hostBackend, qemu: vmBackend };
+
+/** A new container goes where the configuration says ([runtime] hypervisor), unless the caller says. */
+function backendForNew(ctx: RuntimeContext): Backend {
+  return BACKENDS[ctx.hypervisor ?? processConfig(ctx.configPath).config.runtime.hypervisor];
 }
 
 /** An existing container stays where it was created, whatever the configuration says now. */
-function isVmContainer(ctx: RuntimeContext, id: string): boolean {
-  try {
-    return new StateStore(ctx.root).read(id).hypervisor === "qemu";
-  } catch {
-    return false;
-  }
+export function backendOf(record: ContainerRecord): Backend {
+  return BACKENDS[record.hypervisor] ?? hostBackend;
 }
 
-function sleepMs(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-/** Waits until pid (with its start time) is gone or a zombie. */
-function waitGone(pid: number, startTime: number, timeoutMs = 10_000): boolean {
-  const end = Date.now() + timeoutMs;
-  while (processAlive(pid, startTime)) {
-    if (Date.now() > end) return false;
-    sleepMs(2);
-  }
-  return true;
-}
-
-/** create: everything up to the init blocking on the exec fifo. `wait` keeps the helper as its parent. */
+/** create: everything up to the init waiting for `start`. `wait` keeps our child as its waiter (run). */
 export async function createContainer(
   ctx: RuntimeContext,
   o: CreateOptions,
   wait = false,
-): Promise<{ record: ContainerRecord; launched: Launched }> {
+): Promise<{ record: ContainerRecord; init: Started }> {
   validateContainerId(o.id);
-  if (vmMode(ctx)) {
-    const { record, standin } = await span("vm.create", { container: o.id }, () => vmCreate(ctx, o));
-    annotateSpan({ sandbox: record.sandboxId });
-    return { record, launched: { pid: record.pid, helper: standin, exited: standinExit(standin) } };
-  }
-  const record = newContainerRecord(o.id, o.bundle, "none");
-  const { bundle, rootfs, config: spec } = record;
+  const backend = backendForNew(ctx);
+  const record = newContainerRecord(o.id, o.bundle, backend.kind);
   annotateSpan({ sandbox: record.sandboxId });
+  const creation = backend.prepare(ctx, record, o);
   const store = new StateStore(ctx.root);
-  const cgroup: CgroupManager = cgroupManagerFor({
-    id: o.id,
-    cgroupsPath: spec.linux?.cgroupsPath,
-    systemd: ctx.systemdCgroup,
-    resources: spec.linux?.resources,
-    warn: ctx.warn,
-  });
   store.create(record);
-  let launched: Launched | undefined;
   try {
     return await store.withLock(o.id, async () => {
-      cgroup.create();
-      // Written with the pid (one fsync'd write fewer per create); until then a failure unwinds here.
-      record.engine.cgroup = cgroup.save();
-      const cg = cgroup;
-      const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
-      const facts = hostFacts(rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
-      const plan = buildInitPlan(
-        {
-          spec,
-          bundle,
-          rootfs,
-          fifo: join(store.dir(o.id), EXEC_FIFO),
-          consoleSocket: o.consoleSocket ? resolve(o.consoleSocket) : undefined,
-          noPivot: o.noPivot,
-          preserveFds: o.preserveFds,
-          sessionKeyring: o.noNewKeyring ? undefined : `_ses.${o.id}`,
-          facts,
-        },
-        wait,
-      );
-      record.engine.namespaces = plan.namespaces;
-      launched = await span("engine.launch", { container: o.id }, () =>
-        launch({
-          phase1: plan.phase1,
-          preserveFds: o.preserveFds,
-          wait,
-          expectReady: true,
-          onPid: async (pid) => {
-            record.pid = pid;
-            record.pidStartTime = processStartTime(pid) ?? 0;
-            if (plan.uidMappings) writeMap(pid, "uid_map", plan.uidMappings);
-            if (plan.gidMappings) writeMap(pid, "gid_map", plan.gidMappings);
-            // From outside, as runc's bootstrap does: inside a user namespace the file is not ours.
-            setOomScoreAdj(pid, spec.process?.oomScoreAdj);
-            cg.apply(pid);
-            cg.set(spec.linux?.resources ?? {});
-            // The record must name the pid before hooks run: a hook may call `state`.
-            if (spec.hooks?.prestart?.length || spec.hooks?.createRuntime?.length) store.write(record);
-            await hostHooks("prestart", record, "created", pid);
-            await hostHooks("createRuntime", record, "created", pid);
-            return plan.phase2(stateJson(record, "creating", pid));
-          },
-        }),
-      );
+      const init = await creation.make(store, wait, async (pid) => {
+        await hostHooks("prestart", record, "created", pid);
+        await hostHooks("createRuntime", record, "created", pid);
+      });
       store.write(record);
       writePidFile(o.pidFile, record.pid);
-      return { record, launched };
+      return { record, init };
     });
   } catch (err) {
-    if (record.pid > 0) {
-      try {
-        process.kill(record.pid, "SIGKILL");
-      } catch {}
-      waitGone(record.pid, record.pidStartTime, 2000);
-    }
-    try {
-      cgroup.destroy();
-    } catch {}
+    await creation.unwind();
     store.remove(o.id);
     throw err;
   }
 }
 
-function setOomScoreAdj(pid: number, adj: number | undefined): void {
-  if (adj === undefined) return;
-  try {
-    writeFileSync(`/proc/${pid}/oom_score_adj`, String(adj));
-  } catch (err) {
-    throw new Error(
-      `set oom_score_adj of ${pid} to ${adj}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-    );
-  }
-}
-
-function writeMap(pid: number, file: string, text: string): void {
-  try {
-    // One write: the kernel accepts a map only once and only whole.
-    const fd = openSync(`/proc/${pid}/${file}`, "w");
-    try {
-      writeSync(fd, text);
-    } finally {
-      closeSync(fd);
-    }
-  } catch (err) {
-    throw new Error(`write /proc/${pid}/${file}: ${(err as Error).message}`);
-  }
-}
-
-/** Opens the exec fifo for reading: the init's blocked open returns, it writes one byte and execs. */
-function releaseInit(fifo: string, record: ContainerRecord): void {
-  let fd: number;
-  try {
-    fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch {
-    throw new Error("cannot start a container that has stopped");
-  }
-  try {
-    const buf = Buffer.alloc(1);
-    const readByte = (): boolean => {
-      try {
-        return readSync(fd, buf, 0, 1, null) > 0;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
-        return false;
-      }
-    };
-    const end = Date.now() + 10_000;
-    for (;;) {
-      if (readByte()) return;
-      // A fast workload may write, exec and exit between our read and this check: the byte it wrote
-      // is still in the fifo, so read once more before calling the container stopped.
-      if (!processAlive(record.pid, record.pidStartTime)) {
-        if (readByte()) return;
-        throw new Error("cannot start a container that has stopped");
-      }
-      if (Date.now() > end) throw new Error("timed out waiting for the container init to read the exec fifo");
-      sleepMs(1);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
 export async function startContainer(ctx: RuntimeContext, id: string): Promise<void> {
-  if (isVmContainer(ctx, id)) return vmStart(ctx, id);
   const store = new StateStore(ctx.root);
   await store.withLock(id, async () => {
     const record = store.read(id);
     checkTransition("start", containerStatus(store, record), id);
-    const fifo = join(store.dir(id), EXEC_FIFO);
-    releaseInit(fifo, record);
+    const backend = backendOf(record);
+    await backend.start(ctx, store, record);
     try {
-      unlinkSync(fifo);
-    } catch {}
+      unlinkSync(join(store.dir(id), EXEC_FIFO));
+    } catch {
+      // the init removed it already (host), or it was never there: either way it is gone
+    }
     try {
       await hostHooks("poststart", record, "running");
     } catch (err) {
       // runc: a failed poststart hook stops the container.
-      try {
-        process.kill(record.pid, "SIGKILL");
-      } catch {}
+      await backend.kill(ctx, record, 9, true, "running").catch(() => {});
       throw err;
     }
   });
 }
 
+/** Waits in the foreground for a process we started, relaying our signals to it. */
+async function waitFor(p: Started): Promise<number> {
+  p.hold();
+  const stop = relaySignals(p.signalPid);
+  const code = await p.exited;
+  stop();
+  return code;
+}
+
 /** run = create + start; in the foreground, waits and returns the workload's exit code, then deletes. */
 export async function runContainer(ctx: RuntimeContext, o: RunOptions): Promise<number> {
-  if (vmMode(ctx)) return vmRun(ctx, o);
-  const { launched } = await createContainer(ctx, o, !o.detach);
+  const { init } = await createContainer(ctx, o, !o.detach);
   try {
     await startContainer(ctx, o.id);
   } catch (err) {
@@ -245,9 +108,7 @@ export async function runContainer(ctx: RuntimeContext, o: RunOptions): Promise<
     throw err;
   }
   if (o.detach) return 0;
-  const stop = relaySignals(launched.helper.pid ?? 0);
-  const code = await launched.exited;
-  stop();
+  const code = await waitFor(init);
   if (!o.keep) await deleteContainer(ctx, o.id, true);
   return code;
 }
@@ -258,79 +119,18 @@ export async function killContainer(
   signal: string,
   all = false,
 ): Promise<void> {
-  if (isVmContainer(ctx, id)) return vmKill(ctx, id, signal, all);
   const sig = parseSignal(signal);
   const store = new StateStore(ctx.root);
   await store.withLock(id, async () => {
     const record = store.read(id);
     const status = containerStatus(store, record);
     checkTransition("kill", status, id);
-    if (all) {
-      const cg = cgroupOf(record, ctx);
-      const pids = cg ? cg.pids() : [record.pid];
-      for (const p of pids) {
-        try {
-          process.kill(p, sig);
-        } catch {}
-      }
-      if (status === "paused" && sig === 9) cg?.thaw();
-      return;
-    }
-    try {
-      process.kill(record.pid, sig);
-    } catch (err) {
-      throw new Error(`kill container ${id}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
+    await backendOf(record).kill(ctx, record, sig, all, status);
   });
 }
 
-function cgroupOf(record: ContainerRecord, ctx: RuntimeContext): CgroupManager | undefined {
-  try {
-    if (record.engine.cgroup) return cgroupManagerFromState(record.engine.cgroup, ctx.warn);
-    // A create that was killed before it recorded its cgroups: the paths follow from the config.
-    return cgroupManagerFor({
-      id: record.id,
-      cgroupsPath: record.config.linux?.cgroupsPath,
-      systemd: ctx.systemdCgroup,
-      warn: ctx.warn,
-    });
-  } catch {
-    return undefined;
-  }
-}
-
-/** Kills everything left in the container (SIGKILL), then removes cgroups and state; poststop hooks last. */
-function destroy(ctx: RuntimeContext, store: StateStore, record: ContainerRecord): void {
-  const cg = cgroupOf(record, ctx);
-  if (processAlive(record.pid, record.pidStartTime)) {
-    try {
-      process.kill(record.pid, "SIGKILL");
-    } catch {}
-  }
-  if (cg) {
-    for (let round = 0; round < 3; round++) {
-      const pids = cg.pids();
-      if (pids.length === 0) break;
-      for (const p of pids) {
-        try {
-          process.kill(p, "SIGKILL");
-        } catch {}
-      }
-      if (round === 0 && cg.frozen()) cg.thaw();
-      sleepMs(5);
-    }
-  }
-  waitGone(record.pid, record.pidStartTime);
-  try {
-    cg?.destroy();
-  } catch (err) {
-    ctx.warn?.(`remove cgroups of ${record.id}: ${(err as Error).message}`);
-  }
-  store.remove(record.id);
-}
-
+/** delete: kills what is left, removes it all; poststop hooks last. */
 export async function deleteContainer(ctx: RuntimeContext, id: string, force = false): Promise<void> {
-  if (isVmContainer(ctx, id)) return vmDelete(ctx, id, force);
   const store = new StateStore(ctx.root);
   if (!store.exists(id)) {
     if (force) {
@@ -341,10 +141,17 @@ export async function deleteContainer(ctx: RuntimeContext, id: string, force = f
   }
   let record: ContainerRecord | undefined;
   await store.withLock(id, async () => {
-    const r = store.read(id);
-    const status = containerStatus(store, r);
-    if (!force) checkTransition("delete", status, id);
-    destroy(ctx, store, r);
+    let r: ContainerRecord;
+    try {
+      r = store.read(id);
+    } catch (err) {
+      // A create that failed meanwhile removed it: with --force that is success, as for runc.
+      if (force && err instanceof ContainerNotFound) return;
+      throw err;
+    }
+    if (!force) checkTransition("delete", containerStatus(store, r), id);
+    await backendOf(r).destroy(ctx, r);
+    store.remove(id);
     record = r;
   });
   if (record?.config.hooks?.poststop?.length) {
@@ -418,52 +225,30 @@ export function readProcessFile(path: string): Process {
 }
 
 /** runc exits 255 when exec itself fails (the workload's own codes pass through unchanged). */
-export class ExecError extends Error {
-  readonly exitCode = 255;
-}
-
-/** exec: a new process in a running container. Foreground: returns its exit code; detached: 0. */
-export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
-  try {
-    return await (isVmContainer(ctx, o.id) ? vmExec(ctx, o) : execInner(ctx, o));
-  } catch (err) {
-    throw new ExecError(err instanceof Error ? err.message : String(err));
+export class ExecError extends KataError {
+  constructor(message: string) {
+    super(message, 255);
   }
 }
 
-async function execInner(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
-  const store = new StateStore(ctx.root);
-  const record = store.read(o.id);
-  checkTransition("exec", containerStatus(store, record), o.id);
-  const plan = buildExecPlan({
-    process: o.process,
-    joins: namespacesToJoin(record.pid),
-    seccomp: record.config.linux?.seccomp,
-    consoleSocket: o.consoleSocket ? resolve(o.consoleSocket) : undefined,
-    preserveFds: o.preserveFds,
-    detach: Boolean(o.detach),
-    capLastCap: capLastCap(),
-    passwd: containerPasswd(record.rootfs),
-    state: stateJson(record, "running"),
-  });
-  const cg = cgroupOf(record, ctx);
-  const launched = await launch({
-    phase1: plan.phase1,
-    preserveFds: o.preserveFds,
-    wait: !o.detach,
-    expectReady: false,
-    onPid: (pid) => {
-      setOomScoreAdj(pid, o.process.oomScoreAdj);
-      cg?.apply(pid);
-      return plan.phase2(pid);
-    },
-  });
-  writePidFile(o.pidFile, launched.pid);
-  if (o.detach) return 0;
-  const stop = relaySignals(launched.helper.pid ?? 0);
-  const code = await launched.exited;
-  stop();
-  return code;
+/** exec: a new process in a running container. Foreground: returns its exit code; detached: 0. */
+/** exec: a new process in a running container. Foreground: returns its exit code; detached: 0. */
+export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
+  let p: Started;
+  try {
+    const store = new StateStore(ctx.root);
+    const record = store.read(o.id);
+    checkTransition("exec", containerStatus(store, record), o.id);
+    p = await backendOf(record).exec(ctx, record, o);
+    writePidFile(o.pidFile, p.pid);
+  } catch (err) {
+    throw new ExecError(err instanceof Error ? err.message : String(err));
+  }
+  if (o.detach) {
+    p.release();
+    return 0;
+  }
+  return waitFor(p);
 }
 
 export { signalNumber };

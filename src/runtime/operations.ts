@@ -1,58 +1,40 @@
 // The cgroup-backed container operations behind `ps`, `pause`, `resume`, `update` and `events`, with
 // runc's rules and error messages. The container's cgroup manager is rebuilt from what create saved in
 // the state record (record.engine.cgroup); every mutation holds the container's lock.
-import { spawnSync } from "node:child_process";
-import {
-  type CgroupManager,
-  type CgroupStats,
-  cgroupManagerFromState,
-  oomEvent,
-  statsEvent,
-} from "../engine/cgroups";
+import { type CgroupStats, oomEvent, statsEvent } from "../engine/cgroups";
+import { KataError } from "../errors";
 import type { LinuxResources } from "../oci/spec";
+import { backendOf } from "./lifecycle";
 import { containerStatus } from "./status";
 import { type ContainerRecord, StateStore } from "./store";
-import { vmApplyResources, vmFreeze, vmPsSync, vmStandinPids, vmStats, vmStatsSync } from "./vm";
+
+export { filterPsOutput, psTable } from "./host";
 
 export interface OpsContext {
   root: string;
   warn?: (msg: string) => void;
 }
 
-function managerOf(record: ContainerRecord, warn?: (m: string) => void): CgroupManager {
-  try {
-    return cgroupManagerFromState(record.engine.cgroup, warn);
-  } catch {
-    throw new Error(`container ${record.id} has no cgroup recorded (created by another runtime version?)`);
-  }
-}
-
-/** Host pids of every process in the container's cgroup (what `ps --format json` prints). */
+/** Host pids of the container's processes (what `ps --format json` prints; stand-ins in VM mode). */
 export function containerPids(ctx: OpsContext, id: string): number[] {
-  const store = new StateStore(ctx.root);
-  const record = store.read(id);
-  // VM containers: the host has no pids for the workload; engines get the stand-ins'.
-  if (record.hypervisor === "qemu") return vmStandinPids(ctx, record);
-  return managerOf(record, ctx.warn).pids();
+  const record = new StateStore(ctx.root).read(id);
+  return backendOf(record).pids(ctx, record);
 }
 
 /** `ps` table: the host's ps rows of the container's processes; in VM mode the guest's ps rows. */
 export function containerPsTable(ctx: OpsContext, id: string, psArgs: readonly string[]): string {
   const record = new StateStore(ctx.root).read(id);
-  if (record.hypervisor !== "qemu") return psTable(managerOf(record, ctx.warn).pids(), psArgs);
-  const r = vmPsSync(ctx, record, [...psArgs]);
-  return filterPsOutput(r.table ?? "", r.pids);
+  return backendOf(record).psTable(ctx, record, psArgs);
 }
 
-/** runc's pause: only a created or running container; freezes the cgroup, then records it. */
+/** runc's pause: only a created or running container; freezes it, then records it. */
 export async function pauseContainer(ctx: OpsContext, id: string): Promise<void> {
   const store = new StateStore(ctx.root);
   await store.withLock(id, async () => {
     const record = store.read(id);
     const status = containerStatus(store, record);
-    if (status !== "running" && status !== "created") throw new Error("container not running");
-    if (record.hypervisor === "qemu") await vmFreeze(ctx, record, true);
-    else managerOf(record, ctx.warn).freeze();
+    if (status !== "running" && status !== "created") throw new KataError("container not running");
+    await backendOf(record).freeze(ctx, record, true);
     record.paused = true;
     store.write(record);
   });
@@ -62,9 +44,8 @@ export async function resumeContainer(ctx: OpsContext, id: string): Promise<void
   const store = new StateStore(ctx.root);
   await store.withLock(id, async () => {
     const record = store.read(id);
-    if (containerStatus(store, record) !== "paused") throw new Error("container not paused");
-    if (record.hypervisor === "qemu") await vmFreeze(ctx, record, false);
-    else managerOf(record, ctx.warn).thaw();
+    if (containerStatus(store, record) !== "paused") throw new KataError("container not paused");
+    await backendOf(record).freeze(ctx, record, false);
     record.paused = false;
     store.write(record);
   });
@@ -191,8 +172,7 @@ export async function updateContainer(
     if (containerStatus(store, record) === "stopped") throw new Error("container not running");
     const merged = mergeResources(record.config.linux?.resources, delta);
     const { devices: _devices, ...toWrite } = nonZero(merged);
-    if (record.hypervisor === "qemu") await vmApplyResources(ctx, record, toWrite);
-    else managerOf(record, ctx.warn).update(toWrite);
+    await backendOf(record).update(ctx, record, toWrite);
     record.config.linux = { ...(record.config.linux ?? {}), resources: merged };
     store.write(record);
     return merged;
@@ -204,10 +184,9 @@ export async function updateContainer(
 export function containerStats(ctx: OpsContext, id: string): CgroupStats {
   const store = new StateStore(ctx.root);
   const record = store.read(id);
-  if (containerStatus(store, record) === "stopped") throw new Error(`container with id ${id} is not running`);
-  // VM containers: runc's stats object as the agent reads it from the guest's cgroups.
-  if (record.hypervisor === "qemu") return vmStatsSync(ctx, record) as unknown as CgroupStats;
-  return managerOf(record, ctx.warn).stats();
+  if (containerStatus(store, record) === "stopped")
+    throw new KataError(`container with id ${id} is not running`);
+  return backendOf(record).statsSync(ctx, record);
 }
 
 /** Go duration strings as runc's --interval takes them: "5s", "500ms", "1m30s", "2h". */
@@ -244,20 +223,21 @@ export interface EventsOptions {
 
 /**
  * runc's `events`: a stats event every interval and an oom event whenever the kernel OOM-kills inside
- * the container, until the container stops (or its cgroup disappears).
+ * the container (where the backend sees them), until the container stops (or its cgroup disappears).
  */
 export async function streamEvents(ctx: OpsContext, id: string, o: EventsOptions): Promise<void> {
   const store = new StateStore(ctx.root);
   const record = store.read(id);
-  if (containerStatus(store, record) === "stopped") throw new Error(`container with id ${id} is not running`);
-  if (record.hypervisor === "qemu") return vmEvents(ctx, id, o);
-  const m = managerOf(record, ctx.warn);
-  let ooms = m.oomKills();
+  if (containerStatus(store, record) === "stopped")
+    throw new KataError(`container with id ${id} is not running`);
+  const backend = backendOf(record);
+  let ooms = backend.oomKills(ctx, record);
   let nextStats = Date.now() + o.intervalMs;
   const tick = Math.min(o.intervalMs, 250);
   for (;;) {
     if (o.signal?.aborted) return;
     await new Promise((r) => setTimeout(r, Math.max(1, Math.min(tick, nextStats - Date.now()))));
+    if (o.signal?.aborted) return;
     let current: ContainerRecord;
     try {
       current = store.read(id);
@@ -266,12 +246,12 @@ export async function streamEvents(ctx: OpsContext, id: string, o: EventsOptions
     }
     if (containerStatus(store, current) === "stopped") return;
     try {
-      const n = m.oomKills();
-      if (n > ooms) o.write(oomEvent(id));
+      const n = backend.oomKills(ctx, record);
+      if (n !== undefined && ooms !== undefined && n > ooms) o.write(oomEvent(id));
       ooms = n;
       if (Date.now() >= nextStats) {
         nextStats += o.intervalMs;
-        o.write(statsEvent(id, m.stats()));
+        o.write(statsEvent(id, await backend.stats(ctx, record)));
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return; // cgroup removed
@@ -280,50 +260,7 @@ export async function streamEvents(ctx: OpsContext, id: string, o: EventsOptions
   }
 }
 
-/** events for a VM container: stats from the agent every interval (no OOM events from the guest yet). */
-async function vmEvents(ctx: OpsContext, id: string, o: EventsOptions): Promise<void> {
-  const store = new StateStore(ctx.root);
-  for (;;) {
-    await new Promise((r) => setTimeout(r, o.intervalMs));
-    if (o.signal?.aborted) return;
-    let current: ContainerRecord;
-    try {
-      current = store.read(id);
-    } catch {
-      return; // deleted
-    }
-    if (containerStatus(store, current) === "stopped") return;
-    try {
-      o.write(statsEvent(id, (await vmStats(ctx, id)) as unknown as CgroupStats));
-    } catch (err) {
-      ctx.warn?.(`events: ${(err as Error).message}`);
-    }
-  }
-}
-
-// ---- ps ----
-
-/** runc's ps table: run `ps` with the given arguments (default -ef) and keep the header and our pids. */
-export function psTable(pids: readonly number[], psArgs: readonly string[]): string {
-  const args = psArgs.length ? [...psArgs] : ["-ef"];
-  const r = spawnSync("ps", args, { encoding: "utf8" });
-  if (r.error) throw new Error(`ps: ${r.error.message}`);
-  if (r.status !== 0)
-    throw new Error(`ps ${args.join(" ")}: exit status ${r.status}: ${(r.stderr || r.stdout).trim()}`);
-  return filterPsOutput(r.stdout, pids);
-}
-
-export function filterPsOutput(output: string, pids: readonly number[]): string {
-  const lines = output.split("\n");
-  const header = lines[0] ?? "";
-  const pidIndex = header.trim().split(/\s+/).indexOf("PID");
-  if (pidIndex < 0) throw new Error("couldn't find PID field in ps output");
-  const want = new Set(pids);
-  const out = [header];
-  for (const line of lines.slice(1)) {
-    if (!line.trim()) continue;
-    const p = Number(line.trim().split(/\s+/)[pidIndex]);
-    if (want.has(p)) out.push(line);
-  }
-  return `${out.join("\n")}\n`;
+/** `events --stats`: the one stats event line of a running container. */
+export function containerStatsEvent(ctx: OpsContext, id: string): string {
+  return statsEvent(id, containerStats(ctx, id));
 }

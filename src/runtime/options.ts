@@ -1,4 +1,4 @@
-// The options of the lifecycle verbs, shared by the host engine (lifecycle.ts) and VM mode (vm.ts).
+// The options of the lifecycle verbs (lifecycle.ts), which both backends (host.ts, vm.ts) receive.
 import type { Process } from "../oci/spec";
 
 export interface RuntimeContext {
@@ -6,6 +6,8 @@ export interface RuntimeContext {
   configPath?: string;
   systemdCgroup?: boolean;
   warn?: (msg: string) => void;
+  /** Where new containers run, overriding [runtime] hypervisor (test entries). */
+  hypervisor?: "none" | "qemu";
 }
 
 export interface CreateOptions {

@@ -1,8 +1,10 @@
 // What the supervisor needs from the guest agent connection: typed RPCs (src/agent/api.ts) and the
 // stdio streams of a process. The real implementation wraps the agent client over the VM's
-// virtio-serial socket; tests of the relay logic plug in a host-process agent (./hostagent).
+// virtio-serial socket (VmAgent); tests of the relay logic plug in a host-process agent
+// (test/support/hostagent.ts).
 import type { Readable, Writable } from "node:stream";
 import type { AgentMethod, AgentRequest, AgentResponse, StdioStreams } from "../agent/api";
+import type { AgentClient } from "../agent/client";
 
 export interface ProcessStdio {
   /** Stream ids to put in the createContainer / execProcess request. */
@@ -34,38 +36,52 @@ export interface SandboxAgent {
   close(): void;
 }
 
-/** The real agent: the guest agent behind the VM's virtio-serial socket. */
+/** The real agent: the guest agent behind the VM's virtio-serial socket, over the ttrpc client. */
+export class VmAgent implements SandboxAgent {
+  readonly closed: Promise<void>;
+  private end!: () => void;
+
+  constructor(private readonly client: AgentClient) {
+    this.closed = new Promise<void>((r) => {
+      this.end = r;
+    });
+    client.onClose(() => this.end());
+  }
+
+  request<M extends AgentMethod>(
+    method: M,
+    req: AgentRequest<M>,
+    timeoutMs?: number,
+  ): Promise<AgentResponse<M>> {
+    return this.client.call(method, req, timeoutMs === undefined ? {} : { timeoutMs });
+  }
+
+  openStdio(w: StdioWanted): ProcessStdio {
+    const stdin = w.stdin ? this.client.openStream() : undefined;
+    const stdout = w.stdout ? this.client.openStream() : undefined;
+    const stderr = w.stderr && !w.terminal ? this.client.openStream() : undefined;
+    return {
+      streams: {
+        terminal: w.terminal,
+        stdin: stdin?.id ?? 0,
+        stdout: stdout?.id ?? 0,
+        stderr: stderr?.id ?? 0,
+      },
+      stdin,
+      stdout,
+      stderr,
+    };
+  }
+
+  close(): void {
+    this.client.close();
+    this.end();
+  }
+}
+
+/** Connects to the guest agent on a unix socket (the VM's, or a test agent's). */
 export async function connectVmAgent(socketPath: string, timeoutMs: number): Promise<SandboxAgent> {
-  // Loaded here, not at the top: the host-agent test path must not need the wire code.
+  // Loaded here, not at the top: a supervisor whose test boot replaces the VM never needs the wire code.
   const { AgentClient } = await import("../agent/client");
-  const client = await AgentClient.connect(socketPath, { timeoutMs });
-  let end!: () => void;
-  const closed = new Promise<void>((r) => {
-    end = r;
-  });
-  client.onClose(() => end());
-  return {
-    closed,
-    request: (method, req, t) => client.call(method, req, t === undefined ? {} : { timeoutMs: t }),
-    openStdio(w: StdioWanted): ProcessStdio {
-      const stdin = w.stdin ? client.openStream() : undefined;
-      const stdout = w.stdout ? client.openStream() : undefined;
-      const stderr = w.stderr && !w.terminal ? client.openStream() : undefined;
-      return {
-        streams: {
-          terminal: w.terminal,
-          stdin: stdin?.id ?? 0,
-          stdout: stdout?.id ?? 0,
-          stderr: stderr?.id ?? 0,
-        },
-        stdin,
-        stdout,
-        stderr,
-      };
-    },
-    close() {
-      client.close();
-      end();
-    },
-  };
+  return new VmAgent(await AgentClient.connect(socketPath, { timeoutMs }));
 }

@@ -3,19 +3,24 @@
 // The CLI talks to it over <sandbox>/supervisor.sock (./protocol); stand-ins connect to the same socket
 // and pass their stdio fds. It exits after the sandbox's last container is deleted, or when the VM
 // dies (after telling every stand-in, so engines see the containers exit).
-import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
-import { dirname, isAbsolute, join } from "node:path";
 import type { GuestDetails, GuestMount } from "../agent/api";
-import { guestNetworkOp, teardownSandboxNetwork } from "../network";
-import type { Mount, Namespace, Spec } from "../oci/spec";
-import { processStartTime } from "../runtime/status";
+import { firstLine } from "../errors";
+import { guestNetworkOp } from "../network";
+import type { Spec } from "../oci/spec";
 import { closeFd, isErrno, recvFds } from "../sys/native";
+import { processStartTime } from "../sys/proc";
 import type { ProcessStdio, SandboxAgent } from "./agent";
-import { GUEST_SHARED_DIR, guestRootfs, type SandboxPaths, sandboxPaths } from "./paths";
-import type { ControlOp, ControlRequest } from "./protocol";
+import { cleanupSandboxDir } from "./cleanup";
+import { guestSpec } from "./guestspec";
+import { GUEST_SHARED_DIR, type SandboxPaths, sandboxPaths } from "./paths";
+import type { ControlArgs, ControlOp, ControlRequest, ControlResult } from "./protocol";
 import { type Relay, relayStdio } from "./relay";
-import { guestShareMount, mountsUnder, shareDir, shareFile, unmountTree, unshare } from "./share";
+import { guestShareMount, shareDir, shareFile, unshare } from "./share";
+import { Standin, StandinRegistry } from "./standins";
+
+export { guestNamespaces, guestSpec } from "./guestspec";
 
 /** Exit code a stand-in gets when its supervisor cannot give it the real one (the sandbox died). */
 export const EXIT_SANDBOX_DIED = 255;
@@ -54,31 +59,18 @@ export interface SupervisorOptions {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** One stand-in connection: the host face of one container process. */
-class Standin {
-  told = false;
-  constructor(
-    readonly sock: Socket,
-    readonly containerId: string,
-    readonly execId: string,
-    readonly terminal: boolean,
-    public fds: number[],
-  ) {}
-  /** Last word to the stand-in: "exit N" or "kill SIG"; it exits on it. */
-  tell(line: string): void {
-    if (this.told) return;
-    this.told = true;
-    if (!this.sock.destroyed) this.sock.write(`${line}\n`);
-  }
-  closeFds(): void {
-    for (const fd of this.fds) {
-      try {
-        closeFd(fd);
-      } catch {}
-    }
-    this.fds = [];
-  }
-}
+/** A control operation's handler: its typed arguments in, its typed result out. */
+type ControlHandler<O extends ControlOp> = (
+  args: ControlArgs<O>,
+  /** Work to run after the answer went out (the last delete stops the sandbox). */
+  later: (fn: () => void) => void,
+) => Promise<ControlResult<O>>;
+
+/** One handler per control operation (src/sandbox/protocol.ts ControlOps). */
+type ControlHandlers = { [O in ControlOp]: ControlHandler<O> };
+
+/** Operations a stopping sandbox still answers. */
+const WHILE_STOPPING: ReadonlySet<ControlOp> = new Set(["ping", "delete", "shutdown"]);
 
 interface Proc {
   execId: string;
@@ -99,64 +91,6 @@ interface Container {
 /** The default share: 9p (the supervisor's boot says when it is virtio-fs). */
 export const SANDBOX_SHARE: GuestMount = guestShareMount("virtio-9p");
 
-function key(cid: string, execId: string): string {
-  return `${cid}\0${execId}`;
-}
-
-/** Namespaces a pod container shares with its sandbox container when the engine names them by path. */
-const POD_SHARED_NAMESPACES = new Set(["ipc", "uts", "pid"]);
-
-/**
- * The guest's view of the spec's namespaces, as Kata's agent maps them. A path names a namespace of the
- * host kernel, which the guest cannot enter; what the engine meant by it is "the pod's":
- * - network by path: the pod's network, which is the VM's (the guest's root netns): no entry at all;
- * - ipc/uts/pid by path in a pod container: the sandbox container's, `/proc/<its guest pid>/ns/<type>`;
- * - every other path (and all of them in a container that is its own sandbox): a fresh namespace.
- * A namespace without a path stays a fresh one.
- */
-export function guestNamespaces(namespaces: readonly Namespace[], sandboxGuestPid?: number): Namespace[] {
-  const out: Namespace[] = [];
-  for (const n of namespaces) {
-    if (!n.path) out.push({ type: n.type });
-    else if (n.type === "network") continue;
-    else if (sandboxGuestPid && POD_SHARED_NAMESPACES.has(n.type))
-      out.push({ type: n.type, path: `/proc/${sandboxGuestPid}/ns/${n.type}` });
-    else out.push({ type: n.type });
-  }
-  return out;
-}
-
-/**
- * What a container spec becomes inside the guest, and which host paths must be shared for it.
- * `sandboxGuestPid`: the guest pid of the sandbox container's init, for a pod container.
- */
-export function guestSpec(
-  spec: Spec,
-  containerId: string,
-  sharedDir = GUEST_SHARED_DIR,
-  sandboxGuestPid?: number,
-): { spec: Spec; binds: { index: number; source: string; rel: string }[] } {
-  const g = structuredClone(spec);
-  g.root = {
-    path: sharedDir === GUEST_SHARED_DIR ? guestRootfs(containerId) : `${sharedDir}/${containerId}/rootfs`,
-    readonly: spec.root?.readonly,
-  };
-  // Hooks run on the host (the CLI runs them); host namespace paths mean nothing in the guest.
-  delete g.hooks;
-  if (g.linux?.namespaces) g.linux.namespaces = guestNamespaces(g.linux.namespaces, sandboxGuestPid);
-  const binds: { index: number; source: string; rel: string }[] = [];
-  g.mounts = (spec.mounts ?? []).map((m: Mount, index) => {
-    const bind = m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
-    // Device nodes and kernel filesystems are the guest's own; only host files and directories travel.
-    if (!bind || !m.source || !isAbsolute(m.source) || /^\/(dev|proc|sys)(\/|$)/.test(m.source))
-      return { ...m };
-    const rel = `${containerId}/mounts/${index}`;
-    binds.push({ index, source: m.source, rel });
-    return { ...m, source: `${sharedDir}/${rel}` };
-  });
-  return { spec: g, binds };
-}
-
 export class Supervisor {
   readonly paths: SandboxPaths;
   private agent!: SandboxAgent;
@@ -166,8 +100,7 @@ export class Supervisor {
   private guest?: GuestDetails;
   private server?: Server;
   private containers = new Map<string, Container>();
-  private unclaimed = new Map<string, Standin>();
-  private standinWaiters = new Map<string, (s: Standin) => void>();
+  private standins = new StandinRegistry();
   private shareMounted = false;
   private stopping = false;
   private vmDead = false;
@@ -229,7 +162,7 @@ export class Supervisor {
 
   private armIdle(): void {
     clearTimeout(this.idleTimer);
-    if (this.containers.size > 0 || this.unclaimed.size > 0) return;
+    if (this.containers.size > 0 || this.standins.size > 0) return;
     this.idleTimer = setTimeout(() => {
       this.log("no containers: shutting down");
       void this.shutdown(0);
@@ -289,7 +222,6 @@ export class Supervisor {
     const [, cid, exec, term] = hello.split(" ");
     const execId = exec === "-" ? "" : (exec ?? "");
     const s = new Standin(sock, cid ?? "", execId, term === "1", fds);
-    const k = key(s.containerId, execId);
     this.log(`stand-in for ${s.containerId}/${execId || "init"} connected with ${fds.length} fds`);
     let buf = "";
     const onLines = (chunk: string) => {
@@ -304,14 +236,7 @@ export class Supervisor {
     sock.on("data", onLines);
     sock.on("close", () => this.onStandinGone(s));
     sock.resume();
-    const waiter = this.standinWaiters.get(k);
-    if (waiter) {
-      this.standinWaiters.delete(k);
-      waiter(s);
-    } else {
-      this.unclaimed.get(k)?.sock.destroy();
-      this.unclaimed.set(k, s);
-    }
+    this.standins.arrived(s);
     clearTimeout(this.idleTimer);
     if (rest) onLines(rest);
   }
@@ -347,10 +272,7 @@ export class Supervisor {
 
   /** A stand-in that goes before its process exited was killed: the workload follows it, as with runc. */
   private onStandinGone(s: Standin): void {
-    const k = key(s.containerId, s.execId);
-    if (this.unclaimed.get(k) === s) {
-      this.unclaimed.delete(k);
-      s.closeFds();
+    if (this.standins.forget(s)) {
       this.armIdle();
       return;
     }
@@ -366,27 +288,6 @@ export class Supervisor {
         all: s.execId === "",
       })
       .catch(() => {});
-  }
-
-  private claimStandin(cid: string, execId: string, timeoutMs: number): Promise<Standin> {
-    const k = key(cid, execId);
-    const ready = this.unclaimed.get(k);
-    if (ready) {
-      this.unclaimed.delete(k);
-      return Promise.resolve(ready);
-    }
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.standinWaiters.delete(k);
-        reject(
-          new Error(`the stand-in of ${cid}/${execId || "init"} did not connect within ${timeoutMs} ms`),
-        );
-      }, timeoutMs);
-      this.standinWaiters.set(k, (s) => {
-        clearTimeout(timer);
-        resolve(s);
-      });
-    });
   }
 
   private onControl(sock: Socket, initial: string): void {
@@ -415,12 +316,12 @@ export class Supervisor {
     }
     let after: (() => void) | undefined;
     try {
-      const result = await this.dispatch(req.op, req as never, (fn) => {
+      const result = await this.dispatch(req, (fn) => {
         after = fn;
       });
       if (!sock.destroyed) sock.write(`${JSON.stringify({ id: req.id, ok: true, result })}\n`);
     } catch (err) {
-      const msg = ((err as Error).message ?? String(err)).split("\n")[0];
+      const msg = firstLine((err as Error).message ?? String(err));
       if (!sock.destroyed) sock.write(`${JSON.stringify({ id: req.id, ok: false, error: msg })}\n`);
     }
     // Work that must follow the answer (the last delete stops the sandbox): the answer goes out first.
@@ -435,81 +336,91 @@ export class Supervisor {
     return c;
   }
 
-  private async dispatch(
-    op: ControlOp,
-    a: Record<string, never>,
-    later: (fn: () => void) => void,
-  ): Promise<unknown> {
-    if (this.stopping && op !== "ping" && op !== "delete" && op !== "shutdown")
+  /** Runs one request through the handler of its operation. */
+  private async dispatch(req: ControlRequest, later: (fn: () => void) => void): Promise<unknown> {
+    const op = req.op;
+    if (!Object.hasOwn(this.handlers, op))
+      throw new Error(`control: unknown operation ${JSON.stringify(op)}`);
+    if (this.stopping && !WHILE_STOPPING.has(op))
       throw new Error(`sandbox ${this.opts.sandboxId} is stopping`);
-    switch (op) {
-      case "ping":
-        return {
-          sandboxId: this.opts.sandboxId,
-          pid: process.pid,
-          vmPid: this.vm?.pid ?? 0,
-          guest: this.guest,
-          containers: [...this.containers.keys()],
-        };
-      case "createContainer":
-        return this.createContainer(a.containerId, a.spec, a.rootfs, a.standinTimeoutMs);
-      case "startContainer":
-        this.container(a.containerId);
-        await this.agent.request("startContainer", { containerId: a.containerId });
-        return {};
-      case "exec":
-        return this.exec(a.containerId, a.execId, a.process, a.standinTimeoutMs);
-      case "kill":
-        this.container(a.containerId);
-        await this.agent.request("signalProcess", {
-          containerId: a.containerId,
-          execId: a.execId ?? "",
-          signal: a.signal,
-          all: Boolean(a.all),
-        });
-        return {};
-      case "wait": {
-        const p = this.container(a.containerId).procs.get(a.execId ?? "");
-        if (!p) throw new Error(`process ${a.execId || "init"} of ${a.containerId} not found`);
-        return { exitStatus: await p.exited };
-      }
-      case "pause":
-      case "resume":
-        this.container(a.containerId);
-        await this.agent.request(op === "pause" ? "pauseContainer" : "resumeContainer", {
-          containerId: a.containerId,
-        });
-        return {};
-      case "update":
-        this.container(a.containerId);
-        await this.agent.request("updateContainer", { containerId: a.containerId, resources: a.resources });
-        return {};
-      case "stats":
-        this.container(a.containerId);
-        return this.agent.request("statsContainer", { containerId: a.containerId });
-      case "ps":
-        this.container(a.containerId);
-        return this.agent.request("listProcesses", { containerId: a.containerId, psArgs: a.psArgs });
-      case "delete": {
-        // The sandbox container goes last, as Kata's DeleteSandbox does: its members are stopped first
-        // (their stand-ins die of SIGKILL, so engines see 137), then the VM.
-        if (a.containerId === this.opts.sandboxId)
-          for (const member of [...this.containers.keys()])
-            if (member !== a.containerId) await this.deleteContainer(member);
-        await this.deleteContainer(a.containerId);
-        const empty = this.containers.size === 0;
-        if (empty) later(() => void this.shutdown(0));
-        return { sandboxEmpty: empty };
-      }
-      case "network":
-        return guestNetworkOp(this.agent, a.action, a.routes);
-      case "shutdown":
-        later(() => void this.shutdown(0));
-        return {};
-      default:
-        throw new Error(`control: unknown operation ${JSON.stringify(op)}`);
-    }
+    return this.run(op, req as unknown as ControlArgs<typeof op>, later);
   }
+
+  private run<O extends ControlOp>(op: O, args: ControlArgs<O>, later: (fn: () => void) => void) {
+    const handler: ControlHandler<O> = this.handlers[op];
+    return handler(args, later);
+  }
+
+  private readonly handlers: ControlHandlers = {
+    ping: async () => ({
+      sandboxId: this.opts.sandboxId,
+      pid: process.pid,
+      vmPid: this.vm?.pid ?? 0,
+      guest: this.guest!,
+      containers: [...this.containers.keys()],
+    }),
+    createContainer: (a) => this.createContainer(a.containerId, a.spec, a.rootfs, a.standinTimeoutMs),
+    startContainer: async (a) => {
+      this.container(a.containerId);
+      await this.agent.request("startContainer", { containerId: a.containerId });
+      return {};
+    },
+    exec: (a) => this.exec(a.containerId, a.execId, a.process, a.standinTimeoutMs),
+    kill: async (a) => {
+      this.container(a.containerId);
+      await this.agent.request("signalProcess", {
+        containerId: a.containerId,
+        execId: a.execId ?? "",
+        signal: a.signal,
+        all: Boolean(a.all),
+      });
+      return {};
+    },
+    wait: async (a) => {
+      const p = this.container(a.containerId).procs.get(a.execId ?? "");
+      if (!p) throw new Error(`process ${a.execId || "init"} of ${a.containerId} not found`);
+      return { exitStatus: await p.exited };
+    },
+    pause: async (a) => {
+      this.container(a.containerId);
+      await this.agent.request("pauseContainer", { containerId: a.containerId });
+      return {};
+    },
+    resume: async (a) => {
+      this.container(a.containerId);
+      await this.agent.request("resumeContainer", { containerId: a.containerId });
+      return {};
+    },
+    update: async (a) => {
+      this.container(a.containerId);
+      await this.agent.request("updateContainer", { containerId: a.containerId, resources: a.resources });
+      return {};
+    },
+    stats: async (a) => {
+      this.container(a.containerId);
+      return this.agent.request("statsContainer", { containerId: a.containerId });
+    },
+    ps: async (a) => {
+      this.container(a.containerId);
+      return this.agent.request("listProcesses", { containerId: a.containerId, psArgs: a.psArgs });
+    },
+    delete: async (a, later) => {
+      // The sandbox container goes last, as Kata's DeleteSandbox does: its members are stopped first
+      // (their stand-ins die of SIGKILL, so engines see 137), then the VM.
+      if (a.containerId === this.opts.sandboxId)
+        for (const member of [...this.containers.keys()])
+          if (member !== a.containerId) await this.deleteContainer(member);
+      await this.deleteContainer(a.containerId);
+      const empty = this.containers.size === 0;
+      if (empty) later(() => void this.shutdown(0));
+      return { sandboxEmpty: empty };
+    },
+    network: (a) => guestNetworkOp(this.agent, a.action, a.routes),
+    shutdown: async (_a, later) => {
+      later(() => void this.shutdown(0));
+      return {};
+    },
+  };
 
   /**
    * The sandbox container of a pod container `cid`: the one whose id is the sandbox's (else the first
@@ -533,7 +444,7 @@ export class Supervisor {
     let stdio: ProcessStdio | undefined;
     let standin: Standin | undefined;
     try {
-      standin = await this.claimStandin(cid, "", standinTimeoutMs);
+      standin = await this.standins.claim(cid, "", standinTimeoutMs);
       const { spec: g, binds } = guestSpec(spec, cid, this.share.dir, this.sandboxContainer(cid)?.guestPid);
       // Always read-write, as runc sees the rootfs: the engine in the guest makes mount points in it
       // (/proc, /dev, ...) and only then applies root.readonly itself.
@@ -574,13 +485,12 @@ export class Supervisor {
       stdio?.stderr?.destroy();
       // The CLI kills the stand-in when it sees this error (telling it here would race the answer);
       // until then it waits as unclaimed, so a delete or shutdown still ends it.
-      if (standin) {
-        standin.closeFds();
-        this.unclaimed.set(key(cid, ""), standin);
-      }
+      if (standin) this.standins.putBack(standin);
       try {
         unshare(this.paths.shared, cid);
-      } catch {}
+      } catch (e) {
+        this.log(`unshare ${cid}: ${(e as Error).message}`);
+      }
       this.armIdle();
       throw err;
     }
@@ -595,7 +505,7 @@ export class Supervisor {
     const c = this.container(cid);
     if (!execId) throw new Error("exec: an exec id is required");
     if (c.procs.has(execId)) throw new Error(`exec id ${execId} is already in use in ${cid}`);
-    const standin = await this.claimStandin(cid, execId, standinTimeoutMs);
+    const standin = await this.standins.claim(cid, execId, standinTimeoutMs);
     const terminal = Boolean(process.terminal);
     const stdio = this.agent.openStdio({ terminal, stdin: true, stdout: true, stderr: !terminal });
     try {
@@ -611,8 +521,7 @@ export class Supervisor {
       stdio.stdin?.destroy();
       stdio.stdout?.destroy();
       stdio.stderr?.destroy();
-      standin.closeFds();
-      this.unclaimed.set(key(cid, execId), standin);
+      this.standins.putBack(standin);
       throw err;
     }
   }
@@ -664,12 +573,7 @@ export class Supervisor {
       p.standin.tell("kill 9");
       p.standin.sock.end();
     }
-    for (const [k, s] of this.unclaimed) {
-      if (s.containerId !== cid) continue;
-      this.unclaimed.delete(k);
-      s.closeFds();
-      s.tell("kill 9");
-    }
+    this.standins.killUnclaimed(cid);
     this.containers.delete(cid);
     unshare(this.paths.shared, cid);
   }
@@ -679,7 +583,7 @@ export class Supervisor {
     this.vmDead = true;
     this.log(`sandbox ${this.opts.sandboxId}: ${why}: telling every stand-in`);
     // Waiters fail (the agent is gone) and tell their stand-ins; unclaimed ones are told here.
-    for (const s of this.unclaimed.values()) s.tell("kill 9");
+    this.standins.tellAll("kill 9");
     for (const c of this.containers.values())
       for (const p of c.procs.values()) if (p.exitStatus === undefined) p.standin.tell("kill 9");
     setTimeout(() => void this.shutdown(1), 200);
@@ -696,17 +600,16 @@ export class Supervisor {
         p.relay?.close();
         p.standin.tell("kill 9");
       }
-    for (const s of this.unclaimed.values()) {
-      s.closeFds();
-      s.tell("kill 9");
-    }
+    this.standins.killUnclaimed();
     // With a VM of our own, QEMU is simply stopped: the guest holds nothing worth an orderly shutdown
     // (its root is read-only, the share is cache=none so container writes are on the host already),
     // and the agent's shutdown (cleanup, sync, power-off) made `delete` 0.1-0.5 s slower.
     try {
       if (!this.vmDead && this.agent && this.ownsAgent && !this.vm)
         await Promise.race([this.agent.request("shutdown", {}, 1000), sleep(1000)]);
-    } catch {}
+    } catch {
+      // the agent is going anyway: QEMU is stopped next
+    }
     this.agent?.close();
     if (this.vm) {
       try {
@@ -720,30 +623,4 @@ export class Supervisor {
     // Let the last log line and the stand-ins' messages go out.
     setTimeout(() => process.exit(code), 50);
   }
-}
-
-/**
- * Removes what a sandbox left on the host: mounts under its directory, sockets, the short socket
- * directory. With `all` the sandbox directory goes too; otherwise the logs stay for whoever deletes it.
- */
-export function cleanupSandboxDir(p: SandboxPaths, all: boolean): void {
-  // Taps and tc qdiscs in the pod's netns (recorded in the sandbox dir; QEMU is gone by now).
-  teardownSandboxNetwork(p.dir);
-  unmountTree(p.dir);
-  if (p.sockDir !== p.dir) rmSync(p.sockDir, { recursive: true, force: true });
-  // Never recurse into a directory that still has a mount below it: that would delete a rootfs.
-  if (mountsUnder(p.dir).length > 0) return;
-  if (all) {
-    rmSync(p.dir, { recursive: true, force: true });
-    // <root>/sandboxes too once it is empty, so that a runtime root holds nothing after the last delete
-    // (as runc's does); a concurrent create's recursive mkdir makes it again.
-    try {
-      rmdirSync(dirname(p.dir));
-    } catch {}
-    return;
-  }
-  rmSync(p.socket, { force: true });
-  rmSync(p.shared, { recursive: true, force: true });
-  if (existsSync(p.dir))
-    for (const f of readdirSync(p.dir)) if (f.endsWith(".sock")) rmSync(join(p.dir, f), { force: true });
 }

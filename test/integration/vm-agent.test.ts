@@ -140,7 +140,7 @@ describe("vm-mode lifecycle with the real agent on a host socket", {
     execFileSync(
       join(REPO, "node_modules", ".bin", "esbuild"),
       [
-        join(REPO, "src", "sandbox", "vmcli.ts"),
+        join(REPO, "test", "support", "vmcli.ts"),
         "--bundle",
         "--platform=node",
         "--format=cjs",

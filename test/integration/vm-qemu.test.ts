@@ -127,7 +127,7 @@ describe("VM sandboxes under QEMU", { skip: missing.length > 0 && `missing ${mis
     execFileSync(
       join(REPO, "node_modules", ".bin", "esbuild"),
       [
-        join(REPO, "src", "sandbox", "vmcli.ts"),
+        join(REPO, "test", "support", "vmcli.ts"),
         "--bundle",
         "--platform=node",
         "--format=cjs",

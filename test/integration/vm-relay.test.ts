@@ -1,5 +1,5 @@
 // The VM-mode lifecycle (src/runtime/vm.ts), the supervisor and the stand-in, with the guest agent
-// replaced by host processes (KATA_TS_SUPERVISOR_AGENT=host): stand-in registration with fd passing,
+// replaced by host processes (test/support/hostagent-supervisor.ts): stand-in registration with fd passing,
 // the stdio relay, exit codes (incl. 137 for kill 9 and 255 when the supervisor dies), signal
 // forwarding, the stand-in's size, and that every path leaves nothing behind. No VM boots here.
 import assert from "node:assert/strict";
@@ -28,8 +28,8 @@ const root = join(tmp.path, "root");
 const ENTRY = join(tmp.path, "vmcli.cjs");
 const env = {
   ...process.env,
-  KATA_TS_SUPERVISOR_AGENT: "host",
-  KATA_TS_SUPERVISOR: join(REPO, "dist", "kata-supervisor.cjs"),
+  // The supervisor with its VM replaced by host processes (test/support/hostagent-supervisor.ts).
+  KATA_TS_SUPERVISOR: join(tmp.path, "kata-supervisor.cjs"),
   KATA_TS_NATIVE_DIR: join(REPO, "native", "build"),
 };
 
@@ -141,17 +141,21 @@ describe("vm-mode lifecycle with a host agent", () => {
   before(() => {
     execFileSync("make", ["-s", "-C", join(REPO, "native")], { stdio: "inherit" });
     execFileSync(process.execPath, [join(REPO, "scripts", "build.mjs")], { cwd: REPO, stdio: "inherit" });
-    execFileSync(
-      join(REPO, "node_modules", ".bin", "esbuild"),
-      [
-        join(REPO, "src", "sandbox", "vmcli.ts"),
-        "--bundle",
-        "--platform=node",
-        "--format=cjs",
-        `--outfile=${ENTRY}`,
-      ],
-      { cwd: REPO, stdio: "inherit" },
-    );
+    for (const [entry, out] of [
+      ["vmcli.ts", ENTRY],
+      ["hostagent-supervisor.ts", env.KATA_TS_SUPERVISOR],
+    ])
+      execFileSync(
+        join(REPO, "node_modules", ".bin", "esbuild"),
+        [
+          join(REPO, "test", "support", entry),
+          "--bundle",
+          "--platform=node",
+          "--format=cjs",
+          `--outfile=${out}`,
+        ],
+        { cwd: REPO, stdio: "inherit" },
+      );
   });
   after(() => {
     // Anything a failed test left: delete --force every container, then the temp dir.

@@ -2,8 +2,7 @@
 // exits; otherwise a stats event every interval (and an oom event on each OOM kill) until the
 // container stops.
 import type { Command } from "commander";
-import { statsEvent } from "../../engine/cgroups";
-import { containerStats, parseDuration, streamEvents } from "../../runtime/operations";
+import { containerStatsEvent, parseDuration, streamEvents } from "../../runtime/operations";
 import { type App, print } from "../app";
 
 export function register(program: Command, app: App): void {
@@ -16,7 +15,7 @@ export function register(program: Command, app: App): void {
     .action(async (id: string, opts: { interval: string; stats?: boolean }) => {
       app.logger().with({ id });
       const ctx = { root: app.globals().root, warn: (m: string) => app.logger().warn(m) };
-      if (opts.stats) return print(statsEvent(id, containerStats(ctx, id)));
+      if (opts.stats) return print(containerStatsEvent(ctx, id));
       const intervalMs = parseDuration(opts.interval);
       const stop = new AbortController();
       const onSignal = () => stop.abort();

@@ -3,17 +3,7 @@
 // holds every process's stdio (real pipes it relays to channel streams, see stdio.ts) and keeps the helper in "wait" mode as
 // each process's parent, so an exit arrives as the helper's own 'exit' event with the workload's code.
 import { execFile } from "node:child_process";
-import {
-  closeSync,
-  constants,
-  mkdirSync,
-  openSync,
-  readSync,
-  rmSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdirSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { promisify } from "node:util";
@@ -34,9 +24,19 @@ import type {
 import type { AgentStream } from "../../agent/channel";
 import { AgentError, Code } from "../../agent/wire";
 import { type CgroupManager, cgroupManagerFor, runcStatsData, stringifyExact } from "../../engine/cgroups";
-import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../../engine/host";
+import {
+  createInit,
+  EXEC_FIFO,
+  InitStopped,
+  InitTimeout,
+  releaseInit,
+  setOomScoreAdj,
+} from "../../engine/container";
+import { capLastCap, containerPasswd } from "../../engine/host";
 import { type Launched, type LaunchOptions, launch, namespacesToJoin } from "../../engine/launcher";
-import { buildExecPlan, buildInitPlan } from "../../engine/plan";
+import { buildExecPlan } from "../../engine/plan";
+import { firstLine } from "../../errors";
+import { validateContainerId } from "../../oci/id";
 import type { Spec } from "../../oci/spec";
 
 import { openPipes, openTerminal, type TerminalIo } from "./stdio";
@@ -44,7 +44,6 @@ import { openPipes, openTerminal, type TerminalIo } from "./stdio";
 const run = promisify(execFile);
 
 export const DEFAULT_STATE_ROOT = "/run/kata-ts-agent";
-const EXEC_FIFO = "exec.fifo";
 /** After a process exits, how long waitProcess waits for its output to drain (a daemon may hold it). */
 const OUTPUT_GRACE_MS = 2000;
 
@@ -104,7 +103,7 @@ export async function mountGuest(m: GuestMount): Promise<string> {
   try {
     await run("mount", args);
   } catch (err) {
-    const msg = ((err as { stderr?: string }).stderr ?? (err as Error).message).trim().split("\n")[0];
+    const msg = firstLine((err as { stderr?: string }).stderr ?? (err as Error).message);
     throw new AgentError(Code.internal, `mount ${m.source} on ${m.target} (${m.fstype}): ${msg}`);
   }
   return m.target;
@@ -254,8 +253,11 @@ export class ContainerManager {
     stream: (id: number) => AgentStream,
   ): Promise<ProcessStarted> {
     const id = req.containerId;
-    if (!/^[\w][\w.-]*$/.test(id))
-      throw new AgentError(Code.invalidArgument, `invalid container id ${JSON.stringify(id)}`);
+    try {
+      validateContainerId(id);
+    } catch (err) {
+      throw new AgentError(Code.invalidArgument, (err as Error).message);
+    }
     if (this.containers.has(id)) throw new AgentError(Code.alreadyExists, `container ${id} already exists`);
     const terminal = req.stdio.terminal || Boolean(req.spec.process?.terminal);
     const spec: Spec = req.spec.process
@@ -283,38 +285,24 @@ export class ContainerManager {
         resources: spec.linux?.resources,
         warn: this.log,
       });
-      cgroup.create();
-      const cg = cgroup;
-      const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
-      const facts = hostFacts(rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
-      const plan = buildInitPlan(
-        { spec, bundle: dir, rootfs, fifo: join(dir, EXEC_FIFO), facts, consoleFd: terminal },
-        true,
-      );
-      const started = await this.launchProcess(req.stdio, terminal, stream, {
-        phase1: plan.phase1,
-        expectReady: true,
-        onPid: (pid) => {
-          if (plan.uidMappings) writeFileSync(`/proc/${pid}/uid_map`, plan.uidMappings);
-          if (plan.gidMappings) writeFileSync(`/proc/${pid}/gid_map`, plan.gidMappings);
-          if (spec.process?.oomScoreAdj !== undefined)
-            writeFileSync(`/proc/${pid}/oom_score_adj`, String(spec.process.oomScoreAdj));
-          cg.apply(pid);
-          cg.set(spec.linux?.resources ?? {});
-          const state = {
-            ociVersion: spec.ociVersion,
-            id,
-            status: "creating",
-            pid,
-            bundle: dir,
-            annotations: spec.annotations ?? {},
-          };
-          return plan.phase2(JSON.stringify(state));
+      let io: ProcessIoState | undefined;
+      launched = await createInit({
+        id,
+        spec,
+        bundle: dir,
+        rootfs,
+        stateDir: dir,
+        cgroup,
+        wait: true,
+        consoleFd: terminal,
+        launch: async (o) => {
+          const started = await this.launchProcess(req.stdio, terminal, stream, o);
+          io = started.io;
+          return started.launched;
         },
       });
-      launched = started.launched;
       const l = launched;
-      const init: GuestProcess = { execId: "", pid: l.pid, launched: l, ...started.io };
+      const init: GuestProcess = { execId: "", pid: l.pid, launched: l, ...io! };
       l.exited.then((code) => {
         init.exitStatus = code;
         this.log(`container ${id}: init ${l.pid} exited with status ${code}`);
@@ -342,7 +330,13 @@ export class ContainerManager {
     if (c.started) throw new AgentError(Code.failedPrecondition, `container ${c.id} is already started`);
     if (c.init.exitStatus !== undefined)
       throw new AgentError(Code.failedPrecondition, "cannot start a container that has stopped");
-    await releaseInit(join(c.dir, EXEC_FIFO), c.init);
+    try {
+      await releaseInit(c.dir, () => c.init.exitStatus === undefined);
+    } catch (err) {
+      if (err instanceof InitStopped) throw new AgentError(Code.failedPrecondition, err.message);
+      if (err instanceof InitTimeout) throw new AgentError(Code.deadlineExceeded, err.message);
+      throw err;
+    }
     c.started = true;
     try {
       unlinkSync(join(c.dir, EXEC_FIFO));
@@ -372,8 +366,7 @@ export class ContainerManager {
         phase1: plan.phase1,
         expectReady: false,
         onPid: (pid) => {
-          if (req.process.oomScoreAdj !== undefined)
-            writeFileSync(`/proc/${pid}/oom_score_adj`, String(req.process.oomScoreAdj));
+          setOomScoreAdj(pid, req.process.oomScoreAdj);
           c.cgroup.apply(pid);
           return plan.phase2(pid);
         },
@@ -451,7 +444,7 @@ export class ContainerManager {
       const { stdout } = await run("ps", req.psArgs.length ? req.psArgs : ["-ef"]);
       return { pids, table: stdout };
     } catch (err) {
-      const msg = ((err as { stderr?: string }).stderr ?? (err as Error).message).trim().split("\n")[0];
+      const msg = firstLine((err as { stderr?: string }).stderr ?? (err as Error).message);
       throw new AgentError(Code.internal, `ps ${req.psArgs.join(" ")}: ${msg}`);
     }
   }
@@ -498,38 +491,5 @@ export class ContainerManager {
 
   get size(): number {
     return this.containers.size;
-  }
-}
-
-/** Opens the exec fifo for reading so the blocked init proceeds to execve; polls without blocking the loop. */
-async function releaseInit(fifo: string, init: GuestProcess): Promise<void> {
-  let fd: number;
-  try {
-    fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch {
-    throw new AgentError(Code.failedPrecondition, "cannot start a container that has stopped");
-  }
-  try {
-    const buf = Buffer.alloc(1);
-    const end = Date.now() + 10_000;
-    for (;;) {
-      let n = 0;
-      try {
-        n = readSync(fd, buf, 0, 1, null);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
-      }
-      if (n > 0) return;
-      if (init.exitStatus !== undefined)
-        throw new AgentError(Code.failedPrecondition, "cannot start a container that has stopped");
-      if (Date.now() > end)
-        throw new AgentError(
-          Code.deadlineExceeded,
-          "timed out waiting for the container init to read the exec fifo",
-        );
-      await new Promise((r) => setTimeout(r, 1));
-    }
-  } finally {
-    closeSync(fd);
   }
 }

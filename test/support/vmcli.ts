@@ -1,10 +1,19 @@
-// A test-only entry that drives the VM-mode lifecycle (src/runtime/vm.ts) the way the CLI verbs will
-// once they dispatch to it: `tsx src/sandbox/vmcli.ts --root R <verb> ...`. Exit codes and one-line
-// errors on stderr follow the CLI's conventions. Not bundled, not shipped.
-import type { RuntimeContext } from "../runtime/options";
-import { containerStatus } from "../runtime/status";
-import { StateStore } from "../runtime/store";
-import { vmCreate, vmDelete, vmExec, vmKill, vmPause, vmPs, vmRun, vmStart } from "../runtime/vm";
+// A test-only entry that drives the lifecycle verbs in VM mode whatever the configuration says (the VM
+// backend, src/runtime/vm.ts), with no CLI around them: `vmcli --root R <verb> ...` (the tests bundle it
+// with esbuild). Exit codes and one-line errors on stderr follow the CLI's conventions. Not shipped.
+import {
+  createContainer,
+  deleteContainer,
+  execInContainer,
+  killContainer,
+  runContainer,
+  startContainer,
+} from "../../src/runtime/lifecycle";
+import { pauseContainer, resumeContainer } from "../../src/runtime/operations";
+import type { RuntimeContext } from "../../src/runtime/options";
+import { containerStatus } from "../../src/runtime/status";
+import { StateStore } from "../../src/runtime/store";
+import { sandboxCall } from "../../src/sandbox/launch";
 
 function opt(a: string[], name: string): string | undefined {
   const i = a.indexOf(name);
@@ -28,6 +37,7 @@ async function main(argv: string[]): Promise<number> {
     root,
     configPath: opt(a, "--config"),
     warn: (m) => process.stderr.write(`${m}\n`),
+    hypervisor: "qemu",
   };
   const verb = a.shift();
   const bundle = opt(a, "--bundle");
@@ -40,18 +50,18 @@ async function main(argv: string[]): Promise<number> {
   const id = a.shift() ?? "";
   switch (verb) {
     case "create":
-      await vmCreate(ctx, { id, bundle, pidFile, consoleSocket });
+      await createContainer(ctx, { id, bundle, pidFile, consoleSocket });
       return 0;
     case "run":
-      return vmRun(ctx, { id, bundle, pidFile, consoleSocket, detach });
+      return runContainer(ctx, { id, bundle, pidFile, consoleSocket, detach });
     case "start":
-      await vmStart(ctx, id);
+      await startContainer(ctx, id);
       return 0;
     case "kill":
-      await vmKill(ctx, id, a[0] ?? "SIGTERM", all);
+      await killContainer(ctx, id, a[0] ?? "SIGTERM", all);
       return 0;
     case "delete":
-      await vmDelete(ctx, id, force);
+      await deleteContainer(ctx, id, force);
       return 0;
     case "state": {
       const store = new StateStore(root);
@@ -59,17 +69,21 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify({ id, status: containerStatus(store, r), pid: r.pid })}\n`);
       return 0;
     }
-    case "ps":
-      process.stdout.write(`${JSON.stringify(await vmPs(ctx, id))}\n`);
+    case "ps": {
+      // The guest's pids, as the agent lists them (the CLI's ps prints the stand-ins').
+      const r = new StateStore(root).read(id);
+      const { pids } = await sandboxCall({ root, id: r.sandboxId }, "ps", { containerId: id });
+      process.stdout.write(`${JSON.stringify(pids)}\n`);
       return 0;
+    }
     case "pause":
     case "resume":
-      await vmPause(ctx, id, verb === "pause");
+      await (verb === "pause" ? pauseContainer(ctx, id) : resumeContainer(ctx, id));
       return 0;
     case "exec": {
       const store = new StateStore(root);
       const base = store.read(id).config.process;
-      return vmExec(ctx, {
+      return execInContainer(ctx, {
         id,
         detach,
         pidFile,

@@ -1,7 +1,7 @@
 // A stand-in for the guest agent that runs each container's process directly on the host (no
 // isolation at all). It exists so that the supervisor's own logic — stand-in registration, the stdio
 // relay with backpressure, exit codes and signal forwarding — is testable without a VM; it is selected
-// only by KATA_TS_SUPERVISOR_AGENT=host (tests) and never by configuration.
+// only by the test supervisor entry (./hostagent-supervisor.ts), never by the shipped bundle.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { release } from "node:os";
 import { PassThrough } from "node:stream";
@@ -11,9 +11,9 @@ import type {
   AgentResponse,
   CreateContainerRequest,
   GuestDetails,
-} from "../agent/api";
-import type { Process } from "../oci/spec";
-import type { ProcessStdio, SandboxAgent, StdioWanted } from "./agent";
+} from "../../src/agent/api";
+import type { Process } from "../../src/oci/spec";
+import type { ProcessStdio, SandboxAgent, StdioWanted } from "../../src/sandbox/agent";
 
 interface HostProc {
   process: Process;

@@ -1,0 +1,181 @@
+// The supervisor process: `kata-supervisor --root R --sandbox ID [--config FILE] [--netns PATH]`, started
+// detached (setsid) by the CLI's create (src/sandbox/launch.ts) with stdout/stderr on
+// <sandbox>/supervisor.log and a pipe on fd 3 on which it reports readiness: "ok\n" once the agent
+// answers and the control socket listens, or "error: <one line>\n". The VM boot lives here; tests may
+// pass their own boot (test/support/hostagent-supervisor.ts), or set KATA_TS_SUPERVISOR_AGENT=socket:PATH
+// to use a guest agent already serving on a host unix socket.
+import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
+import { processConfig, type RuntimeConfig } from "../config/config";
+import { firstLine } from "../errors";
+import type { ShareSpec } from "../hypervisor/qemu/cmdline";
+import { sharedFsFor, type Virtiofsd } from "../hypervisor/virtiofsd";
+import { configureGuestNetwork, qemuNics, setupSandboxNetwork } from "../network";
+import { processStartTime } from "../sys/proc";
+import { connectVmAgent } from "./agent";
+import { GUEST_SHARED_DIR, type SandboxPaths, SHARE_TAG } from "./paths";
+import { guestShareMount, makeSharedMount } from "./share";
+import { type Booted, Supervisor, type VmHandle } from "./supervisor";
+
+function arg(argv: string[], name: string): string | undefined {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+}
+
+function report(line: string): void {
+  try {
+    writeSync(3, `${line}\n`);
+    closeSync(3);
+  } catch {
+    // fd 3 is gone (the CLI that waited for us died): nobody to tell
+  }
+}
+
+/**
+ * Boots the sandbox VM with its share on the command line (microvm cannot hotplug devices). virtio-fs:
+ * shared/ becomes a shared-propagation mount, then virtiofsd starts (its pid in virtiofsd.pid, for a
+ * later `delete --force`), then QEMU; virtiofsd is stopped after QEMU and dies with us.
+ */
+async function bootVm(
+  sandboxId: string,
+  paths: SandboxPaths,
+  config: RuntimeConfig,
+  log: (m: string) => void,
+  netns?: string,
+): Promise<Booted> {
+  const { startVm } = await import("../hypervisor/qemu");
+  // Taps for the pod's interfaces first: QEMU starts in that netns with a NIC per tap.
+  const t0 = Date.now();
+  const net = netns ? setupSandboxNetwork(netns, paths.dir, log) : undefined;
+  if (net) log(`network: ${net.endpoints.length} NIC(s) from ${netns} in ${Date.now() - t0} ms`);
+  const fs = sharedFsFor(config.hypervisor, log);
+  const share: ShareSpec = { tag: SHARE_TAG, path: paths.shared, fs };
+  let vfsd: Virtiofsd | undefined;
+  if (fs === "virtio-fs") {
+    const v = await import("../hypervisor/virtiofsd");
+    const q = config.hypervisor;
+    makeSharedMount(paths.shared);
+    mkdirSync(paths.vmDir, { recursive: true, mode: 0o700 });
+    vfsd = await v.startVirtiofsd(
+      {
+        daemon: q.virtioFsDaemon,
+        flavour: v.virtiofsdFlavour(q.virtioFsDaemon),
+        socket: paths.virtiofsdSocket,
+        source: paths.shared,
+        cache: q.virtioFsCache,
+        extraArgs: q.virtioFsExtraArgs,
+      },
+      { logFile: paths.virtiofsdLog },
+    );
+    writeFileSync(paths.virtiofsdPid, `${vfsd.pid} ${processStartTime(vfsd.pid) ?? 0}\n`);
+    share.socket = paths.virtiofsdSocket;
+  }
+  const stopDaemon = async () => {
+    await vfsd?.stop(2000);
+  };
+  let vm: Awaited<ReturnType<typeof startVm>>;
+  try {
+    vm = await startVm({
+      id: sandboxId,
+      dir: paths.vmDir,
+      config: config.hypervisor,
+      shares: [share],
+      netns: net?.netns,
+      nics: qemuNics(net),
+      onWarning: log,
+    });
+  } catch (err) {
+    vfsd?.kill();
+    await stopDaemon();
+    throw err;
+  }
+  // A virtiofsd that dies under a running guest leaves its file system hanging: end the VM, so the
+  // supervisor tells every stand-in, as when QEMU itself dies.
+  let stopping = false;
+  void vfsd?.waitExit().then(() => {
+    if (!stopping && !vm.exited) {
+      log("virtiofsd exited while the VM runs: stopping the VM");
+      vm.kill();
+    }
+  });
+  const handle: VmHandle = {
+    pid: vm.pid,
+    async stop(timeoutMs) {
+      stopping = true;
+      const r = await vm.stop(timeoutMs);
+      await stopDaemon();
+      return r;
+    },
+    kill() {
+      stopping = true;
+      vm.kill();
+      vfsd?.kill();
+    },
+    waitExit: () => vm.waitExit(),
+  };
+  try {
+    const agent = await connectVmAgent(vm.agentSocket, Math.max(5, config.agent.dialTimeout) * 1000);
+    if (net) {
+      // The agent answers first (the guest boots meanwhile), so the time below is the setup's own.
+      await agent.request("ping", {}, 120_000);
+      const t1 = Date.now();
+      await configureGuestNetwork(agent, net, 60_000);
+      log(`network: guest NICs and routes configured in ${Date.now() - t1} ms`);
+    }
+    return { agent, vm: handle, share: { dir: GUEST_SHARED_DIR, mount: guestShareMount(fs) } };
+  } catch (err) {
+    handle.kill();
+    await vm.waitExit();
+    await stopDaemon();
+    throw err;
+  }
+}
+
+/** A boot replacing the VM (tests): gets the sandbox paths, returns what the supervisor runs on. */
+export type TestBoot = (paths: SandboxPaths) => Promise<Booted>;
+
+async function run(argv: string[], testBoot?: TestBoot): Promise<void> {
+  const root = arg(argv, "--root");
+  const sandboxId = arg(argv, "--sandbox");
+  const configPath = arg(argv, "--config");
+  const netns = arg(argv, "--netns");
+  if (!root || !sandboxId)
+    throw new Error("usage: kata-supervisor --root DIR --sandbox ID [--config FILE] [--netns PATH]");
+  const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
+  const sup = new Supervisor({
+    root,
+    sandboxId,
+    log,
+    async boot(paths) {
+      if (testBoot) return testBoot(paths);
+      const which = process.env.KATA_TS_SUPERVISOR_AGENT ?? "";
+      if (which.startsWith("socket:")) {
+        // The real guest agent serving on a host socket (tests): it sees the host's share directory.
+        const agent = await connectVmAgent(which.slice("socket:".length), 10_000);
+        return { agent, share: { dir: paths.shared }, ownsAgent: false };
+      }
+      const { config } = processConfig(configPath);
+      return bootVm(sandboxId, paths, config, log, netns);
+    },
+  });
+  process.on("SIGTERM", () => void sup.shutdown(0));
+  process.on("SIGINT", () => void sup.shutdown(0));
+  process.on("SIGHUP", () => {});
+  try {
+    await sup.start();
+  } catch (err) {
+    const msg = firstLine((err as Error).message ?? String(err));
+    log(`start failed: ${msg}`);
+    report(`error: ${msg}`);
+    await sup.shutdown(1);
+    return;
+  }
+  report("ok");
+}
+
+/** Runs the supervisor with this process's arguments (the bundles' entries call this). */
+export function supervisorMain(testBoot?: TestBoot): void {
+  run(process.argv.slice(2), testBoot).catch((err) => {
+    report(`error: ${(err as Error).message}`);
+    process.exitCode = 1;
+  });
+}

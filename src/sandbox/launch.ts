@@ -1,0 +1,326 @@
+// Launching a sandbox from the CLI (short-lived) side: the supervisor (detached, one per sandbox), the
+// stand-ins (one per container process: the host pid engines wait on), the sandbox's recorded process
+// facts, and the teardown of whatever a dead or wedged sandbox left behind. The runtime's VM backend
+// (src/runtime/vm.ts) calls these; it never touches sandbox files itself.
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { constants } from "node:os";
+import { join, resolve } from "node:path";
+import { KataError } from "../errors";
+import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
+import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
+import { findProcesses, processAlive, processStartTime } from "../sys/proc";
+import { cleanupSandboxDir } from "./cleanup";
+import { sandboxPaths } from "./paths";
+import { type ControlArgs, type ControlOp, type ControlResult, supervisorCall } from "./protocol";
+
+export const STANDIN_BINARY = "kata-ts-standin";
+export const SUPERVISOR_BUNDLE = "kata-supervisor.cjs";
+/** Boot + agent ready under TCG is a few seconds; a cold page cache or a loaded CI host more. */
+const SUPERVISOR_READY_MS = 120_000;
+
+/** A host process named by pid and start time (a recycled pid is not it). */
+export interface ProcRef {
+  pid: number;
+  start: number;
+}
+
+/** A sandbox as the CLI names it: its runtime root and its id. */
+export interface SandboxRef {
+  root: string;
+  id: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The supervisor bundle: $KATA_TS_SUPERVISOR, next to the CLI bundle, or dist/ of the source tree. */
+export function supervisorScript(env: NodeJS.ProcessEnv = process.env): string {
+  const candidates = [
+    env.KATA_TS_SUPERVISOR,
+    join(__dirname, SUPERVISOR_BUNDLE),
+    join(__dirname, "..", "..", "dist", SUPERVISOR_BUNDLE),
+  ];
+  for (const c of candidates) if (c && existsSync(c)) return c;
+  throw new KataError(`sandbox supervisor ${SUPERVISOR_BUNDLE} not found: run \`npm run build\``);
+}
+
+export function standinBinary(): string {
+  const p = findNativeFile(STANDIN_BINARY);
+  if (!p) throw new KataError(`${STANDIN_BINARY} not built: run \`make -C native\``);
+  return p;
+}
+
+export function alive(p: ProcRef | undefined): boolean {
+  return p !== undefined && p.pid > 0 && processAlive(p.pid, p.start);
+}
+
+export function killRef(p: ProcRef | undefined, sig: NodeJS.Signals = "SIGKILL"): void {
+  if (!alive(p)) return;
+  try {
+    process.kill(p!.pid, sig);
+  } catch {
+    // gone between the check and the kill: what we wanted
+  }
+}
+
+export async function waitGone(p: ProcRef | undefined, timeoutMs: number): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (alive(p)) {
+    if (Date.now() > end) return false;
+    await sleep(10);
+  }
+  return true;
+}
+
+/** One request to the sandbox's supervisor over its control socket. */
+export function sandboxCall<O extends ControlOp>(
+  s: SandboxRef,
+  op: O,
+  args: ControlArgs<O>,
+  timeoutMs?: number,
+): Promise<ControlResult<O>> {
+  return supervisorCall(sandboxPaths(s.root, s.id).socket, op, args, timeoutMs);
+}
+
+interface SandboxInfo {
+  supervisorPid: number;
+  supervisorStart: number;
+  vmPid: number;
+  vmStart: number;
+}
+
+/** The processes a sandbox runs on the host, as far as its files (or /proc) tell. */
+export interface SandboxProcs {
+  supervisor?: ProcRef;
+  vm?: ProcRef;
+  /** virtio-fs: the daemon the supervisor started (it forks once more into its own pid namespace). */
+  virtiofsd?: ProcRef;
+}
+
+export function readSandboxInfo(s: SandboxRef): SandboxProcs {
+  const p = sandboxPaths(s.root, s.id);
+  const out: SandboxProcs = {};
+  try {
+    const [pid, start] = readFileSync(p.virtiofsdPid, "utf8").trim().split(" ").map(Number);
+    if (pid > 0) out.virtiofsd = { pid, start };
+  } catch {
+    // no virtio-fs daemon (9p, or not started yet)
+  }
+  try {
+    const i = JSON.parse(readFileSync(p.info, "utf8")) as SandboxInfo;
+    out.supervisor = { pid: i.supervisorPid, start: i.supervisorStart };
+    if (i.vmPid) out.vm = { pid: i.vmPid, start: i.vmStart };
+  } catch {
+    // Not written yet (killed while booting): the supervisor writes its pid file first thing.
+    try {
+      const [pid, start] = readFileSync(p.pidFile, "utf8").trim().split(" ").map(Number);
+      out.supervisor = { pid, start };
+    } catch {
+      // not even that: looked for by argv below
+    }
+  }
+  if (!out.supervisor) {
+    // Nothing on disk yet: the CLI that spawned it was killed before either of them wrote the pid file.
+    const root = resolve(s.root);
+    out.supervisor = findProcesses((argv) => {
+      const at = argv.indexOf("--sandbox");
+      return (
+        at > 0 &&
+        argv[at + 1] === s.id &&
+        argv.some((a) => a.endsWith(SUPERVISOR_BUNDLE)) &&
+        argv[argv.indexOf("--root") + 1] === root
+      );
+    })[0];
+  }
+  if (!out.vm) {
+    // QEMU writes its own pid file as soon as it runs.
+    try {
+      const pid = Number(readFileSync(join(p.vmDir, "qemu.pid"), "utf8").trim());
+      const start = processStartTime(pid);
+      if (start !== undefined && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`sandbox-${s.id}`))
+        out.vm = { pid, start };
+    } catch {
+      // no QEMU started (or it is gone)
+    }
+  }
+  return out;
+}
+
+/**
+ * Stops whatever is left of a sandbox (supervisor, QEMU, mounts, sockets, its directory) when its
+ * supervisor is gone or does not leave by itself.
+ */
+export async function destroySandbox(
+  s: SandboxRef,
+  graceMs = 10_000,
+  known: SandboxProcs = {},
+): Promise<void> {
+  // What the caller read before the supervisor could remove its files, completed by what is on disk now.
+  const now = readSandboxInfo(s);
+  const info = {
+    supervisor: known.supervisor ?? now.supervisor,
+    vm: known.vm ?? now.vm,
+    virtiofsd: known.virtiofsd ?? now.virtiofsd,
+  };
+  if (!(await waitGone(info.supervisor, graceMs))) killRef(info.supervisor);
+  await waitGone(info.supervisor, 2000);
+  killRef(info.vm);
+  await waitGone(info.vm, 5000);
+  const paths = sandboxPaths(s.root, s.id);
+  // virtiofsd dies with the supervisor (and its namespaced child with it); whatever still serves this
+  // sandbox's socket — the recorded daemon or its child — is killed here.
+  const daemons = [
+    ...(alive(info.virtiofsd) ? [info.virtiofsd!] : []),
+    ...findProcesses((argv) => argv.includes(`--socket-path=${paths.virtiofsdSocket}`)),
+  ];
+  for (const d of daemons) killRef(d);
+  for (const d of daemons) await waitGone(d, 2000);
+  rmSync(virtiofsdLockFile(paths.virtiofsdSocket), { force: true });
+  cleanupSandboxDir(paths, true);
+}
+
+/** Starts the sandbox supervisor (detached) and waits until it reports ready or fails. */
+export async function startSupervisor(s: SandboxRef, configPath?: string, netns?: string): Promise<ProcRef> {
+  const p = sandboxPaths(s.root, s.id);
+  if (existsSync(p.info) || existsSync(p.pidFile)) {
+    // A previous sandbox of this id died without cleanup: its leftovers would confuse this one.
+    await destroySandbox(s, 0);
+  }
+  mkdirSync(p.dir, { recursive: true, mode: 0o711 });
+  const logFd = openSync(p.log, "a", 0o600);
+  // An absolute root: `delete` may look for this process by its argv before it has written its pid.
+  const args = [supervisorScript(), "--root", resolve(s.root), "--sandbox", s.id];
+  if (configPath) args.push("--config", resolve(configPath));
+  // The pod's network namespace: its interfaces become the VM's NICs, which must exist at QEMU's start.
+  if (netns) args.push("--netns", netns);
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", logFd, logFd, "pipe"] });
+  } finally {
+    closeSync(logFd);
+  }
+  const ref = { pid: child.pid ?? 0, start: processStartTime(child.pid ?? 0) ?? 0 };
+  // Written by us too, at once: a CLI killed right after this line still leaves a findable pid.
+  writeFileSync(p.pidFile, `${ref.pid} ${ref.start}\n`);
+  const pipe = child.stdio[3] as NodeJS.ReadableStream;
+  const line = await new Promise<string>((res) => {
+    let buf = "";
+    const timer = setTimeout(
+      () => res(`error: the sandbox did not become ready within ${SUPERVISOR_READY_MS} ms`),
+      SUPERVISOR_READY_MS,
+    );
+    pipe.setEncoding("utf8");
+    pipe.on("data", (d: string) => {
+      buf += d;
+      if (buf.includes("\n")) {
+        clearTimeout(timer);
+        res(buf.slice(0, buf.indexOf("\n")));
+      }
+    });
+    pipe.on("end", () => {
+      clearTimeout(timer);
+      res(
+        buf.includes("\n")
+          ? buf.slice(0, buf.indexOf("\n"))
+          : "error: the sandbox supervisor exited during start",
+      );
+    });
+  });
+  (pipe as unknown as { destroy(): void }).destroy();
+  child.unref();
+  if (line !== "ok") {
+    killRef(ref);
+    await destroySandbox(s, 5000);
+    let why = line.replace(/^error: /, "");
+    if (why === "the sandbox supervisor exited during start") {
+      try {
+        const last = readFileSync(p.log, "utf8").trim().split("\n").pop();
+        if (last) why = last.replace(/^\S+Z /, "");
+      } catch {
+        // no log: the generic reason stands
+      }
+    }
+    throw new KataError(`sandbox ${s.id}: ${why}`);
+  }
+  return ref;
+}
+
+/** Sends a pty master to the engine's --console-socket, as runc does (the data is the pty's name). */
+async function sendConsole(socketPath: string, master: number, name: string): Promise<void> {
+  const sock = connect(socketPath);
+  await new Promise<void>((res, rej) => {
+    sock.once("connect", () => res());
+    sock.once("error", (e: NodeJS.ErrnoException) =>
+      rej(new KataError(`console socket ${socketPath}: ${e.code ?? e.message}`)),
+    );
+  });
+  try {
+    const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
+    // The socket is non-blocking; one small message fits in any socket buffer.
+    sendFds(fd, [master], Buffer.from(name));
+  } finally {
+    sock.destroy();
+  }
+}
+
+/** A stand-in child of this process: the host face of one container process. */
+export interface Standin {
+  child: ChildProcess;
+  ref: ProcRef;
+}
+
+/** Spawns a stand-in: with a terminal, on a fresh host pty whose master goes to the console socket. */
+export async function spawnStandin(
+  s: SandboxRef,
+  containerId: string,
+  execId: string,
+  terminal: boolean,
+  consoleSocket: string | undefined,
+): Promise<Standin> {
+  const bin = standinBinary();
+  const sock = sandboxPaths(s.root, s.id).socket;
+  let stdio: ("inherit" | number)[] = ["inherit", "inherit", "inherit"];
+  let slave: number | undefined;
+  if (terminal) {
+    if (!consoleSocket)
+      throw new KataError("cannot allocate tty if runc will detach without setting console socket");
+    const pty = openpty();
+    try {
+      await sendConsole(resolve(consoleSocket), pty.master, pty.name);
+    } finally {
+      closeFd(pty.master);
+    }
+    slave = pty.slave;
+    stdio = [slave, slave, slave];
+  }
+  let child: ChildProcess;
+  try {
+    child = spawn(bin, [sock, containerId, execId || "-", terminal ? "1" : "0"], { detached: true, stdio });
+  } finally {
+    if (slave !== undefined) closeFd(slave);
+  }
+  const pid = child.pid;
+  if (!pid) throw new KataError(`${STANDIN_BINARY}: could not be started`);
+  child.on("error", () => {});
+  return { child, ref: { pid, start: processStartTime(pid) ?? 0 } };
+}
+
+/** Waits for a stand-in child of ours; its exit code is the workload's (or 128+signal). */
+export function standinExit(child: ChildProcess): Promise<number> {
+  return new Promise((res) => {
+    if (child.exitCode !== null) return res(child.exitCode);
+    if (child.signalCode) return res(128 + (constants.signals[child.signalCode] as number));
+    child.once("exit", (code, sig) => res(sig ? 128 + (constants.signals[sig] as number) : (code ?? 255)));
+  });
+}
+
+/** The stand-ins of a container still running (init and every exec), by their argv. */
+export function standinPids(s: SandboxRef, containerId: string): number[] {
+  const sock = sandboxPaths(s.root, s.id).socket;
+  return findProcesses(
+    (argv) => argv[0]?.endsWith(`/${STANDIN_BINARY}`) === true && argv[1] === sock && argv[2] === containerId,
+  )
+    .map((p) => p.pid)
+    .sort((a, b) => a - b);
+}
