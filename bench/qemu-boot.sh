@@ -37,8 +37,8 @@ cat >"$script" <<'TS'
 import { readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { defaultConfig } from "../src/config/config";
-import { ensureFloorInitramfs, stockFloorModules } from "../src/guest/floor";
-import { ensureStockKernel, type GuestKernel, resolveGuestKernel } from "../src/guest/kernel";
+import { ensureFloorInitramfs, stockFloorModules } from "../test/support/floor";
+import { ensureStockKernel, type GuestKernel, resolveGuestKernel } from "../src/image/kernel";
 import { startVm, type Vm } from "../src/hypervisor/qemu";
 
 const [which, runsS, machine, memory, accel, consoleKind, work] = process.argv.slice(2);

@@ -54,10 +54,10 @@ qemu_path=/usr/bin/qemu-system-x86_64 initrd=""
 if [ "$kernel" = stock ] && [ "$host_agent" = 0 ]; then
   cat >"$work/prep.ts" <<'TS'
 import { writeFileSync } from "node:fs";
-import { bootstrapModuleNames, buildBootstrapInitramfs } from "../src/guest/bootstrap";
-import { moduleLoadOrder } from "../src/guest/floor";
-import { buildImage, defaultSources } from "../src/guest/image";
-import { ensureStockKernel } from "../src/guest/kernel";
+import { bootstrapModuleNames, buildBootstrapInitramfs } from "../test/support/bootstrap";
+import { moduleLoadOrder } from "../test/support/floor";
+import { buildImage, defaultSources } from "../src/image/image";
+import { ensureStockKernel } from "../src/image/kernel";
 const work = process.argv[2];
 (async () => {
   const img = await buildImage({ sources: defaultSources(), cacheDir: `${work}/cache` });

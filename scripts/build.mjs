@@ -30,11 +30,11 @@ await build({ ...common, entryPoints: ["src/cli/entry.ts"], outfile: "dist/kata-
 // The sandbox supervisor (VM mode): a separate bundle, so the CLI never loads its code.
 await build({ ...common, entryPoints: ["src/sandbox/main.ts"], outfile: "dist/kata-supervisor.cjs" });
 // The guest agent (runs inside the VM): its own bundle, copied into the guest image.
-await build({ ...common, entryPoints: ["src/guest/agent/main.ts"], outfile: "dist/kata-agent.cjs" });
+await build({ ...common, entryPoints: ["src/guest/main.ts"], outfile: "dist/kata-agent.cjs" });
 
 // V8 code cache for bin/kata-ts (bin/run-cached.cjs), made from a representative call (commander set-up,
 // a store read) so the functions every verb runs are in it. The guest agent's cache is made with the
-// guest image (src/guest/image.ts), whose key its inputs decide.
+// guest image (src/image/image.ts), whose key its inputs decide.
 {
   const { spawnSync } = await import("node:child_process");
   const { mkdtempSync, rmSync } = await import("node:fs");

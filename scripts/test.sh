@@ -5,5 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ -x test/engines/install-deps.sh ]; then bash test/engines/install-deps.sh; fi
 npx biome check src test scripts bench
+# The layering (docs/architecture.md): an upward import or an import cycle fails the build.
+npx depcruise src --config .dependency-cruiser.cjs
 npx tsc --noEmit
 node scripts/run-tests.mjs all

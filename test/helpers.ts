@@ -81,7 +81,7 @@ export function busyboxRootfs(dir: string): void {
 export async function writeVmTestConfig(dir: string, kernel: string, extra: string[] = []): Promise<string> {
   execFileSync("make", ["-s", "-C", join(REPO, "native")], { stdio: "inherit" });
   execFileSync(process.execPath, [join(REPO, "scripts", "build.mjs")], { cwd: REPO, stdio: "inherit" });
-  const { buildImage, defaultSources } = await import("../src/guest/image");
+  const { buildImage, defaultSources } = await import("../src/image/image");
   const img = await buildImage({ sources: defaultSources(), cacheDir: join(dir, "cache") });
   const config = join(dir, "configuration.toml");
   const lines = [

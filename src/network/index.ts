@@ -12,7 +12,7 @@
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentMethod, AgentRequest, AgentResponse, NetInterface, NetRoute } from "../agent/api";
-import { type NetnsRunner, netnsId, netnsIdentity, runInNetns } from "./netns";
+import { type NetnsRunner, netnsId, netnsIdentity, runInNetns } from "../sys/netns";
 import { scanNetns } from "./scan";
 import { applySetup, applyTeardown, type Endpoint, tapNames } from "./tcfilter";
 

@@ -3,7 +3,7 @@
 // MTU and addresses, and the main-table routes through those interfaces. Parsing is pure (unit-tested
 // on captured output); scanNetns runs the three commands.
 import type { IpAddress, NetInterface, NetRoute } from "../agent/api";
-import type { NetnsRunner } from "./netns";
+import type { NetnsRunner } from "../sys/netns";
 
 interface IpLink {
   ifname?: string;

@@ -5,7 +5,7 @@
 // is that interface. The interface keeps its addresses: the netns's own stack never sees a frame
 // (ingress redirection happens before it).
 import type { NetInterface } from "../agent/api";
-import type { NetnsRunner } from "./netns";
+import type { NetnsRunner } from "../sys/netns";
 
 export interface Endpoint {
   /** The interface in the pod's netns (its name, MAC, MTU and addresses go to the guest). */

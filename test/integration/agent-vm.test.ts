@@ -6,12 +6,12 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { AgentClient } from "../../src/agent";
-import { buildBootstrapInitramfs, stockBootstrapModules } from "../../src/guest/bootstrap";
-import { buildImage, defaultSources } from "../../src/guest/image";
-import { ensureStockKernel } from "../../src/guest/kernel";
 import { buildQemuArgs, hostTscKhz } from "../../src/hypervisor/qemu";
+import { buildImage, defaultSources } from "../../src/image/image";
+import { ensureStockKernel } from "../../src/image/kernel";
 import { defaultSpec } from "../../src/oci/defaults";
 import { REPO, tempDir } from "../helpers";
+import { buildBootstrapInitramfs, stockBootstrapModules } from "../support/bootstrap";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
 const AGENT = join(REPO, "dist", "kata-agent.cjs");

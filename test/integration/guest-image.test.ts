@@ -12,11 +12,11 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { AgentClient } from "../../src/agent/client";
 import { defaultConfig } from "../../src/config/config";
-import { buildBootstrapInitramfs, stockBootstrapModules } from "../../src/guest/bootstrap";
-import { buildImage, defaultSources, IMAGE_FILE, type ImageSources } from "../../src/guest/image";
-import { ensureStockKernel } from "../../src/guest/kernel";
 import { buildQemuArgs, hostTscKhz, startVm } from "../../src/hypervisor/qemu";
+import { buildImage, defaultSources, IMAGE_FILE, type ImageSources } from "../../src/image/image";
+import { ensureStockKernel } from "../../src/image/kernel";
 import { kata, REPO, tempDir } from "../helpers";
+import { buildBootstrapInitramfs, stockBootstrapModules } from "../support/bootstrap";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
 const BUILT_KERNEL = "/var/cache/kata-ts/vmlinux";

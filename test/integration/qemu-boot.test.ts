@@ -7,10 +7,10 @@ import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { defaultConfig, type QemuConfig } from "../../src/config/config";
-import { ensureFloorInitramfs, stockFloorModules } from "../../src/guest/floor";
-import { ensureStockKernel, type GuestKernel, hasPvhNote } from "../../src/guest/kernel";
 import { startVm } from "../../src/hypervisor/qemu";
+import { ensureStockKernel, type GuestKernel, hasPvhNote } from "../../src/image/kernel";
 import { tempDir } from "../helpers";
+import { ensureFloorInitramfs, stockFloorModules } from "../support/floor";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
 const BUILT = "/var/cache/kata-ts/vmlinux";

@@ -143,15 +143,15 @@ describe("VM sandboxes under QEMU", { skip: missing.length > 0 && `missing ${mis
       `#!/bin/sh\necho "$$" >> ${PROBE_LOG}\nexec ${join(REPO, "native", "build", "kata-ts-kvm-probe")} "$@"\n`,
       { mode: 0o755 },
     );
-    const { buildImage, defaultSources } = await import("../../src/guest/image");
+    const { buildImage, defaultSources } = await import("../../src/image/image");
     const img = await buildImage({ sources: defaultSources(), cacheDir: join(tmp.path, "cache") });
     let boot = [`path = "${QEMU}"`, `kernel = "${KERNEL}"`, `image = "${img.paths.image}"`, 'initrd = ""'];
     if (!existsSync(KERNEL)) {
       // Debian's kernel: virtio-blk, ext4 and 9p are modules, loaded by a bootstrap initramfs that then
       // switches to the image. The driver takes one of initrd/image, so a wrapper adds the image drive.
-      const { ensureStockKernel } = await import("../../src/guest/kernel");
-      const { bootstrapModuleNames, buildBootstrapInitramfs } = await import("../../src/guest/bootstrap");
-      const { moduleLoadOrder } = await import("../../src/guest/floor");
+      const { ensureStockKernel } = await import("../../src/image/kernel");
+      const { bootstrapModuleNames, buildBootstrapInitramfs } = await import("../support/bootstrap");
+      const { moduleLoadOrder } = await import("../support/floor");
       const k = await ensureStockKernel();
       const mods = moduleLoadOrder(`/lib/modules/${k.id}`, [...bootstrapModuleNames(), "9pnet_virtio", "9p"]);
       const initrd = join(tmp.path, "bootstrap.cpio");

@@ -5,7 +5,6 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { parse } from "smol-toml";
 import { defaultConfig } from "../../src/config/config";
-import { buildEnv, envToToml } from "../../src/config/env";
 import {
   chooseAccelerator,
   detectCgroupLayout,
@@ -14,6 +13,7 @@ import {
   parseMeminfo,
   runHostChecks,
 } from "../../src/runtime/check";
+import { buildEnv, envToToml } from "../../src/runtime/env";
 import { tempDir } from "../helpers";
 
 const slowKvm = async () => ({

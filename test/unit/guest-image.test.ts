@@ -3,7 +3,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { formatInspect } from "../../src/cli/commands/guest";
-import { bootstrapInitScript, bootstrapModuleNames } from "../../src/guest/bootstrap";
 import {
   appletLinks,
   type Component,
@@ -14,8 +13,9 @@ import {
   imagePaths,
   parseLdd,
   uuidFromKey,
-} from "../../src/guest/image";
-import { overallFraction, renderBar } from "../../src/guest/progress";
+} from "../../src/image/image";
+import { overallFraction, renderBar } from "../../src/image/progress";
+import { bootstrapInitScript, bootstrapModuleNames } from "../support/bootstrap";
 
 const LDD_NODE = `	linux-vdso.so.1 (0x00007fc9b6f1c000)
 	libdl.so.2 => /lib/x86_64-linux-gnu/libdl.so.2 (0x00007fc9b6f03000)

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { ipScript, parseIpAddrText, parseIpRouteText, routeArgs, runIp } from "../../src/guest/agent/network";
+import { ipScript, parseIpAddrText, parseIpRouteText, routeArgs, runIp } from "../../src/guest/network";
 import { buildQemuArgs, inNetns, type QemuLaunch } from "../../src/hypervisor/qemu";
 import {
   networkRecordPath,
@@ -15,12 +15,12 @@ import {
   specNetns,
   teardownSandboxNetwork,
 } from "../../src/network";
-import type { NetnsRunner } from "../../src/network/netns";
 import { parseIngressDevices, parseInterfaces, parseRoutes } from "../../src/network/scan";
 import { tapNames, tcfilterSetup, tcfilterTeardown } from "../../src/network/tcfilter";
 import type { Spec } from "../../src/oci/spec";
 import { parseRoutesInput } from "../../src/runtime/network";
 import { guestSpec } from "../../src/sandbox/supervisor";
+import type { NetnsRunner } from "../../src/sys/netns";
 import { tempDir } from "../helpers";
 
 // `ip -json -d addr show` in a pod netns: lo, the engine's veth (v4, global v6, link-local v6), a

@@ -6,8 +6,7 @@ import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
-import { contentKey, ensureCached } from "../../src/guest/cache";
-import { buildFloorInitramfs, moduleLoadOrder, newcArchive, S_IFREG } from "../../src/guest/floor";
+import { contentKey, ensureCached } from "../../src/image/cache";
 import {
   classifyKernel,
   extractVmlinux,
@@ -18,8 +17,9 @@ import {
   newestBootKernel,
   payloadCandidates,
   resolveGuestKernel,
-} from "../../src/guest/kernel";
+} from "../../src/image/kernel";
 import { REPO, tempDir } from "../helpers";
+import { buildFloorInitramfs, moduleLoadOrder, newcArchive, S_IFREG } from "../support/floor";
 
 const tmp = tempDir("kata-ts-guest-");
 after(() => tmp.cleanup());
@@ -48,7 +48,7 @@ function elfWithNote(name: string, type: number): Buffer {
 
 describe("guest kernel", () => {
   test("the cache key matches build.sh --print-key and changes with the fragment", async (t) => {
-    const recipe = kernelRecipeDir(join(REPO, "src", "guest"));
+    const recipe = kernelRecipeDir(join(REPO, "src", "image"));
     assert.equal(recipe, join(REPO, "guest", "kernel"));
     const fragment = readFileSync(join(recipe!, "config-fragment"));
     const script = readFileSync(join(recipe!, "build.sh"));

@@ -2,7 +2,7 @@
 // effective configuration, hypervisor, guest assets and host facts — as TOML (Kata's format) or JSON.
 import type { Command } from "commander";
 import { loadConfig } from "../../config/config";
-import { buildEnv, envToToml } from "../../config/env";
+import { buildEnv, envToToml } from "../../runtime/env";
 import { type App, print } from "../app";
 
 export function register(program: Command, app: App): void {

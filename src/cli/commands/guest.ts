@@ -1,4 +1,4 @@
-// `kata-ts guest build|inspect`: the guest image (src/guest/image.ts). `build` makes only the image;
+// `kata-ts guest build|inspect`: the guest image (src/image/image.ts). `build` makes only the image;
 // with --kernel it first runs guest/kernel/build.sh (a ~10 min build, itself cached) when the kata-ts
 // kernel is missing, because the image needs that kernel's built-in virtio-blk and ext4 to be the root.
 import { spawnSync } from "node:child_process";
@@ -12,9 +12,9 @@ import {
   type ImageManifest,
   type InspectResult,
   inspectImage,
-} from "../../guest/image";
-import { kernelRecipeDir } from "../../guest/kernel";
-import { progressReporter } from "../../guest/progress";
+} from "../../image/image";
+import { kernelRecipeDir } from "../../image/kernel";
+import { progressReporter } from "../../image/progress";
 import { type App, print } from "../app";
 import { CliError } from "../errors";
 

@@ -1,6 +1,10 @@
 // The QEMU command line for one sandbox VM, as a pure function of a launch description (no I/O, so
 // every flag is unit-tested). docs/hypervisor.md explains each flag; the short reasons are inline.
+import { AGENT_PORT_NAME } from "../../agent/api";
 import type { QemuConfig } from "../../config/config";
+
+// The port's name is the host-guest contract's (src/agent/api.ts); re-exported for the launch code.
+export { AGENT_PORT_NAME };
 
 export type ConsoleKind = "serial" | "virtio";
 
@@ -80,8 +84,6 @@ export interface QemuLaunch {
   /** Network interfaces, attached at boot (microvm cannot hotplug). */
   nics?: NicSpec[];
 }
-
-export const AGENT_PORT_NAME = "agent.channel.0";
 
 export function isMicrovm(machineType: string): boolean {
   return machineType === "microvm" || machineType.startsWith("microvm,");

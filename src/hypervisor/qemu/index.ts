@@ -14,7 +14,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { QemuConfig } from "../../config/config";
-import { nsenterArgv } from "../../network/netns";
+import { nsenterArgv } from "../../sys/netns";
 import type { HypervisorDriver, StartVmOptions, Vm, VmExit } from "../driver";
 import { type AccelChoice, chooseAccel, hostTscKhz } from "./accel";
 import { buildQemuArgs, isMicrovm, launchFromConfig } from "./cmdline";

@@ -7,11 +7,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AgentClient } from "../../agent/client";
-import { type AgentHandlers, serve } from "../../agent/server";
-import { hostFacts } from "../../engine/host";
-import { buildInitPlan } from "../../engine/plan";
-import { defaultSpec } from "../../oci/defaults";
+import { AgentClient } from "../agent/client";
+import { type AgentHandlers, serve } from "../agent/server";
+import { hostFacts } from "../engine/host";
+import { buildInitPlan } from "../engine/plan";
+import { defaultSpec } from "../oci/defaults";
 
 export async function warmUp(handlers: Partial<AgentHandlers>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "kata-ts-agent-warmup-"));

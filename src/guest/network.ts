@@ -5,8 +5,8 @@
 // busybox sh forks cheaply), and the text output both print is parsed for the list calls.
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
-import type { IpAddress, NetInterface, NetRoute } from "../../agent/api";
-import { sortRoutes } from "../../network/scan";
+import type { IpAddress, NetInterface, NetRoute } from "../agent/api";
+import { sortRoutes } from "../network/scan";
 
 /**
  * One `ip` command; `optional`: its failure does not stop the script; `mark`: a separator line in the

@@ -20,10 +20,10 @@ import type {
   SignalProcessRequest,
   StdioStreams,
   UpdateContainerRequest,
-} from "../../agent/api";
-import type { AgentStream } from "../../agent/channel";
-import { AgentError, Code } from "../../agent/wire";
-import { type CgroupManager, cgroupManagerFor, runcStatsData, stringifyExact } from "../../engine/cgroups";
+} from "../agent/api";
+import type { AgentStream } from "../agent/channel";
+import { AgentError, Code } from "../agent/wire";
+import { type CgroupManager, cgroupManagerFor, runcStatsData, stringifyExact } from "../engine/cgroups";
 import {
   createInit,
   EXEC_FIFO,
@@ -31,13 +31,13 @@ import {
   InitTimeout,
   releaseInit,
   setOomScoreAdj,
-} from "../../engine/container";
-import { capLastCap, containerPasswd } from "../../engine/host";
-import { type Launched, type LaunchOptions, launch, namespacesToJoin } from "../../engine/launcher";
-import { buildExecPlan } from "../../engine/plan";
-import { firstLine } from "../../errors";
-import { validateContainerId } from "../../oci/id";
-import type { Spec } from "../../oci/spec";
+} from "../engine/container";
+import { capLastCap, containerPasswd } from "../engine/host";
+import { type Launched, type LaunchOptions, launch, namespacesToJoin } from "../engine/launcher";
+import { buildExecPlan } from "../engine/plan";
+import { firstLine } from "../errors";
+import { validateContainerId } from "../oci/id";
+import type { Spec } from "../oci/spec";
 
 import { openPipes, openTerminal, type TerminalIo } from "./stdio";
 

@@ -17,7 +17,7 @@ export function bootstrapModuleNames(machineType = "microvm"): string[] {
 /** The bootstrap /init (busybox sh): load modules, mount the image, hand over to its /sbin/init. */
 export function bootstrapInitScript(rootDevice = "/dev/vda"): string {
   return `#!/bin/sh
-# kata-ts bootstrap initramfs (src/guest/bootstrap.ts), for kernels without built-in virtio-blk/ext4.
+# kata-ts bootstrap initramfs (test/support/bootstrap.ts), for kernels without built-in virtio-blk/ext4.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

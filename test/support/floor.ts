@@ -7,8 +7,8 @@
 // The archive is uncompressed newc cpio: decompressing an initramfs is pure CPU work that TCG makes slow.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { AGENT_PORT_NAME } from "../hypervisor/qemu/cmdline";
-import { cachePath, contentKey, ensureCached } from "./cache";
+import { AGENT_PORT_NAME } from "../../src/agent/api";
+import { cachePath, contentKey, ensureCached } from "../../src/image/cache";
 
 export interface CpioEntry {
   name: string;
@@ -62,7 +62,7 @@ export function newcArchive(entries: CpioEntry[]): Buffer {
 /** The floor's /init (busybox sh). */
 export function floorInitScript(portName = AGENT_PORT_NAME): string {
   return `#!/bin/sh
-# kata-ts floor guest (src/guest/floor.ts): READY on the agent port, then answer pings.
+# kata-ts floor guest (test/support/floor.ts): READY on the agent port, then answer pings.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

@@ -2,9 +2,9 @@
 // Agent, Host), adapted to kata-ts, plus the effective configuration under Config. Printed as TOML by
 // default (as Kata does) or JSON.
 import { stringify } from "smol-toml";
-import { chooseAccelerator, hostFacts, type KvmStatus, measureKvm, qemuVersion } from "../runtime/check";
+import { configToToml, type LoadedConfig } from "../config/config";
 import { VERSION } from "../version";
-import { configToToml, type LoadedConfig } from "./config";
+import { chooseAccelerator, hostFacts, type KvmStatus, measureKvm, qemuVersion } from "./check";
 
 /** Bumped when the env output's shape changes (Kata's Meta.Version plays the same role). */
 export const ENV_FORMAT_VERSION = "1.0.0";

@@ -9,9 +9,9 @@
 import { Socket } from "node:net";
 import type { Readable, Writable } from "node:stream";
 import { ReadStream } from "node:tty";
-import type { StdioStreams } from "../../agent/api";
-import type { StdioTarget } from "../../engine/launcher";
-import { closeFd, pipe, recvFds, setWinsize, socketpair } from "../../sys/native";
+import type { StdioStreams } from "../agent/api";
+import type { StdioTarget } from "../engine/launcher";
+import { closeFd, pipe, recvFds, setWinsize, socketpair } from "../sys/native";
 
 export interface ProcessIo {
   /** fds 0-2 for launch(): the child's pipe ends, or /dev/null where the host connected no stream. */
