@@ -8,7 +8,8 @@
 //   sandbox                               supervisor, stand-ins, sandbox launch and teardown
 //   hypervisor, network                   QEMU/virtiofsd; the pod network in the VM
 //   engine, agent                         the container engine; the host-guest contract and wire
-//   oci, sys, config, log, errors, version   pure types and rules, native and /proc access, settings, logs
+//   oci, sys, config, log                 OCI types and rules, native and /proc access, settings, logs
+//   errors.ts, version.ts                 the error base and one-line messages; the build's version
 const LAYERS = [
   ["cli"],
   ["guest"],
@@ -16,7 +17,8 @@ const LAYERS = [
   ["sandbox"],
   ["hypervisor", "network"],
   ["engine", "agent"],
-  ["oci", "sys", "config", "log", "errors.ts", "version.ts"],
+  ["oci", "sys", "config", "log"],
+  ["errors.ts", "version.ts"],
 ];
 
 const at = (name) => (name.endsWith(".ts") ? `^src/${name.replace(".", "\\.")}$` : `^src/${name}/`);

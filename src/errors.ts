@@ -11,10 +11,13 @@ export class KataError extends Error {
   }
 }
 
-/** The message of any thrown value (or a string) on one line; `sep` joins what were lines. */
+/**
+ * The message of any thrown value (or a string) on one line, never empty: what the CLI prints, what the
+ * supervisor answers, what crosses the agent wire. `sep` joins what were lines.
+ */
 export function oneLine(err: unknown, sep = ": "): string {
   const msg = err instanceof Error ? err.message : String(err);
-  return msg.replace(/\s*\n\s*/g, sep).trim();
+  return msg.replace(/\s*\n\s*/g, sep).trim() || "unknown error";
 }
 
 /** The errno code of a Node system error ("ENOENT"), or the error's text when it has none. */

@@ -1,8 +1,10 @@
 // The guest end: `serve(duplex, handlers)` answers the host's ttrpc requests with the handlers in
 // api.ts's shape and hands them the stdio streams by id (ctx.stream(id)). Handler errors become ttrpc
 // statuses: an AgentError keeps its code, anything else is UNKNOWN with the error's one-line message.
+
 import { setMaxListeners } from "node:events";
 import type { Duplex } from "node:stream";
+import { oneLine } from "../errors";
 import type { AgentApi, AgentMethod, AgentRequest, AgentResponse } from "./api";
 import { type AgentStream, Channel, type ChannelOptions } from "./channel";
 import {
@@ -12,7 +14,6 @@ import {
   decodePayload,
   decodeRequest,
   encodePayload,
-  oneLine,
   type TtrpcRequest,
 } from "./wire";
 
@@ -114,7 +115,7 @@ export class Session {
       this.channel.respond(id, {
         status: {
           code: e instanceof AgentError ? e.code : Code.unknown,
-          message: oneLine(e.message) || e.name,
+          message: oneLine(e.message || e.name, "; "),
         },
         payload: Buffer.alloc(0),
       });

@@ -5,6 +5,7 @@
 //     two messages, google.rpc.Status and KeyValue), so a real ttrpc peer can parse them;
 //   - the method payloads inside the envelopes: JSON (UTF-8), marked with metadata content-type;
 //   - the data-frame flags kata-ts uses for stdio streams (EOF, window updates, reset).
+import { KataError, oneLine } from "../errors";
 
 export const HEADER_SIZE = 10;
 /** ttrpc's messageLengthMax. */
@@ -63,18 +64,14 @@ export function codeName(code: number): string {
 }
 
 /** An error with a ttrpc status code: thrown by handlers in the guest, surfaced by the client on the host. */
-export class AgentError extends Error {
+export class AgentError extends KataError {
   constructor(
     readonly code: number,
     message: string,
   ) {
-    super(oneLine(message));
+    super(oneLine(message, "; "));
     this.name = "AgentError";
   }
-}
-
-export function oneLine(s: string): string {
-  return s.replace(/\s*\n\s*/g, "; ").trim();
 }
 
 export function encodeFrame(f: Frame): Buffer {

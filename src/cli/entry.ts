@@ -1,6 +1,6 @@
 // The bundle's entry: run one CLI invocation and set the exit code (never process.exit, so stdout
 // written to a pipe is flushed before Node leaves).
-import { oneLine } from "./errors";
+import { oneLine } from "../errors";
 import { main } from "./main";
 
 main(process.argv.slice(2)).then(

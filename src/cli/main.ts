@@ -2,11 +2,12 @@
 // line on stderr (plus a logrus-style line in --log) and a non-zero exit, as runc does.
 import { Command, CommanderError, Option } from "commander";
 import { loadConfig } from "../config/config";
+import { oneLine } from "../errors";
 import { annotateSpan, enableTracing, flushTracing, renameSpan, span } from "../log/tracing";
 import { VERSION } from "../version";
 import { App, DEFAULT_ROOT } from "./app";
 import { registerCommands } from "./commands";
-import { CliError, exitCodeOf, oneLine } from "./errors";
+import { CliError, exitCodeOf } from "./errors";
 
 function buildProgram(): { program: Command; app: App } {
   const program = new Command("kata-ts");

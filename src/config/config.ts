@@ -2,9 +2,11 @@
 // no file exists. Keys follow Kata Containers' configuration-qemu.toml so a Kata user recognises them;
 // our additions are `[runtime] hypervisor` ("qemu" | "none") and `[hypervisor.qemu] accel`.
 // The shipped config/configuration.toml must parse to exactly DEFAULT_CONFIG (a unit test checks it).
+
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import { parse, TomlError } from "smol-toml";
+import { firstLine, KataError } from "../errors";
 
 export const SHARED_FS = ["virtio-fs", "virtio-9p", "none"] as const;
 export const HYPERVISORS = ["qemu", "none"] as const;
@@ -97,7 +99,7 @@ export interface LoadedConfig {
 }
 
 /** A bad configuration file: the message is `config: <file>:<line>: <what>`. */
-export class ConfigError extends Error {
+export class ConfigError extends KataError {
   constructor(
     readonly file: string,
     readonly line: number | undefined,
@@ -364,7 +366,7 @@ export function parseConfig(text: string, file: string): { config: RuntimeConfig
     doc = parse(text) as Record<string, unknown>;
   } catch (err) {
     if (err instanceof TomlError) {
-      const what = err.message.split("\n")[0].replace(/^Invalid TOML document:\s*/, "");
+      const what = firstLine(err.message).replace(/^Invalid TOML document:\s*/, "");
       throw new ConfigError(file, err.line, `invalid TOML: ${what}`);
     }
     throw new ConfigError(file, undefined, `invalid TOML: ${(err as Error).message}`);

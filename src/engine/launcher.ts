@@ -5,10 +5,12 @@
 // The container's stdio is ours (fds 0-2) unless `stdio` names others (the guest agent gives each process
 // pipes it relays), and preserved fds 3..3+N-1 keep their numbers; the sync socket is the next fd, so a
 // caller's extra fds (conmon's 3 and 4) never reach the container unless preserved.
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import type { Socket } from "node:net";
 import { constants as osConstants } from "node:os";
+import { KataError } from "../errors";
 import { NAMESPACE_TYPES, type NamespaceType } from "../oci/spec";
 import { findNativeFile } from "../sys/native";
 import { PROC_NS_NAME } from "./plan";
@@ -24,14 +26,10 @@ export function helperPath(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /** An error the container process (or the helper) reported over the sync socket. */
-export class ContainerStartError extends Error {
+export class ContainerStartError extends KataError {
   /** exitCode: 127 when the workload could not be exec'd (a shell's "command not found"), else 1. */
-  constructor(
-    message: string,
-    readonly exitCode = 1,
-  ) {
-    super(message);
-    this.name = "ContainerStartError";
+  constructor(message: string, exitCode = 1) {
+    super(message, exitCode);
   }
 }
 

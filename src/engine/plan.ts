@@ -1,7 +1,9 @@
 // Spec → plan for the helper. Pure: everything it needs from the host (is a mount source a directory,
 // the container's /etc/passwd, the cgroup layout, cap_last_cap) comes in through `HostFacts`, so unit
 // tests can drive it with fixed facts. The record vocabulary is documented in docs/engine.md.
+
 import { posix } from "node:path";
+import { KataError } from "../errors";
 import { capabilityNumber, rlimitNumber } from "../oci/names";
 import type { Capabilities, LinuxDevice, Mount, NamespaceType, Process, Seccomp, Spec } from "../oci/spec";
 import { MS, PROPAGATION, parseMountOptions } from "./mountopts";
@@ -82,7 +84,7 @@ export interface InitPlan {
   namespaces: Partial<Record<NamespaceType, string>>;
 }
 
-export class PlanError extends Error {
+export class PlanError extends KataError {
   constructor(message: string) {
     super(message);
     this.name = "PlanError";

@@ -3,9 +3,11 @@
 // joined the pod's netns run. It uses `ip` (busybox's in the guest image; iproute2's on a test host),
 // every command of one RPC in one `sh` (under TCG each spawn from node costs ~0.1-0.25 s: node's fork;
 // busybox sh forks cheaply), and the text output both print is parsed for the list calls.
+
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import type { IpAddress, NetInterface, NetRoute } from "../agent/api";
+import { firstLine } from "../errors";
 import { sortRoutes } from "../network/scan";
 
 /**
@@ -43,7 +45,7 @@ export const runIp: IpRunner = (cmds) =>
       if (!err) return resolve(stdout);
       const lines = String(stderr).trim().split("\n");
       const failed = lines.find((l) => l.startsWith(FAILED))?.slice(FAILED.length);
-      const why = lines.filter((l) => l && !l.startsWith(FAILED)).pop() || err.message.split("\n")[0];
+      const why = lines.filter((l) => l && !l.startsWith(FAILED)).pop() || firstLine(err.message);
       reject(new Error(failed ? `${failed}: ${why}` : why));
     });
   });

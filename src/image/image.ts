@@ -11,6 +11,7 @@
 // input never rebuilds and any change does. <cache>/kata-ts-guest.img (the configured default
 // hypervisor.image) is a symlink to the current build. Input hashes are remembered per (path, size,
 // mtime, inode) so that checking a warm cache does not re-read the 100 MB node binary.
+
 import { execFile, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
@@ -34,6 +35,7 @@ import {
 } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { GUEST_ASSET_DIR } from "../config/config";
+import { firstLine } from "../errors";
 import { contentKey } from "./cache";
 
 /** Bump when the layout or the way the image is made changes: it is part of the key. */
@@ -634,7 +636,7 @@ async function versionsOf(plan: ImagePlan, sources: ImageSources): Promise<Recor
   } catch {}
   try {
     // `busybox` alone prints "BusyBox v1.35.0 (Debian ...) multi-call binary." first.
-    const first = (await run(sources.busybox, ["--help"]).catch((e: Error) => e.message)).split("\n")[0];
+    const first = firstLine(await run(sources.busybox, ["--help"]).catch((e: Error) => e.message));
     const m = first.match(/BusyBox (v\S+(?: \([^)]*\))?)/);
     if (m) versions["/bin/busybox"] = `busybox ${m[1]}`;
   } catch {}

@@ -11,11 +11,13 @@
 // The stock fallback is the vmlinux extracted from /boot/vmlinuz-* (linux-image-amd64). Every virtio
 // driver is a module there (virtio_mmio, virtio_console, 9p, virtiofs, vsock...), so a guest booted
 // with it must insmod them from its own image before it can see the agent port; `needsModules` says so.
+
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { GUEST_ASSET_DIR } from "../config/config";
+import { firstLine } from "../errors";
 import { publishFile } from "./cache";
 
 export const KERNEL_SOURCE_PACKAGE = "linux-source-6.1";
@@ -62,7 +64,7 @@ export function kernelRecipeDir(from = __dirname): string | undefined {
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolvePromise, reject) => {
     execFile(cmd, args, { encoding: "utf8" }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${cmd}: ${stderr.trim().split("\n")[0] || err.message}`));
+      if (err) reject(new Error(`${cmd}: ${firstLine(stderr) || err.message}`));
       else resolvePromise(stdout);
     });
   });

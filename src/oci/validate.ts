@@ -3,6 +3,7 @@
 // cross-field rules runc enforces (namespaces vs. mappings, sysctls vs. namespaces, seccomp actions...)
 // are checked here so that `create` fails before anything is set up. Messages are
 // "<field path>: <what>" so the user can find the offending field.
+import { KataError } from "../errors";
 import {
   CAPABILITIES,
   RLIMITS,
@@ -16,7 +17,7 @@ import {
 } from "./names";
 import { CAPABILITY_SETS, HOOK_NAMES, NAMESPACE_TYPES, type Process, type Spec } from "./spec";
 
-export class SpecError extends Error {
+export class SpecError extends KataError {
   constructor(
     readonly field: string,
     readonly what: string,

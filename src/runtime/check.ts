@@ -2,10 +2,12 @@
 // Every check looks at the real host: files that must exist, a KVM guest that must actually run, the
 // cgroup layout as mounted. What is required depends on the configured hypervisor: with
 // `hypervisor = "none"` the VM components are reported as skipped and only host features count.
+
 import { spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
 import { arch, cpus, release } from "node:os";
 import type { Accel, HypervisorKind, RuntimeConfig } from "../config/config";
+import { firstLine } from "../errors";
 import { DEFAULT_TIMEOUT_MS, probeKvm } from "../sys/kvm";
 
 export type CheckLevel = "info" | "warn" | "error" | "skip";
@@ -163,7 +165,7 @@ export function qemuVersion(path: string): string | undefined {
   if (!path || !existsSync(path)) return undefined;
   const r = spawnSync(path, ["--version"], { encoding: "utf8", timeout: 10_000 });
   if (r.error || r.status !== 0) return undefined;
-  return r.stdout.split("\n")[0]?.trim() || undefined;
+  return firstLine(r.stdout) || undefined;
 }
 
 function executable(path: string): boolean {

@@ -3,6 +3,7 @@
 //   <root>/<id>/lock         flock target; every mutating command holds it exclusively
 //   <root>/<id>/exec.fifo    present between create and start (owned by the engine)
 // The CLI is stateless between calls; this directory is the only memory it has.
+
 import {
   closeSync,
   fsyncSync,
@@ -15,6 +16,7 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
+import { KataError } from "../errors";
 import type { Spec } from "../oci/spec";
 import { flock } from "../sys/native";
 
@@ -45,14 +47,14 @@ export interface ContainerRecord {
   engine: Record<string, unknown>;
 }
 
-export class ContainerNotFound extends Error {
+export class ContainerNotFound extends KataError {
   constructor(readonly id: string) {
     super(`container "${id}" does not exist`);
     this.name = "ContainerNotFound";
   }
 }
 
-export class ContainerExists extends Error {
+export class ContainerExists extends KataError {
   constructor(readonly id: string) {
     super(`container with id exists: ${id}`);
     this.name = "ContainerExists";

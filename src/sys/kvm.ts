@@ -3,9 +3,11 @@
 // than QEMU's TCG). The probe binary (native/probe/kvm-probe.c) runs a `dec ecx; jnz` loop in a raw KVM
 // guest and reports the rate; hardware KVM runs it at ~1000 M iterations/s, an emulating /dev/kvm at
 // ~1 M/s. Anything below MIN_MIPS means: use TCG.
+
 import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
+import { firstLine } from "../errors";
 import { findNativeFile } from "./native";
 
 export const PROBE_FILE = "kata-ts-kvm-probe";
@@ -145,7 +147,7 @@ export async function probeKvm(opts: ProbeOptions = {}): Promise<KvmVerdict> {
       elapsedMs,
     };
   }
-  const why = r.stderr.trim().split("\n")[0] || r.error?.message.split("\n")[0] || "no output";
+  const why = firstLine(r.stderr) || firstLine(r.error?.message ?? "") || "no output";
   return { usable: false, reason: `KVM unusable: the probe failed: ${why}; ${TCG}`, elapsedMs };
 }
 

@@ -1,8 +1,10 @@
 // The only module that loads kata-ts's native addon (native/build/kata_native.node, built by
 // `make -C native` with plain cc against Node-API). It is loaded lazily, on the first call that needs it,
 // so commands that never touch fds or locks do not pay for it and still work where it is not built.
+
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { firstLine } from "../errors";
 
 export type FlockOp = "sh" | "ex" | "un";
 
@@ -102,7 +104,7 @@ export function native(): NativeAddon {
   try {
     process.dlopen(mod, file);
   } catch (err) {
-    const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    const why = firstLine(err instanceof Error ? err.message : String(err));
     throw new Error(`native addon ${file} failed to load (rebuild with \`make -C native\`): ${why}`);
   }
   loaded = mod.exports as NativeAddon;

@@ -1,8 +1,10 @@
 // Running iproute2 inside a network namespace given by path: `nsenter --net=PATH -- CMD ...`. The
 // engine (podman/netavark, CNI, docker) made the namespace; kata-ts only enters it. Synchronous: these
 // are a handful of short calls while a sandbox starts or is cleaned up, not a hot path.
+
 import { execFileSync } from "node:child_process";
 import { statSync } from "node:fs";
+import { firstLine } from "../errors";
 
 /** Runs argv in the namespace and returns stdout; `input` is fed on stdin (ip/tc -batch -). */
 export type NetnsRunner = (netns: string, argv: string[], input?: string) => string;
@@ -29,7 +31,7 @@ export const runInNetns: NetnsRunner = (netns, argv, input) => {
       .split("\n")
       .filter((l) => l.trim() && !/^Command failed /.test(l))
       .pop();
-    throw new Error(`${argv.join(" ")} in ${netns}: ${last || (err as Error).message.split("\n")[0]}`);
+    throw new Error(`${argv.join(" ")} in ${netns}: ${last || firstLine((err as Error).message)}`);
   }
 };
 

@@ -1,5 +1,6 @@
 // Small synchronous file helpers for cgroupfs. Every failure becomes a one-line Error that names the file
 // and the value, because "EINVAL" alone never tells a user which limit the kernel refused.
+
 import {
   closeSync,
   constants,
@@ -14,8 +15,9 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
+import { KataError } from "../../errors";
 
-export class CgroupWriteError extends Error {
+export class CgroupWriteError extends KataError {
   constructor(
     readonly file: string,
     readonly value: string,

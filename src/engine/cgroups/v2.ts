@@ -1,8 +1,10 @@
 // cgroup v2 manager: one directory in the unified hierarchy, runc's fs2 semantics (conversions
 // included). Device rules become an eBPF program attached to the cgroup (BPF_CGROUP_DEVICE), since v2
 // has no devices.allow file; see devicefilter.ts and docs/cgroups.md.
+
 import { closeSync, constants, openSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { firstLine } from "../../errors";
 import { attachDeviceFilter } from "../../sys/native";
 import { BaseManager, checkPageSize, hugePageSizes, int, type ManagerInit, rdmaLine } from "./common";
 import { deviceFilterProgram } from "./devicefilter";
@@ -135,7 +137,7 @@ export function loadDeviceFilter(dir: string, program: Buffer): void {
     fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
     attachDeviceFilter(fd, program);
   } catch (err) {
-    const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    const why = firstLine(err instanceof Error ? err.message : String(err));
     throw new Error(`unable to load the cgroup v2 device filter (eBPF) into ${dir}: ${why}`);
   } finally {
     if (fd !== undefined) closeSync(fd);

@@ -2,8 +2,10 @@
 // the protocol is small: newline-delimited JSON; a greeting; `qmp_capabilities` to leave negotiation
 // mode; then commands `{"execute", "arguments", "id"}` answered by `{"return"|"error", "id"}`, with
 // asynchronous `{"event", "data", "timestamp"}` messages interleaved.
+
 import { EventEmitter } from "node:events";
 import { connect, type Socket } from "node:net";
+import { KataError } from "../../errors";
 
 export interface QmpGreeting {
   QMP: {
@@ -25,7 +27,7 @@ export interface QmpStatus {
 }
 
 /** An error QEMU returned for a command: `class` is QMP's error class (e.g. "GenericError"). */
-export class QmpError extends Error {
+export class QmpError extends KataError {
   constructor(
     readonly command: string,
     readonly errorClass: string,
