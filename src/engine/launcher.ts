@@ -125,7 +125,9 @@ export function launch(o: LaunchOptions): Promise<Launched> {
 function killQuietly(pid: number): void {
   try {
     process.kill(pid, "SIGKILL");
-  } catch {}
+  } catch {
+    // already gone: what we wanted
+  }
 }
 
 const SIGNALS = osConstants.signals as Record<string, number>;

@@ -37,7 +37,9 @@ export function relaySignals(pid: number): () => void {
     const h = () => {
       try {
         process.kill(pid, sig);
-      } catch {}
+      } catch {
+        // the process exited meanwhile: nothing to relay to
+      }
     };
     process.on(sig, h);
     return [sig, h] as const;

@@ -221,7 +221,9 @@ export class ContainerManager {
       } catch (err) {
         try {
           process.kill(launched.pid, "SIGKILL");
-        } catch {}
+        } catch {
+          // the process is gone already
+        }
         await launched.exited;
         throw err;
       }
@@ -313,12 +315,16 @@ export class ContainerManager {
       if (launched) {
         try {
           process.kill(launched.pid, "SIGKILL");
-        } catch {}
+        } catch {
+          // the init is gone already
+        }
         await launched.exited;
       }
       try {
         cgroup?.destroy();
-      } catch {}
+      } catch {
+        // never created, or already removed
+      }
       for (const t of [...mounts].reverse()) await unmount(t);
       rmSync(dir, { recursive: true, force: true });
       throw err instanceof AgentError ? err : new AgentError(Code.internal, (err as Error).message);
@@ -340,7 +346,9 @@ export class ContainerManager {
     c.started = true;
     try {
       unlinkSync(join(c.dir, EXEC_FIFO));
-    } catch {}
+    } catch {
+      // the init removed it already
+    }
   }
 
   async execProcess(req: ExecProcessRequest, stream: (id: number) => AgentStream): Promise<ProcessStarted> {
@@ -389,7 +397,9 @@ export class ContainerManager {
       for (const pid of c.cgroup.pids())
         try {
           process.kill(pid, req.signal);
-        } catch {}
+        } catch {
+          // exited meanwhile: one fewer to signal
+        }
       if (req.signal === 9 && c.cgroup.frozen()) c.cgroup.thaw();
       return;
     }
@@ -463,7 +473,9 @@ export class ContainerManager {
       for (const pid of pids)
         try {
           process.kill(pid, "SIGKILL");
-        } catch {}
+        } catch {
+          // exited meanwhile: one fewer to kill
+        }
       await new Promise((r) => setTimeout(r, 10 * (round + 1)));
     }
     await Promise.race([

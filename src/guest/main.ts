@@ -82,7 +82,9 @@ async function main(): Promise<void> {
     if (env.KATA_TS_AGENT_SOCKET) process.exit(code);
     try {
       execFileSync("sync", { timeout: 5000 });
-    } catch {}
+    } catch {
+      // sync failed or timed out: the power-off goes ahead anyway
+    }
     // Node's exit joins the thread pool, and a pool thread stays blocked in read() on the port while the
     // host is connected: a clean exit only once the host hung up (the supervisor closes its end after
     // the answer). If it stays connected, end hard: nothing is left to flush, and the init powers off

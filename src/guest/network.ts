@@ -66,7 +66,9 @@ export function guestLinks(): { name: string; mac: string; mtu: number }[] {
   let names: string[] = [];
   try {
     names = readdirSync(SYS_NET);
-  } catch {}
+  } catch {
+    // no sysfs net directory: no interfaces to list
+  }
   return names
     .filter((n) => n !== "lo" && readSys(n, "type") === ARPHRD_ETHER)
     .map((name) => ({

@@ -12,11 +12,15 @@ export function findPort(name: string, sysDir = "/sys/class/virtio-ports"): stri
   let ports: string[] = [];
   try {
     ports = readdirSync(sysDir);
-  } catch {}
+  } catch {
+    // no virtio-ports in sysfs: no port, the caller reports it
+  }
   for (const p of ports) {
     try {
       if (readFileSync(join(sysDir, p, "name"), "utf8").trim() === name) return join("/dev", p);
-    } catch {}
+    } catch {
+      // a port without a readable name is not ours
+    }
   }
   throw new Error(
     `virtio-serial port ${name} not found under ${sysDir} (ports: ${ports.join(", ") || "none"})`,
@@ -131,7 +135,9 @@ export function servePort(device: string, onSession: (io: Duplex) => Promise<unk
       const closeFd = () => {
         try {
           closeSync(fd);
-        } catch {}
+        } catch {
+          // already closed
+        }
       };
       if (inFlight === 0) closeFd();
       else onSettled.push(closeFd);

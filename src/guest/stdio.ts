@@ -43,7 +43,9 @@ export function openTerminal(): TerminalIo {
     for (const fd of [mine, theirs])
       try {
         closeFd(fd);
-      } catch {}
+      } catch {
+        // already closed
+      }
   };
   return {
     consoleFd: theirs,
@@ -95,7 +97,9 @@ export function openPipes(s: StdioStreams): ProcessIo {
     for (const fd of childEnds.splice(0))
       try {
         closeFd(fd);
-      } catch {}
+      } catch {
+        // already closed
+      }
   };
   return {
     targets: [i.target, o.target, e.target],

@@ -633,13 +633,17 @@ async function versionsOf(plan: ImagePlan, sources: ImageSources): Promise<Recor
   const versions: Record<string, string> = {};
   try {
     versions[GUEST_NODE_PATH] = `node ${(await run(sources.node, ["--version"])).trim()}`;
-  } catch {}
+  } catch {
+    // no version to record: the image is still valid without it
+  }
   try {
     // `busybox` alone prints "BusyBox v1.35.0 (Debian ...) multi-call binary." first.
     const first = firstLine(await run(sources.busybox, ["--help"]).catch((e: Error) => e.message));
     const m = first.match(/BusyBox (v\S+(?: \([^)]*\))?)/);
     if (m) versions["/bin/busybox"] = `busybox ${m[1]}`;
-  } catch {}
+  } catch {
+    // no version to record: the image is still valid without it
+  }
   const libs = plan.components.filter((c) => c.role === "lib");
   const pkgs = await packageVersions([...new Set(libs.flatMap((c) => [c.dest, c.source]))]);
   for (const c of libs) {

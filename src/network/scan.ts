@@ -30,7 +30,9 @@ function parseJsonArray<T>(text: string, what: string): T[] {
   try {
     const v = JSON.parse(t) as unknown;
     if (Array.isArray(v)) return v as T[];
-  } catch {}
+  } catch {
+    // not JSON (an old iproute2): the caller falls back to the text parser
+  }
   throw new Error(`cannot parse the output of ${what}`);
 }
 

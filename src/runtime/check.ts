@@ -148,7 +148,9 @@ export function hostFacts(): HostFacts {
     namespaces = [...REQUIRED_NAMESPACES, ...OPTIONAL_NAMESPACES].filter((n) =>
       existsSync(`/proc/self/ns/${n}`),
     );
-  } catch {}
+  } catch {
+    // no /proc/self/ns: the check below reports every namespace missing
+  }
   return {
     kernel: release(),
     architecture: goArch(),

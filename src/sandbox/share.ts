@@ -112,7 +112,9 @@ export function unmountTree(dir: string): void {
       } catch {
         try {
           run(["umount", "-l", mp]);
-        } catch {}
+        } catch {
+          // still busy even detached: the sandbox's teardown reports what is left
+        }
       }
     }
   }
