@@ -1,7 +1,7 @@
 // kata-ts CLI entry: builds the commander program, runs one verb, and turns every failure into one
 // line on stderr (plus a logrus-style line in --log) and a non-zero exit, as runc does.
 import { Command, CommanderError, Option } from "commander";
-import { loadConfig } from "../config/config";
+import { processConfig } from "../config/config";
 import { oneLine } from "../errors";
 import { annotateSpan, enableTracing, flushTracing, renameSpan, span } from "../log/tracing";
 import { VERSION } from "../version";
@@ -94,7 +94,8 @@ function configureTracing(argv: string[]): boolean {
     else if (/^--(root|log|log-format|rootless)$/.test(a)) i++;
   }
   try {
-    const { config } = loadConfig({ explicitPath });
+    // Read once for the whole call: the verb's own processConfig() gets this same object.
+    const { config } = processConfig(explicitPath);
     if (!config.runtime.enableTracing) return false;
     enableTracing({ endpoint: config.runtime.otlpEndpoint || undefined });
     return true;

@@ -4,7 +4,7 @@
 // does no NIC hotplug on q35/pc either), so add-iface / del-iface are refused in one line.
 
 import type { NetInterface, NetRoute } from "../agent/api";
-import { loadConfig } from "../config/config";
+import { processConfig } from "../config/config";
 import { sandboxPaths } from "../sandbox/paths";
 import { supervisorCall } from "../sandbox/protocol";
 import type { RuntimeContext } from "./options";
@@ -67,7 +67,7 @@ export async function containerNetwork(
     case "add-iface":
     case "del-iface": {
       parseJson(input?.() ?? "", verb);
-      const machine = loadConfig({ explicitPath: ctx.configPath }).config.hypervisor.machineType || "microvm";
+      const machine = processConfig(ctx.configPath).config.hypervisor.machineType || "microvm";
       throw new Error(
         `${verb}: not supported with machine type ${machine}: kata-ts attaches NICs when the VM starts (no hotplug)`,
       );

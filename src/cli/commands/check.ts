@@ -1,7 +1,7 @@
 // `kata-ts check` (alias `kata-check`): can this host run the configured kata-ts? One line per check
 // on stdout; exit status 1 only when a required component is missing.
 import type { Command } from "commander";
-import { loadConfig } from "../../config/config";
+import { processConfig } from "../../config/config";
 import { formatCheckLine, runHostChecks } from "../../runtime/check";
 import { type App, print } from "../app";
 import { CliError } from "../errors";
@@ -13,7 +13,7 @@ export function register(program: Command, app: App): void {
     .description("check that this host can run kata-ts with the current configuration")
     .option("--json", "print the results as JSON")
     .action(async (opts: { json?: boolean }) => {
-      const loaded = loadConfig({ explicitPath: app.globals().config });
+      const loaded = processConfig(app.globals().config);
       for (const w of loaded.warnings) app.logger().warn(w);
       const report = await runHostChecks(loaded.config);
       if (opts.json) print(JSON.stringify({ config: loaded.path ?? null, ...report }, null, 2));

@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { GUEST_ASSET_DIR, loadConfig } from "../../config/config";
+import { GUEST_ASSET_DIR, processConfig } from "../../config/config";
 import {
   buildImage,
   defaultSources,
@@ -95,7 +95,7 @@ export function register(program: Command, app: App): void {
     .option("--cache-dir <dir>", "guest asset cache", GUEST_ASSET_DIR)
     .option("--json", "print the result as JSON")
     .action(async (opts: { image?: string; cacheDir: string; json?: boolean }) => {
-      const loaded = loadConfig({ explicitPath: app.globals().config });
+      const loaded = processConfig(app.globals().config);
       const path = opts.image ?? (loaded.config.hypervisor.image || join(opts.cacheDir, "kata-ts-guest.img"));
       const res = await inspectImage({ path, cacheDir: opts.cacheDir });
       if (opts.json) {
