@@ -69,6 +69,19 @@ type ControlHandler<O extends ControlOp> = (
 /** One handler per control operation (src/sandbox/protocol.ts ControlOps). */
 type ControlHandlers = { [O in ControlOp]: ControlHandler<O> };
 
+/** Splits a socket's text into lines: each complete line goes to onLine, the rest waits for more. */
+function lineReader(onLine: (line: string) => void): (chunk: string) => void {
+  let buf = "";
+  return (chunk) => {
+    buf += chunk;
+    for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      onLine(line);
+    }
+  };
+}
+
 /** Operations a stopping sandbox still answers. */
 const WHILE_STOPPING: ReadonlySet<ControlOp> = new Set(["ping", "delete", "shutdown"]);
 
@@ -223,15 +236,7 @@ export class Supervisor {
     const execId = exec === "-" ? "" : (exec ?? "");
     const s = new Standin(sock, cid ?? "", execId, term === "1", fds);
     this.log(`stand-in for ${s.containerId}/${execId || "init"} connected with ${fds.length} fds`);
-    let buf = "";
-    const onLines = (chunk: string) => {
-      buf += chunk;
-      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        void this.onStandinLine(s, line);
-      }
-    };
+    const onLines = lineReader((line) => void this.onStandinLine(s, line));
     sock.setEncoding("utf8");
     sock.on("data", onLines);
     sock.on("close", () => this.onStandinGone(s));
@@ -291,15 +296,9 @@ export class Supervisor {
   }
 
   private onControl(sock: Socket, initial: string): void {
-    let buf = "";
-    const onData = (chunk: string) => {
-      buf += chunk;
-      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim()) void this.handle(sock, line);
-      }
-    };
+    const onData = lineReader((line) => {
+      if (line.trim()) void this.handle(sock, line);
+    });
     sock.setEncoding("utf8");
     sock.on("data", onData);
     sock.resume();

@@ -252,4 +252,71 @@ describe("vm-mode lifecycle with the real agent on a host socket", {
     assert.equal(vm(["delete", "as1"]).code, 0);
     await assertNothingLeft("as1", ["as1", "ap1"]);
   });
+
+  test("start racing the init's exec fifo: a workload that exits at once starts as on the host", async () => {
+    // The init writes its byte to the exec fifo, execs and exits; `start` must see the byte even when the
+    // exit is seen first (engine/container.ts releaseInit reads again). Same outcome per container on the
+    // host engine (hypervisor = "none", bin/kata-ts) and in VM mode (the guest agent's engine).
+    const N = 8;
+    const hostRoot = join(tmp.path, "host-root");
+    const conf = join(tmp.path, "host.toml");
+    writeFileSync(conf, '[runtime]\nhypervisor = "none"\n');
+    const sb = bundle("race-sb", LOOP);
+    const sbPid = join(tmp.path, "race-sb.pid");
+    assert.equal(vmCreate(["--bundle", sb, "--pid-file", sbPid, "ars"]).code, 0);
+    assert.equal(vm(["start", "ars"]).code, 0);
+    const outcome = async (
+      run: (args: string[], out?: number) => { code: number; stdout: string; stderr: string },
+      id: string,
+      b: string,
+    ) => {
+      const pidFile = join(tmp.path, `${id}.pid`);
+      const out = openSync(join(tmp.path, `${id}.out`), "w");
+      let created: number;
+      try {
+        created = run(["create", "--bundle", b, "--pid-file", pidFile, id], out).code;
+      } finally {
+        closeSync(out);
+      }
+      const started = run(["start", id]);
+      await until(`${id} exits`, () => !alive(Number(readFileSync(pidFile, "utf8"))));
+      const status = JSON.parse(run(["state", id]).stdout || "{}").status as string;
+      const deleted = run(["delete", id]).code;
+      return { created, start: started.code, startErr: started.stderr, status, deleted };
+    };
+    const onVm = (args: string[], out?: number) => {
+      if (out === undefined) return vm(args);
+      const r = spawnSync(process.execPath, [ENTRY, "--root", root, ...args], {
+        env,
+        stdio: ["ignore", out, out],
+        timeout: 60_000,
+      });
+      return { code: r.status ?? 128, stdout: "", stderr: "" };
+    };
+    const onHost = (args: string[], out?: number) => {
+      const argv = [join(REPO, "bin", "kata-ts"), "--root", hostRoot, "--config", conf, ...args];
+      const r = spawnSync(argv[0]!, argv.slice(1), {
+        encoding: "utf8",
+        stdio: out === undefined ? "pipe" : ["ignore", out, out],
+        timeout: 60_000,
+      });
+      return { code: r.status ?? 128, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+    };
+    const pod = { "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "ars" };
+    const fast = bundle("race-fast", ["/bin/true"]);
+    const fastPod = bundle("race-fast-pod", ["/bin/true"], { annotations: pod });
+    const expected = { created: 0, start: 0, startErr: "", status: "stopped", deleted: 0 };
+    for (let i = 0; i < N; i++) {
+      assert.deepEqual(await outcome(onHost, `arh${i}`, fast), expected, `host, round ${i}`);
+      assert.deepEqual(await outcome(onVm, `arv${i}`, fastPod), expected, `VM mode, round ${i}\n${agentLog}`);
+    }
+    assert.equal(vm(["kill", "ars", "9"]).code, 0);
+    await until("stand-in exit", () => !alive(Number(readFileSync(sbPid, "utf8"))));
+    assert.equal(vm(["delete", "ars"]).code, 0);
+    await assertNothingLeft(
+      "ars",
+      Array.from({ length: N }, (_, i) => `arv${i}`),
+    );
+    assert.deepEqual(existsSync(hostRoot) ? readdirSync(hostRoot) : [], [], "host state left");
+  });
 });
