@@ -51,16 +51,9 @@ function started(s: Standin): Started {
   };
 }
 
-function syncCall<O extends "ps" | "stats">(
-  ctx: RuntimeContext,
-  record: ContainerRecord,
-  op: O,
-  args: object,
-) {
-  return supervisorCallSync(sandboxPaths(ctx.root, record.sandboxId).socket, op, {
-    containerId: record.id,
-    ...args,
-  } as never);
+/** The sandbox's control socket, for the synchronous one-shot client (ps and `events --stats` print from sync code). */
+function socketOf(ctx: RuntimeContext, record: ContainerRecord): string {
+  return sandboxPaths(ctx.root, record.sandboxId).socket;
 }
 
 export const vmBackend: Backend = {
@@ -193,7 +186,10 @@ export const vmBackend: Backend = {
   pids: (ctx, record) => standinPids(sandboxOf(ctx, record), record.id),
   /** The guest's ps rows of the container's processes (guest pids). */
   psTable(ctx, record, psArgs) {
-    const r = syncCall(ctx, record, "ps", { psArgs: [...psArgs] }) as { pids: number[]; table?: string };
+    const r = supervisorCallSync(socketOf(ctx, record), "ps", {
+      containerId: record.id,
+      psArgs: [...psArgs],
+    });
     return filterPsOutput(r.table ?? "", r.pids);
   },
   async freeze(ctx, record, pause) {
@@ -207,7 +203,9 @@ export const vmBackend: Backend = {
   stats: async (ctx, record) =>
     (await sandboxCall(sandboxOf(ctx, record), "stats", { containerId: record.id }))
       .data as unknown as CgroupStats,
-  statsSync: (ctx, record) => (syncCall(ctx, record, "stats", {}) as { data: unknown }).data as CgroupStats,
+  statsSync: (ctx, record) =>
+    supervisorCallSync(socketOf(ctx, record), "stats", { containerId: record.id })
+      .data as unknown as CgroupStats,
   // No OOM events from the guest yet.
   oomKills: () => undefined,
 };
