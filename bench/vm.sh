@@ -2,7 +2,7 @@
 # VM mode end to end, in one run:
 #   (a) the floor: bare QEMU boot to READY (bench/qemu-boot.sh, the same kernel);
 #   (b) `run` of busybox `true` in a VM, cold (a new sandbox = a new VM per run), through the VM
-#       CLI (bin/kata-ts; its verbs dispatch to src/runtime/vm.ts when hypervisor = "qemu");
+#       CLI (bin/kata-ts; its verbs use the VM backend, src/runtime/vm.ts, when hypervisor = "qemu");
 #   (c) `runc run` of the same bundle, for scale;
 # medians, the ratio b/a, and the host memory of one running sandbox: PSS (/proc/PID/smaps_rollup) of
 # QEMU, virtiofsd (with virtio-fs), the supervisor and the stand-in.
@@ -49,7 +49,12 @@ cleanup() {
 }
 trap cleanup EXIT
 export KATA_TS_SUPERVISOR=$repo/dist/kata-supervisor.cjs KATA_TS_NATIVE_DIR=$repo/native/build
-[ "$host_agent" = 1 ] && export KATA_TS_SUPERVISOR_AGENT=host
+if [ "$host_agent" = 1 ]; then
+  # The supervisor with its VM replaced by host processes: a test-only bundle, never in dist/.
+  node_modules/.bin/esbuild test/support/hostagent-supervisor.ts --bundle --platform=node --format=cjs \
+    --log-level=warning --outfile="$work/kata-supervisor.cjs"
+  export KATA_TS_SUPERVISOR=$work/kata-supervisor.cjs
+fi
 qemu_path=/usr/bin/qemu-system-x86_64 initrd=""
 if [ "$kernel" = stock ] && [ "$host_agent" = 0 ]; then
   cat >"$work/prep.ts" <<'TS'
