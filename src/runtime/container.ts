@@ -1,11 +1,12 @@
-// What the host engine (lifecycle.ts) and VM mode (vm.ts) share about one container: reading its bundle,
+// What both backends (host.ts, vm.ts) share about one container: reading its bundle,
 // its OCI state (what hooks get on stdin), running its host-side hooks, and the --pid-file engines wait on.
 import { readFileSync, statSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
+import { containerState } from "../engine/container";
 import { span } from "../log/tracing";
 import { containerKind } from "../oci/annotations";
 import type { HookName, Spec } from "../oci/spec";
-import { ociState, rfc3339Nano } from "../oci/state";
+import { rfc3339Nano } from "../oci/state";
 import { parseConfigJson, validateSpec } from "../oci/validate";
 import { runHooks } from "./hooks";
 import type { ContainerStatus } from "./status";
@@ -65,18 +66,15 @@ export function newContainerRecord(
   };
 }
 
-/** The OCI state JSON of a container, as hooks receive it on stdin. */
+/** The OCI state JSON of a container, as hooks receive it on stdin (the driver's, from the record). */
 export function stateJson(record: ContainerRecord, status: ContainerStatus, pid?: number): string {
-  return JSON.stringify(
-    ociState({
-      id: record.id,
-      status,
-      pid: pid ?? record.pid,
-      bundle: record.bundle,
-      annotations: record.annotations,
-      ociVersion: record.config.ociVersion,
-    }),
-  );
+  const facts = {
+    id: record.id,
+    bundle: record.bundle,
+    spec: record.config,
+    annotations: record.annotations,
+  };
+  return containerState(facts, status, pid ?? record.pid);
 }
 
 /** Runs the container's host-side hooks of one kind (in a tracing span), from the bundle directory. */
