@@ -2,6 +2,7 @@
 // its OCI state (what hooks get on stdin), running its host-side hooks, and the --pid-file engines wait on.
 import { readFileSync, statSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
+import { checkNamespacePaths } from "../engine/nsjoin";
 import { span } from "../log/tracing";
 import { containerKind } from "../oci/annotations";
 import type { HookName, Spec } from "../oci/spec";
@@ -46,6 +47,8 @@ export function newContainerRecord(
   } catch {
     throw new Error(`root.path: rootfs ${rootfs} does not exist or is not a directory`);
   }
+  // Before anything is created, in both modes (VM mode refuses before it boots a VM).
+  checkNamespacePaths(spec);
   const kind = containerKind(spec.annotations, id);
   return {
     id,

@@ -36,6 +36,7 @@ import { AgentError, Code } from "../../agent/wire";
 import { type CgroupManager, cgroupManagerFor, runcStatsData, stringifyExact } from "../../engine/cgroups";
 import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../../engine/host";
 import { type Launched, type LaunchOptions, launch, namespacesToJoin } from "../../engine/launcher";
+import { checkNamespacePaths } from "../../engine/nsjoin";
 import { buildExecPlan, buildInitPlan } from "../../engine/plan";
 import type { Spec } from "../../oci/spec";
 
@@ -264,6 +265,12 @@ export class ContainerManager {
     const rootfs = spec.root?.path;
     if (!rootfs?.startsWith("/"))
       throw new AgentError(Code.invalidArgument, "spec.root.path must be an absolute guest path");
+    // The same check as on the host, before anything is made here (the paths are the guest's).
+    try {
+      checkNamespacePaths(spec);
+    } catch (err) {
+      throw new AgentError(Code.invalidArgument, (err as Error).message);
+    }
     const dir = join(this.stateRoot, id);
     mkdirSync(dir, { recursive: true, mode: 0o711 });
     const mounts: string[] = [];
