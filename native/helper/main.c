@@ -87,15 +87,12 @@ static int ns_type(const char *name) {
   fail("helper: unknown namespace type %s", name);
 }
 
-/* "a network namespace", for messages */
+/* "network", for messages */
 static const char *ns_name(int flag) {
-  static char buf[48];
+  static char buf[32];
   for (size_t i = 0; i < sizeof(ns_types) / sizeof(ns_types[0]); i++)
-    if (ns_types[i].flag == flag) {
-      snprintf(buf, sizeof(buf), "a %s namespace", ns_types[i].name);
-      return buf;
-    }
-  snprintf(buf, sizeof(buf), "a namespace of unknown type 0x%x", flag);
+    if (ns_types[i].flag == flag) return ns_types[i].name;
+  snprintf(buf, sizeof(buf), "unknown (0x%x)", flag);
   return buf;
 }
 
@@ -265,9 +262,9 @@ int main(int argc, char **argv) {
       if (npending >= 16) fail("helper: too many namespaces to join");
       /* TS checked the type; this check (and setns with the type) holds even if it did not. */
       int want = ns_type(r.argv[2]), got = ioctl(fd, NS_GET_NSTYPE);
+      if (got < 0) fail("linux.namespaces: %s is not a namespace (declared type %s)", r.argv[1], r.argv[2]);
       if (got != want)
-        fail("linux.namespaces: %s is %s, not the declared %s namespace", r.argv[1],
-             got < 0 ? "not a namespace" : ns_name(got), r.argv[2]);
+        fail("linux.namespaces: %s is of type %s, not the declared type %s", r.argv[1], ns_name(got), r.argv[2]);
       pending_ns[npending] = fd;
       pending_type[npending++] = want;
     } else if (strcmp(op, "forbid-mntns") == 0 && r.argc == 3) {

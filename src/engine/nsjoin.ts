@@ -45,7 +45,7 @@ export function checkNamespacePaths(spec: Spec, ownMountNs = "/proc/self/ns/mnt"
       throw new PlanError(`linux.namespaces: ${ns.path} is not a namespace (declared type ${declared})`);
     if (actual !== CLONE_FLAGS[declared])
       throw new PlanError(
-        `linux.namespaces: ${ns.path} is a ${typeName(actual)} namespace, not the declared ${declared} namespace`,
+        `linux.namespaces: ${ns.path} is of type ${typeName(actual)}, not the declared type ${declared}`,
       );
     if (declared === "mount" && nsIdentity(ns.path) === nsIdentity(ownMountNs))
       throw new PlanError(
