@@ -178,6 +178,9 @@ describe("namespace joins and rootfs propagation (hypervisor = none)", { skip },
     ];
 
     test("each case: one line naming the path and both types, exit 1, the caller untouched, nothing left", () => {
+      // Root and mount namespace only: other tests on this machine mount in the host's namespace.
+      const ownRoot = () => ({ root: callerView(process.pid).root, ns: readlinkSync("/proc/self/ns/mnt") });
+      const testProcess = ownRoot();
       for (const c of cases()) {
         const id = uid();
         const bundle = makeBundle(env, id, (s) => withNamespace(s, c.type, c.path));
@@ -190,6 +193,7 @@ describe("namespace joins and rootfs propagation (hypervisor = none)", { skip },
         assert.ok(!existsSync(join(env.root, id)), `${c.what}: no state directory`);
         assertNoLeaks(snap, { root: env.root, bundle, id });
       }
+      assert.deepEqual(ownRoot(), testProcess, "the test process's own root and mount namespace");
     });
 
     test("a path of the right type still joins (network namespace by path)", () => {
