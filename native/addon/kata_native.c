@@ -590,6 +590,7 @@ static napi_value js_ns_type(napi_env env, napi_callback_info info) {
   size_t len = 0;
   if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok)
     return throw_type(env, "nsType", "path must be a string");
+  if (len >= sizeof path - 1) return throw_errno(env, "open", ENAMETOOLONG);
   int pfd = open(path, O_PATH | O_CLOEXEC);
   if (pfd < 0) return throw_errno(env, "open", errno);
   struct statfs sfs;
