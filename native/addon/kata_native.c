@@ -1,6 +1,6 @@
 // kata_native: the few system calls Node cannot make, exposed through Node-API (C only, no node-gyp).
 //   flock, SCM_RIGHTS fd passing, pseudo-terminals, window size, child subreaper, fd utilities, and
-//   loading/attaching cgroup v2 device filters (eBPF).
+//   loading/attaching cgroup v2 device filters (eBPF), and the type of a namespace file.
 // Every call is synchronous. Failures throw an Error whose message is "<call>: <strerror>" and which
 // carries `code` ("EAGAIN"), `errno` (negative, as Node's own errors) and `syscall`.
 // Every fd this addon creates is O_CLOEXEC: libuv does not close stray fds in children it spawns, so a
@@ -18,6 +18,8 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/uio.h>
 #include <termios.h>
 #include <unistd.h>
@@ -576,6 +578,45 @@ static napi_value js_bpf_program_exists(napi_env env, napi_callback_info info) {
   return throw_errno(env, "bpf BPF_PROG_GET_FD_BY_ID", errno);
 }
 
+#define NSFS_MAGIC_ 0x6e736673
+#define NS_GET_NSTYPE_ _IO(0xb7, 0x3)
+
+// nsType(path): the CLONE_NEW* value of the namespace the file at path is (ioctl NS_GET_NSTYPE), or 0 when
+// it is not a namespace file. The path is first opened O_PATH and checked to be on nsfs, so a fifo or a
+// device named by a config.json is never really opened (that could block or have side effects).
+static napi_value js_ns_type(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  char path[4096];
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok)
+    return throw_type(env, "nsType", "path must be a string");
+  if (len >= sizeof path - 1) return throw_errno(env, "open", ENAMETOOLONG);
+  int pfd = open(path, O_PATH | O_CLOEXEC);
+  if (pfd < 0) return throw_errno(env, "open", errno);
+  struct statfs sfs;
+  struct stat st;
+  if (fstatfs(pfd, &sfs) < 0 || fstat(pfd, &st) < 0) {
+    int e = errno;
+    close(pfd);
+    return throw_errno(env, "fstatfs", e);
+  }
+  if (sfs.f_type != NSFS_MAGIC_ || !S_ISREG(st.st_mode)) {
+    close(pfd);
+    return make_int(env, 0);
+  }
+  char self[64];
+  snprintf(self, sizeof self, "/proc/self/fd/%d", pfd);
+  int fd = open(self, O_RDONLY | O_CLOEXEC);
+  int e = errno;
+  close(pfd);
+  if (fd < 0) return throw_errno(env, "open", e);
+  int t = ioctl(fd, NS_GET_NSTYPE_);
+  e = errno;
+  close(fd);
+  if (t < 0) return throw_errno(env, "ioctl NS_GET_NSTYPE", e);
+  return make_int(env, t);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -596,6 +637,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"attachDeviceFilter", js_attach_device_filter},
       {"deviceFilterIds", js_device_filter_ids},
       {"bpfProgramExists", js_bpf_program_exists},
+      {"nsType", js_ns_type},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

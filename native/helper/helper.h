@@ -27,6 +27,8 @@ long long parse_i64(const char *s, const char *what);
 
 /* init.c: everything the container process does after the caller said go */
 void container_main(void) __attribute__((noreturn));
+/* A mount namespace (st_dev, st_ino of its nsfs file) the container init must not mount in. */
+void note_forbidden_mntns(unsigned long long dev, unsigned long long ino);
 void console_connect(const char *path);
 extern int console_sock;
 void preopen_fifo(const char *path);

@@ -328,9 +328,67 @@ static void op_symlink(struct record *r) {
   close(pfd);
 }
 
+/* Undoes mountinfo's octal escapes (\040 for a space) in place. */
+static void unescape_mountinfo(char *s) {
+  char *o = s;
+  for (char *p = s; *p; p++) {
+    if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' && p[3] <= '7') {
+      *o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+      p += 3;
+    } else {
+      *o++ = *p;
+    }
+  }
+  *o = '\0';
+}
+
+/*
+ * runc's rootfsParentMountPrivate: the mount the rootfs lies on (the longest mount point that is a prefix
+ * of it) is made private if it is shared. pivot_root refuses a new root whose parent mount is shared
+ * (EINVAL), which it is after rootfsPropagation "shared" whatever the caller's propagation was; and a
+ * shared parent would propagate the rootfs bind mount to its peers.
+ */
+static void rootfs_parent_private(const char *rootfs) {
+  char real[PATH_MAX];
+  if (!realpath(rootfs, real)) fail("resolve rootfs %s: %s", rootfs, strerror(errno));
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (!f) fail("open /proc/self/mountinfo: %s", strerror(errno));
+  char *line = NULL, best[PATH_MAX] = "";
+  size_t cap = 0, bestlen = 0;
+  int best_shared = 0, found = 0;
+  while (getline(&line, &cap, f) > 0) {
+    /* id parent major:minor root mountpoint options [optional fields...] - fstype source superopts */
+    char *save = NULL, *field = strtok_r(line, " \n", &save);
+    char *mp = NULL;
+    int shared = 0;
+    for (int i = 0; field; i++, field = strtok_r(NULL, " \n", &save)) {
+      if (i == 4) mp = field;
+      if (i >= 6 && strcmp(field, "-") == 0) break;
+      if (i >= 6 && strncmp(field, "shared:", 7) == 0) shared = 1;
+    }
+    if (!mp) continue;
+    unescape_mountinfo(mp);
+    size_t n = strlen(mp);
+    int prefix = strcmp(mp, "/") == 0 || (strncmp(real, mp, n) == 0 && (real[n] == '/' || real[n] == '\0'));
+    /* ">=": of two mounts on the same point, the later line is the one on top */
+    if (prefix && n >= bestlen && n < sizeof(best)) {
+      strcpy(best, mp);
+      bestlen = n;
+      best_shared = shared;
+      found = 1;
+    }
+  }
+  free(line);
+  fclose(f);
+  if (!found) fail("could not find the parent mount of %s", real);
+  if (best_shared && mount("", best, "", MS_PRIVATE, NULL) < 0)
+    fail("make the rootfs's parent mount %s private: %s", best, strerror(errno));
+}
+
 static void op_rootfs(struct record *r) {
   if (r->argc != 2) fail("helper: bad rootfs record");
   rootfs_path = strdup(r->argv[1]);
+  rootfs_parent_private(rootfs_path);
   if (mount(rootfs_path, rootfs_path, "bind", MS_BIND | MS_REC, NULL) < 0)
     fail("bind rootfs %s: %s", rootfs_path, strerror(errno));
   rootfd = open(rootfs_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -624,6 +682,46 @@ static void finalize(void) {
   fail("unable to start container process: exec: \"%s\": %s", args[0], gostrerror(errno));
 }
 
+/* ---- never mount in the caller's mount namespace ---- */
+
+/* Mount namespaces (st_dev, st_ino of the nsfs file) the container must not mount in: the helper's own at
+ * start and the one kata-ts says it runs in. A wrong join or a planning bug would otherwise make every
+ * mount, and pivot_root, change the caller's (the host's) file system tree. */
+static struct {
+  unsigned long long dev, ino;
+} forbidden_mntns[4];
+static int nforbidden_mntns;
+
+void note_forbidden_mntns(unsigned long long dev, unsigned long long ino) {
+  if (nforbidden_mntns < (int)(sizeof(forbidden_mntns) / sizeof(forbidden_mntns[0]))) {
+    forbidden_mntns[nforbidden_mntns].dev = dev;
+    forbidden_mntns[nforbidden_mntns++].ino = ino;
+  }
+}
+
+static void check_own_mntns(void) {
+  static int checked;
+  if (checked) return;
+  struct stat st;
+  if (stat("/proc/self/ns/mnt", &st) < 0) fail("container init: stat /proc/self/ns/mnt: %s", strerror(errno));
+  if (nforbidden_mntns == 0) fail("helper: the caller's mount namespace is unknown; refusing to mount");
+  for (int i = 0; i < nforbidden_mntns; i++)
+    if (forbidden_mntns[i].dev == (unsigned long long)st.st_dev && forbidden_mntns[i].ino == (unsigned long long)st.st_ino)
+      fail("container init: its mount namespace mnt:[%llu] is the one kata-ts runs in; refusing to mount in it",
+           (unsigned long long)st.st_ino);
+  checked = 1;
+}
+
+/* Records that mount, or change files or propagation, in the container's mount namespace. */
+static int mounts_something(const char *op) {
+  static const char *const ops[] = {"prop",  "rootfs", "mount",   "setattr", "mkdir",    "device",
+                                    "symlink", "ptmx", "hook",    "pivot",   "chroot",   "console",
+                                    "mask",  "readonly", "root-readonly", "sysctl", NULL};
+  for (int i = 0; ops[i]; i++)
+    if (strcmp(op, ops[i]) == 0) return 1;
+  return 0;
+}
+
 void container_main(void) {
   struct record r;
   for (;;) {
@@ -632,6 +730,7 @@ void container_main(void) {
     if (got == 0) _exit(1); /* the caller gave up: die quietly */
     const char *op = r.argv[0];
     int keep = 0;
+    if (mounts_something(op)) check_own_mntns();
     if (strcmp(op, "go") == 0) {
       free_record(&r);
       finalize();

@@ -73,16 +73,27 @@ static void reexec_sealed(char **argv) {
   fail("helper: re-exec from the sealed memfd: %s", strerror(errno));
 }
 
+#define NS_GET_NSTYPE _IO(0xb7, 0x3)
+static const struct {
+  const char *name;
+  int flag;
+} ns_types[] = {{"user", CLONE_NEWUSER}, {"ipc", CLONE_NEWIPC},    {"uts", CLONE_NEWUTS},
+                {"network", CLONE_NEWNET}, {"pid", CLONE_NEWPID}, {"cgroup", CLONE_NEWCGROUP},
+                {"mount", CLONE_NEWNS},   {"time", 0x00000080 /* CLONE_NEWTIME */}};
+
 static int ns_type(const char *name) {
-  static const struct {
-    const char *name;
-    int flag;
-  } t[] = {{"user", CLONE_NEWUSER}, {"ipc", CLONE_NEWIPC},       {"uts", CLONE_NEWUTS},
-           {"network", CLONE_NEWNET}, {"pid", CLONE_NEWPID},    {"cgroup", CLONE_NEWCGROUP},
-           {"mount", CLONE_NEWNS},   {"time", 0x00000080 /* CLONE_NEWTIME */}};
-  for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-    if (strcmp(t[i].name, name) == 0) return t[i].flag;
+  for (size_t i = 0; i < sizeof(ns_types) / sizeof(ns_types[0]); i++)
+    if (strcmp(ns_types[i].name, name) == 0) return ns_types[i].flag;
   fail("helper: unknown namespace type %s", name);
+}
+
+/* "network", for messages */
+static const char *ns_name(int flag) {
+  static char buf[32];
+  for (size_t i = 0; i < sizeof(ns_types) / sizeof(ns_types[0]); i++)
+    if (ns_types[i].flag == flag) return ns_types[i].name;
+  snprintf(buf, sizeof(buf), "unknown (0x%x)", flag);
+  return buf;
 }
 
 static pid_t relay_target;
@@ -222,6 +233,10 @@ int main(int argc, char **argv) {
   }
   set_sync_fd((int)parse_u64(argv[1], "sync fd"));
   reexec_sealed(argv);
+  /* Our caller's mount namespace, before any setns: the container init must never mount in it. */
+  struct stat own_mnt;
+  if (stat("/proc/self/ns/mnt", &own_mnt) < 0) fail("helper: stat /proc/self/ns/mnt: %s", strerror(errno));
+  note_forbidden_mntns((unsigned long long)own_mnt.st_dev, (unsigned long long)own_mnt.st_ino);
   /* The caller (Node) may have left signals blocked or ignored; the workload must start clean. */
   sigset_t none;
   sigemptyset(&none);
@@ -233,7 +248,7 @@ int main(int argc, char **argv) {
   int wait_mode = 0, have_clone = 0, console_fd_given = 0;
   long long clone_fsuid = -1;
   struct record r;
-  int pending_ns[16];
+  int pending_ns[16], pending_type[16];
   int npending = 0;
   while (!have_clone) {
     int got = read_record(sync_fd, &r);
@@ -245,8 +260,16 @@ int main(int argc, char **argv) {
       int fd = open(r.argv[1], O_RDONLY | O_CLOEXEC);
       if (fd < 0) fail("open namespace %s: %s", r.argv[1], strerror(errno));
       if (npending >= 16) fail("helper: too many namespaces to join");
-      pending_ns[npending++] = fd;
-      (void)ns_type(r.argv[2]);
+      /* TS checked the type; this check (and setns with the type) holds even if it did not. */
+      int want = ns_type(r.argv[2]), got = ioctl(fd, NS_GET_NSTYPE);
+      if (got < 0) fail("linux.namespaces: %s is not a namespace (declared type %s)", r.argv[1], r.argv[2]);
+      if (got != want)
+        fail("linux.namespaces: %s is of type %s, not the declared type %s", r.argv[1], ns_name(got), r.argv[2]);
+      pending_ns[npending] = fd;
+      pending_type[npending++] = want;
+    } else if (strcmp(op, "forbid-mntns") == 0 && r.argc == 3) {
+      /* kata-ts's own mount namespace (st_dev, st_ino), as it sees it: normally the same as ours */
+      note_forbidden_mntns(parse_u64(r.argv[1], "device"), parse_u64(r.argv[2], "inode"));
     } else if (strcmp(op, "timens") == 0) {
       /* a new time namespace for the child: unshare, then set the offsets before anyone is in it */
       if (unshare(0x00000080 /* CLONE_NEWTIME */) < 0) fail("unshare time namespace: %s", strerror(errno));
@@ -290,7 +313,8 @@ int main(int argc, char **argv) {
   }
   /* The order TS sent is the order to join (user first, mount last). */
   for (int i = 0; i < npending; i++) {
-    if (setns(pending_ns[i], 0) < 0) fail("setns: %s", strerror(errno));
+    /* With the type: the kernel refuses a namespace of another type (EINVAL). */
+    if (setns(pending_ns[i], pending_type[i]) < 0) fail("setns %s: %s", ns_name(pending_type[i]), strerror(errno));
     close(pending_ns[i]);
   }
   unsigned long cflags = flags | SIGCHLD;

@@ -78,5 +78,16 @@ export function hostFacts(rootfs: string, cgroupMount?: HostFacts["cgroupMount"]
     passwd: containerPasswd(rootfs),
     capLastCap: capLastCap(),
     cgroupMount,
+    ownMountNs: ownMountNs(),
   };
+}
+
+/** [st_dev, st_ino] of this process's mount namespace (see HostFacts.ownMountNs). */
+export function ownMountNs(): [string, string] | undefined {
+  try {
+    const st = statSync("/proc/self/ns/mnt", { bigint: true });
+    return [String(st.dev), String(st.ino)];
+  } catch {
+    return undefined;
+  }
 }

@@ -54,6 +54,11 @@ export interface HostFacts {
   cgroupMount?: (m: Mount, flags: number) => Rec[];
   /** Host devices exist (for bind-mounting them in a user namespace). */
   exists(path: string): boolean;
+  /**
+   * [st_dev, st_ino] of kata-ts's own mount namespace (/proc/self/ns/mnt): the container init refuses to
+   * mount while it is still in it (the helper also compares with its own at start).
+   */
+  ownMountNs?: [string, string];
 }
 
 export interface InitPlanOptions {
@@ -125,6 +130,7 @@ function initPhase1(
     } else namespaces[ns.type] = ns.path;
   }
   if (!namespaces.mount) throw new PlanError("linux.namespaces: a mount namespace is required");
+  if (opts.facts.ownMountNs) recs.push(["forbid-mntns", ...opts.facts.ownMountNs]);
   for (const t of JOIN_ORDER) {
     const p = namespaces[t];
     if (p && p !== "new") recs.push(["setns", p, t]);

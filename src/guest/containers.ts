@@ -34,6 +34,7 @@ import {
 } from "../engine/container";
 import { capLastCap, containerPasswd } from "../engine/host";
 import { type Launched, type LaunchOptions, launch, namespacesToJoin } from "../engine/launcher";
+import { checkNamespacePaths } from "../engine/nsjoin";
 import { buildExecPlan } from "../engine/plan";
 import { firstLine } from "../errors";
 import { validateContainerId } from "../oci/id";
@@ -268,6 +269,12 @@ export class ContainerManager {
     const rootfs = spec.root?.path;
     if (!rootfs?.startsWith("/"))
       throw new AgentError(Code.invalidArgument, "spec.root.path must be an absolute guest path");
+    // The same check as on the host, before anything is made here (the paths are the guest's).
+    try {
+      checkNamespacePaths(spec);
+    } catch (err) {
+      throw new AgentError(Code.invalidArgument, (err as Error).message);
+    }
     const dir = join(this.stateRoot, id);
     mkdirSync(dir, { recursive: true, mode: 0o711 });
     const mounts: string[] = [];

@@ -3,6 +3,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import { containerState } from "../engine/container";
+import { checkNamespacePaths } from "../engine/nsjoin";
 import { span } from "../log/tracing";
 import { containerKind } from "../oci/annotations";
 import type { HookName, Spec } from "../oci/spec";
@@ -47,6 +48,8 @@ export function newContainerRecord(
   } catch {
     throw new Error(`root.path: rootfs ${rootfs} does not exist or is not a directory`);
   }
+  // Before anything is created, in both modes (VM mode refuses before it boots a VM).
+  checkNamespacePaths(spec);
   const kind = containerKind(spec.annotations, id);
   return {
     id,

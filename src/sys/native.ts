@@ -55,6 +55,8 @@ export interface NativeAddon {
   deviceFilterIds(cgroupDirFd: number): number[];
   /** false once the kernel has freed the program with that id. */
   bpfProgramExists(id: number): boolean;
+  /** The CLONE_NEW* flag of the namespace file at path (ioctl NS_GET_NSTYPE); 0: not a namespace file. */
+  nsType(path: string): number;
 }
 
 export const ADDON_FILE = "kata_native.node";
@@ -172,4 +174,8 @@ export function deviceFilterIds(cgroupDirFd: number): number[] {
 
 export function bpfProgramExists(id: number): boolean {
   return native().bpfProgramExists(id);
+}
+
+export function nsType(path: string): number {
+  return native().nsType(path);
 }

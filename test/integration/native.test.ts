@@ -21,6 +21,7 @@ import {
   flock,
   getWinsize,
   native,
+  nsType,
   openpty,
   pipe,
   recvFds,
@@ -233,6 +234,18 @@ describe("native addon", () => {
       closeFd(fd);
     }
     assert.throws(() => closeFd(fd), { code: "EBADF" });
+  });
+
+  it("nsType: the CLONE_NEW* type of namespace files; 0 for other files, a fifo is never opened", () => {
+    assert.equal(nsType("/proc/self/ns/net"), 0x40000000);
+    assert.equal(nsType("/proc/self/ns/mnt"), 0x00020000);
+    assert.equal(nsType("/proc/self/ns/ipc"), 0x08000000);
+    assert.equal(nsType(`/proc/${process.pid}/ns/cgroup`), 0x02000000);
+    assert.equal(nsType("/etc/hostname"), 0);
+    const fifo = join(t.path, "fifo");
+    assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
+    assert.equal(nsType(fifo), 0, "no writer: opening it for reading would have blocked");
+    assert.throws(() => nsType(join(t.path, "missing")), { code: "ENOENT" });
   });
 });
 

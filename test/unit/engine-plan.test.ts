@@ -46,6 +46,22 @@ function plan(s: Spec, extra: Partial<Parameters<typeof buildInitPlan>[0]> = {},
 }
 
 describe("engine plan", () => {
+  test("phase 1 starts with kata-ts's own mount namespace, which the init must not mount in", () => {
+    const p = plan(spec(), { facts: { ...facts, ownMountNs: ["4", "4026531832"] } });
+    assert.deepEqual(p.phase1[0], ["forbid-mntns", "4", "4026531832"]);
+    const withNetns = spec((s) => {
+      if (s.linux)
+        s.linux.namespaces = s.linux.namespaces?.map((n) =>
+          n.type === "network" ? { type: "network", path: "/run/netns/x" } : n,
+        );
+    });
+    const joined = plan(withNetns, { facts: { ...facts, ownMountNs: ["4", "1"] } });
+    assert.deepEqual(joined.phase1.slice(0, 2), [
+      ["forbid-mntns", "4", "1"],
+      ["setns", "/run/netns/x", "network"],
+    ]);
+  });
+
   test("phase 1: mkfifo, then clone with the new namespaces (cgroup ns deferred), detach or wait", () => {
     const p = plan(spec((s) => s.linux?.namespaces?.push({ type: "cgroup" })));
     const clone = p.phase1.at(-1);

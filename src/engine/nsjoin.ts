@@ -1,0 +1,55 @@
+// Namespaces a config.json joins by path (linux.namespaces[].path). The runtime spec requires an error
+// when a path is not a namespace of the declared type; joining it anyway is how a `mount` entry naming a
+// network namespace once left the container's mount setup and pivot_root in kata-ts's own mount
+// namespace (the caller's root was swapped). So every path is checked here, before anything is created,
+// by the type the kernel reports for the file (ioctl NS_GET_NSTYPE: it works for bind-mounted nsfs files
+// such as /run/netns/NAME, where readlink does not). The helper joins with setns(fd, CLONE_NEW<type>) too,
+// and the container init refuses to mount in kata-ts's mount namespace (docs/engine.md).
+import { statSync } from "node:fs";
+import type { NamespaceType, Spec } from "../oci/spec";
+import { nsType } from "../sys/native";
+import { CLONE_FLAGS, PlanError } from "./plan";
+
+/** The namespace type of a CLONE_NEW* value, for messages. */
+function typeName(flag: number): string {
+  const t = (Object.keys(CLONE_FLAGS) as NamespaceType[]).find((k) => CLONE_FLAGS[k] === flag);
+  return t ?? `unknown (0x${flag.toString(16)})`;
+}
+
+/** "dev:ino" of a namespace file (what tells two namespaces apart), undefined if it cannot be stat'ed. */
+export function nsIdentity(path: string): string | undefined {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Throws a one-line PlanError unless every linux.namespaces path is a namespace of its declared type, and
+ * a mount namespace path is not the one kata-ts runs in (`ownMountNs`).
+ */
+export function checkNamespacePaths(spec: Spec, ownMountNs = "/proc/self/ns/mnt"): void {
+  for (const ns of spec.linux?.namespaces ?? []) {
+    if (!ns.path) continue;
+    const declared = ns.type;
+    let actual: number;
+    try {
+      actual = nsType(ns.path);
+    } catch (err) {
+      const why = (err as Error).message.replace(/^[^:]*: /, "").toLowerCase();
+      throw new PlanError(`linux.namespaces: ${declared} namespace path ${ns.path}: ${why}`);
+    }
+    if (actual === 0)
+      throw new PlanError(`linux.namespaces: ${ns.path} is not a namespace (declared type ${declared})`);
+    if (actual !== CLONE_FLAGS[declared])
+      throw new PlanError(
+        `linux.namespaces: ${ns.path} is of type ${typeName(actual)}, not the declared type ${declared}`,
+      );
+    if (declared === "mount" && nsIdentity(ns.path) === nsIdentity(ownMountNs))
+      throw new PlanError(
+        `linux.namespaces: ${ns.path} is kata-ts's own mount namespace; the container's mounts must not be made in it`,
+      );
+  }
+}
