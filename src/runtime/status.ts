@@ -3,14 +3,11 @@
 // stopped; the exec fifo still exists → created; frozen → paused; else running.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { EXEC_FIFO } from "../engine/container";
 import { processAlive } from "../sys/proc";
 import type { ContainerRecord, StateStore } from "./store";
 
-export { findProcesses, parseProcStat, processAlive, processStartTime } from "../sys/proc";
-
 export type ContainerStatus = "creating" | "created" | "running" | "paused" | "stopped";
-
-export const EXEC_FIFO = "exec.fifo";
 
 export function containerStatus(store: StateStore, record: ContainerRecord): ContainerStatus {
   if (record.pid <= 0) return "creating";

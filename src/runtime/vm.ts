@@ -21,7 +21,7 @@ import {
   readSandboxInfo,
   type SandboxRef,
   STANDIN_BINARY,
-  type Standin,
+  type StandinChild,
   sandboxCall,
   spawnStandin,
   standinExit,
@@ -40,7 +40,7 @@ function sandboxOf(ctx: RuntimeContext, record: ContainerRecord): SandboxRef {
   return { root: ctx.root, id: record.sandboxId };
 }
 
-function started(s: Standin): Started {
+function started(s: StandinChild): Started {
   const exited = standinExit(s.child);
   return {
     pid: s.ref.pid,
@@ -76,7 +76,7 @@ export const vmBackend: Backend = {
         );
       checkBootFiles(hv);
     }
-    let standin: Standin | undefined;
+    let standin: StandinChild | undefined;
     let inGuest = false;
     let supervisorStarted = false;
     return {

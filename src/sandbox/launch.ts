@@ -265,7 +265,7 @@ async function sendConsole(socketPath: string, master: number, name: string): Pr
 }
 
 /** A stand-in child of this process: the host face of one container process. */
-export interface Standin {
+export interface StandinChild {
   child: ChildProcess;
   ref: ProcRef;
 }
@@ -277,7 +277,7 @@ export async function spawnStandin(
   execId: string,
   terminal: boolean,
   consoleSocket: string | undefined,
-): Promise<Standin> {
+): Promise<StandinChild> {
   const bin = standinBinary();
   const sock = sandboxPaths(s.root, s.id).socket;
   let stdio: ("inherit" | number)[] = ["inherit", "inherit", "inherit"];

@@ -3,19 +3,14 @@ import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import {
-  containerStatus,
-  findProcesses,
-  parseProcStat,
-  processAlive,
-  processStartTime,
-} from "../../src/runtime/status";
+import { containerStatus } from "../../src/runtime/status";
 import {
   ContainerExists,
   ContainerNotFound,
   type ContainerRecord,
   StateStore,
 } from "../../src/runtime/store";
+import { findProcesses, parseProcStat, processAlive, processStartTime } from "../../src/sys/proc";
 import { tempDir } from "../helpers";
 
 function record(id: string, extra: Partial<ContainerRecord> = {}): ContainerRecord {
