@@ -29,6 +29,7 @@ long long parse_i64(const char *s, const char *what);
 void container_main(void) __attribute__((noreturn));
 void console_connect(const char *path);
 extern int console_sock;
+extern int console_relayed; /* console_sock is the waiting helper's relay (console-relay) */
 void preopen_fifo(const char *path);
 void close_fifo(void);
 extern int seccomp_listener;
