@@ -3,9 +3,10 @@
  * sent them ("immediate" ops: mounts, devices, pivot, console, hostname, sysctl, ...); the ones that
  * describe the final process (caps, user, seccomp, env, args, cwd) are collected and applied by
  * finalize() when "go" arrives, in runc's order:
- *   nnp → seccomp (if no nnp) → bounding set → keepcaps+setgroups/setgid/setuid → capset/ambient → chdir
- *   → close-on-exec every fd but 0-2 and preserved ones → look up the executable → "ready" → block on the
- *   exec fifo (create) → startContainer hooks → seccomp (with nnp: as late as possible) → execve.
+ *   nnp → seccomp (if no nnp) → bounding set → chdir (as root) → stdio owner → keepcaps+setgroups/setgid/
+ *   setuid → capset/ambient → chdir (if refused as root) → close-on-exec every fd but 0-2 and preserved
+ *   ones → look up the executable → seccomp (with nnp) → "ready" → block on the exec fifo (create) →
+ *   startContainer hooks (filtered, as in runc 1.1) → execve.
  * Mount destinations are resolved inside the rootfs (openat2 RESOLVE_IN_ROOT) and mounted through
  * /proc/self/fd/N, so a symlink planted in the image cannot redirect a mount to the host (CVE-2021-30465).
  */
