@@ -59,7 +59,7 @@ static char *rootfs_path;    /* host path of the rootfs */
 static int fifo_fd = -1;     /* O_PATH of the exec fifo */
 int console_sock = -1;
 int console_relayed;
-static long console_slave_ino = -1; /* inode of the terminal made for the container (fix_stdio_owner) */
+static dev_t console_slave_rdev;    /* the terminal made for the container (fix_stdio_owner) */
 static int want_nnp;
 static int have_caps;
 static unsigned long long caps[5]; /* bounding effective permitted inheritable ambient */
@@ -444,7 +444,7 @@ static void op_console(struct record *r) {
   if (console_relayed && isatty(0) && ioctl(0, TIOCGWINSZ, &term) == 0 && term.ws_row && term.ws_col) ws = term;
   if (ws.ws_row && ws.ws_col && ioctl(slave, TIOCSWINSZ, &ws) < 0) fail("set the console size: %s", strerror(errno));
   struct stat sst;
-  if (fstat(slave, &sst) == 0) console_slave_ino = (long)sst.st_ino;
+  if (fstat(slave, &sst) == 0) console_slave_rdev = sst.st_rdev;
   if (strcmp(r->argv[1], "1") == 0) {
     int fd = make_dest("/dev/console", 1);
     if (mount(name, fdpath(fd), "", MS_BIND, NULL) < 0) fail("bind %s to /dev/console: %s", name, strerror(errno));
@@ -599,7 +599,7 @@ static void fix_stdio_owner(void) {
     struct statfs sf;
     if (fstat(fd, &st) < 0 || fstatfs(fd, &sf) < 0) continue;
     if (have_null && S_ISCHR(st.st_mode) && st.st_rdev == null.st_rdev) continue;
-    int ours = (S_ISCHR(st.st_mode) && console_slave_ino >= 0 && (long)st.st_ino == console_slave_ino) ||
+    int ours = (S_ISCHR(st.st_mode) && console_slave_rdev && st.st_rdev == console_slave_rdev) ||
                sf.f_type == PIPEFS_MAGIC || sf.f_type == SOCKFS_MAGIC;
     if (!ours || st.st_uid == uid) continue;
     /* EINVAL: the group is not mapped; EPERM: the owner is not; EROFS: read-only /dev. runc skips those. */
