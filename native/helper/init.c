@@ -757,9 +757,13 @@ void container_main(void) {
     } else if (strcmp(op, "readonly") == 0 && r.argc == 2) {
       op_readonly(r.argv[1]);
     } else if (strcmp(op, "remount-ro") == 0 && r.argc == 3) {
-      /* a read-only /dev, once everything under it exists: its own tmpfs, so a plain remount */
-      unsigned long f = (unsigned long)parse_u64(r.argv[2], "mount flags") & ~(MS_BIND | MS_REC);
-      if (mount(NULL, r.argv[1], NULL, MS_REMOUNT | MS_RDONLY | f, NULL) < 0)
+      /*
+       * A read-only /dev, once everything under it exists. Only this mount becomes read-only (a bind
+       * remount): a superblock remount, as runc does, would also make the host's /dev read-only when
+       * the spec mounts devtmpfs there.
+       */
+      unsigned long f = (unsigned long)parse_u64(r.argv[2], "mount flags") & ~(MS_BIND | MS_REC | MS_REMOUNT);
+      if (mount(NULL, r.argv[1], NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | f | locked_flags(r.argv[1]), NULL) < 0)
         fail("remount %s read-only: %s", r.argv[1], strerror(errno));
     } else if (strcmp(op, "root-readonly") == 0) {
       if (mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags("/"), NULL) < 0)
