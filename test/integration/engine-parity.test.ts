@@ -8,11 +8,14 @@ import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import {
   chmodSync,
+  closeSync,
   existsSync,
   mkdirSync,
+  openSync,
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -112,6 +115,45 @@ describe("engine parity with runc (hypervisor = none)", { skip }, () => {
       // runc); kata-ts sets it before.
       if (rt.name === "kata") assert.equal(lines[2], "21 77");
     }
+  });
+
+  test("stdio: a non-root process owns its stdout pipe (reopening /dev/stdout works); a caller's file keeps its owner", () => {
+    for (const rt of runtimes) {
+      const b = makeBundle(env, `pipe-${rt.name}`, (s) => {
+        s.process.user = { uid: 1000, gid: 1000 };
+        s.process.args = ["sh", "-c", "echo via-reopen > /dev/stdout; stat -L -c '%u' /dev/stdout"];
+      });
+      // a real pipe (Node's "pipe" is a socket, which /proc/self/fd/1 cannot reopen)
+      const r = spawnSync(
+        "sh",
+        ["-c", '"$0" "$@" | cat', rt.bin, ...rt.globals, "run", "--bundle", b, id(rt, "pipe")],
+        {
+          stdio: ["ignore", "pipe", "pipe"],
+          encoding: "utf8",
+          timeout: 60_000,
+        },
+      );
+      assert.equal(r.status, 0, `${rt.name}: ${r.stderr}`);
+      assert.equal(r.stdout, "via-reopen\n1000\n", rt.name);
+    }
+    // kata-ts only (runc hands a caller's file to the container's uid): stdout is a host file
+    const b = makeBundle(env, "file-kata", (s) => {
+      s.process.user = { uid: 1000, gid: 1000 };
+      s.process.args = ["true"];
+    });
+    const file = join(env.dir, "caller-file");
+    writeFileSync(file, "");
+    const fd = openSync(file, "w");
+    try {
+      const r = spawnSync(BIN, [...runtimes[0].globals, "run", "--bundle", b, id(runtimes[0], "file")], {
+        stdio: ["ignore", fd, "pipe"],
+        timeout: 60_000,
+      });
+      assert.equal(r.status, 0, String(r.stderr));
+    } finally {
+      closeSync(fd);
+    }
+    assert.equal(statSync(file).uid, 0, "the caller's file keeps its owner");
   });
 
   test("exec --tty: the size is the caller's terminal's before the process starts; --user owns it", () => {
