@@ -16,20 +16,19 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
 import { defaultSpec } from "../../src/oci/defaults";
 import type { Spec } from "../../src/oci/spec";
-import { closeFd, recvFds } from "../../src/sys/native";
+import { closeFd } from "../../src/sys/native";
 import {
   allowListUpTo,
   buildSyscallProbe,
   ENOSYS_PROBE_ARGS,
   ENOSYS_PROBE_EXPECTED,
 } from "../fixtures/parity";
-import { BIN, busyboxRootfs, REPO, sleep, tempDir, until, writeVmTestConfig } from "../helpers";
+import { BIN, busyboxRootfs, REPO, receiveConsole, tempDir, until, writeVmTestConfig } from "../helpers";
 import { assertNoLeaks, snapshotHost } from "../leaks";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
@@ -93,23 +92,7 @@ describe("engine parity with runc, in the guest", {
       if (existsSync(join(root, ID))) cli(["delete", "--force", ID]);
     });
     const consoleSock = join(tmp.path, "console.sock");
-    const got = new Promise<number>((resolveGot, reject) => {
-      const server = createServer({ pauseOnConnect: true }, async (s) => {
-        const fd = (s as unknown as { _handle: { fd: number } })._handle.fd;
-        for (let i = 0; i < 1000; i++) {
-          try {
-            const r = recvFds(fd, 1, 256);
-            server.close();
-            s.destroy();
-            return resolveGot(r.fds[0]);
-          } catch {
-            await sleep(10);
-          }
-        }
-        reject(new Error("no fd on the console socket"));
-      });
-      server.listen(consoleSock);
-    });
+    const got = receiveConsole(consoleSock);
     const b = bundle("main", (s, rootfs) => {
       copyFileSync(probe, join(rootfs, "bin", "sc"));
       chmodSync(join(rootfs, "bin", "sc"), 0o755);
@@ -136,7 +119,7 @@ describe("engine parity with runc, in the guest", {
     });
     const run = cli(["run", "--detach", "--console-socket", consoleSock, "--bundle", b, ID]);
     assert.equal(run.code, 0, run.stderr);
-    master = await got;
+    master = (await got).fd;
 
     await until(
       "the terminal report",
