@@ -9,8 +9,10 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { recvFds } from "../src/sys/native";
 
 export const REPO = resolve(__dirname, "..");
 export const BIN = join(REPO, "bin", "kata-ts");
@@ -92,4 +94,28 @@ export async function writeVmTestConfig(dir: string, kernel: string, extra: stri
   ];
   writeFileSync(config, [...lines, ...extra, "[runtime]", 'hypervisor = "qemu"', ""].join("\n"));
   return config;
+}
+
+/**
+ * Listens on `path` as a --console-socket receiver (as conmon does): the first connection's fd
+ * (SCM_RIGHTS) and the name sent with it.
+ */
+export function receiveConsole(path: string): Promise<{ fd: number; name: string }> {
+  return new Promise((resolveGot, reject) => {
+    const server = createServer({ pauseOnConnect: true }, async (s) => {
+      const fd = (s as unknown as { _handle: { fd: number } })._handle.fd;
+      for (let i = 0; i < 1000; i++) {
+        try {
+          const r = recvFds(fd, 1, 256);
+          server.close();
+          s.destroy();
+          return resolveGot({ fd: r.fds[0], name: r.data.toString() });
+        } catch {
+          await sleep(10);
+        }
+      }
+      reject(new Error("no fd on the console socket"));
+    });
+    server.listen(path);
+  });
 }

@@ -31,6 +31,7 @@ void container_main(void) __attribute__((noreturn));
 void note_forbidden_mntns(unsigned long long dev, unsigned long long ino);
 void console_connect(const char *path);
 extern int console_sock;
+extern int console_relayed; /* console_sock is the waiting helper's relay (console-relay) */
 void preopen_fifo(const char *path);
 void close_fifo(void);
 extern int seccomp_listener;

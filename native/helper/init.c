@@ -3,9 +3,10 @@
  * sent them ("immediate" ops: mounts, devices, pivot, console, hostname, sysctl, ...); the ones that
  * describe the final process (caps, user, seccomp, env, args, cwd) are collected and applied by
  * finalize() when "go" arrives, in runc's order:
- *   nnp → seccomp (if no nnp) → bounding set → keepcaps+setgroups/setgid/setuid → capset/ambient → chdir
- *   → close-on-exec every fd but 0-2 and preserved ones → look up the executable → "ready" → block on the
- *   exec fifo (create) → startContainer hooks → seccomp (with nnp: as late as possible) → execve.
+ *   nnp → seccomp (if no nnp) → bounding set → chdir (as root) → stdio owner → keepcaps+setgroups/setgid/
+ *   setuid → capset/ambient → chdir (if refused as root) → close-on-exec every fd but 0-2 and preserved
+ *   ones → look up the executable → seccomp (with nnp) → "ready" → block on the exec fifo (create) →
+ *   startContainer hooks (filtered, as in runc 1.1) → execve.
  * Mount destinations are resolved inside the rootfs (openat2 RESOLVE_IN_ROOT) and mounted through
  * /proc/self/fd/N, so a symlink planted in the image cannot redirect a mount to the host (CVE-2021-30465).
  */
@@ -28,7 +29,9 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
@@ -55,6 +58,8 @@ static int rootfd = -1;      /* O_PATH of the rootfs bind mount, before pivot */
 static char *rootfs_path;    /* host path of the rootfs */
 static int fifo_fd = -1;     /* O_PATH of the exec fifo */
 int console_sock = -1;
+int console_relayed;
+static dev_t console_slave_rdev;    /* the terminal made for the container (fix_stdio_owner) */
 static int want_nnp;
 static int have_caps;
 static unsigned long long caps[5]; /* bounding effective permitted inheritable ambient */
@@ -220,6 +225,20 @@ static void op_mount(struct record *r) {
   const char *src = r->argv[1], *dest = r->argv[2], *type = r->argv[3], *data = r->argv[6];
   unsigned long flags = (unsigned long)parse_u64(r->argv[4], "mount flags");
   unsigned long prop = (unsigned long)parse_u64(r->argv[5], "propagation flags");
+  if (!(flags & MS_BIND) && (strcmp(type, "proc") == 0 || strcmp(type, "sysfs") == 0)) {
+    /*
+     * As runc: procfs and sysfs go on an ordinary directory only. A symlink there is the mount
+     * redirection of CVE-2019-19921 (a container image or a shared volume swaps /proc for a link so
+     * the container's procfs lands where the attacker wants it, and AppArmor/masks miss it).
+     */
+    int lfd = open_in_root(dest, O_PATH | O_NOFOLLOW);
+    struct stat st;
+    if (lfd >= 0 && fstat(lfd, &st) == 0 && !S_ISDIR(st.st_mode))
+      fail("error mounting \"%s\" to rootfs at \"%s\": filesystem \"%s\" must be mounted on ordinary directory", src,
+           dest, type);
+    if (lfd < 0 && errno != ENOENT) fail("mount destination %s: %s", dest, strerror(errno));
+    if (lfd >= 0) close(lfd);
+  }
   int fd = make_dest(dest, strcmp(r->argv[7], "file") == 0);
   if (flags & MS_BIND) {
     if (mount(src, fdpath(fd), "", MS_BIND | (flags & MS_REC), NULL) < 0)
@@ -473,10 +492,17 @@ static void op_console(struct record *r) {
   int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (slave < 0) fail("open %s: %s", name, strerror(errno));
   unsigned rows = (unsigned)parse_u64(r->argv[2], "rows"), cols = (unsigned)parse_u64(r->argv[3], "cols");
-  if (rows && cols) {
-    struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
-    ioctl(slave, TIOCSWINSZ, &ws);
-  }
+  struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+  /*
+   * The size is set here, before the process runs: consoleSize, or, when the waiting helper relays the
+   * pty to the caller's own terminal (our fd 0 until the dup2 below), that terminal's size, which is
+   * what runc's relay ends up with too.
+   */
+  struct winsize term;
+  if (console_relayed && isatty(0) && ioctl(0, TIOCGWINSZ, &term) == 0 && term.ws_row && term.ws_col) ws = term;
+  if (ws.ws_row && ws.ws_col && ioctl(slave, TIOCSWINSZ, &ws) < 0) fail("set the console size: %s", strerror(errno));
+  struct stat sst;
+  if (fstat(slave, &sst) == 0) console_slave_rdev = sst.st_rdev;
   if (strcmp(r->argv[1], "1") == 0) {
     int fd = make_dest("/dev/console", 1);
     if (mount(name, fdpath(fd), "", MS_BIND, NULL) < 0) fail("bind %s to /dev/console: %s", name, strerror(errno));
@@ -617,6 +643,29 @@ static void set_caps(void) {
     if (caps[4] & (1ULL << i)) prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0);
 }
 
+/*
+ * runc's fixStdioPermissions: a non-root process must be able to use its own terminal (and reopen its
+ * stdio through /dev/stdout). The owner becomes the process's uid, the group is left as it is (devpts'
+ * gid=5). Unlike runc, only what cannot be the caller's file is changed: the terminal made for the
+ * container, pipes and sockets; a regular file or device the caller passed keeps its owner.
+ */
+static void fix_stdio_owner(void) {
+  struct stat null;
+  int have_null = stat("/dev/null", &null) == 0;
+  for (int fd = 0; fd < 3; fd++) {
+    struct stat st;
+    struct statfs sf;
+    if (fstat(fd, &st) < 0 || fstatfs(fd, &sf) < 0) continue;
+    if (have_null && S_ISCHR(st.st_mode) && st.st_rdev == null.st_rdev) continue;
+    int ours = (S_ISCHR(st.st_mode) && console_slave_rdev && st.st_rdev == console_slave_rdev) ||
+               sf.f_type == PIPEFS_MAGIC || sf.f_type == SOCKFS_MAGIC;
+    if (!ours || st.st_uid == uid) continue;
+    /* EINVAL: the group is not mapped; EPERM: the owner is not; EROFS: read-only /dev. runc skips those. */
+    if (fchown(fd, uid, st.st_gid) < 0 && errno != EINVAL && errno != EPERM && errno != EROFS)
+      fail("chown stdio fd %d: %s", fd, strerror(errno));
+  }
+}
+
 static void set_user(void) {
   if (ngids >= 0 && setgroups((size_t)ngids, gids) < 0) fail("setgroups: %s", strerror(errno));
   if (setresgid(gid, gid, gid) < 0) fail("setgid %u: %s", gid, strerror(errno));
@@ -637,12 +686,26 @@ static void finalize(void) {
     apply_caps();
     if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) fail("set keepcaps: %s", strerror(errno));
   }
-  if (have_user) set_user();
+  /*
+   * runc changes directory before switching user (a cwd only root can reach still works) and, when that
+   * was refused, again after it (a cwd only the user can reach, e.g. a volume chowned to it).
+   */
+  int chdir_later = 0;
+  if (cwd && chdir(cwd) < 0) {
+    if (errno != EACCES && errno != EPERM)
+      fail("chdir to cwd (\"%s\") set in config.json failed: %s", cwd, gostrerror(errno));
+    chdir_later = 1;
+  }
+  if (have_user) {
+    fix_stdio_owner();
+    set_user();
+  }
   if (have_caps) {
     prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
     set_caps();
   }
-  if (cwd && chdir(cwd) < 0) fail("chdir to cwd (\"%s\") set in config.json failed: %s", cwd, strerror(errno));
+  if (chdir_later && chdir(cwd) < 0)
+    fail("chdir to cwd (\"%s\") set in config.json failed: %s", cwd, gostrerror(errno));
   /* CVE-2024-21626: the working directory must be inside the container's root. */
   char here[PATH_MAX];
   if (!getcwd(here, sizeof(here)) || here[0] != '/')
@@ -652,6 +715,11 @@ static void finalize(void) {
     for (int fd = 3 + preserve; fd < 1024; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   char *exe = look_path(args[0]);
+  /*
+   * With no_new_privs, as late as possible but, as in runc 1.1, before the exec fifo and the
+   * startContainer hooks: those run filtered whatever noNewPrivileges says.
+   */
+  if (seccomp && want_nnp) plan_seccomp_load(seccomp);
   if (fifo_fd >= 0) {
     /*
      * runc's init is a Go program: while it waits on the fifo, SIGTERM/SIGINT/SIGHUP/... end it even
@@ -676,7 +744,6 @@ static void finalize(void) {
     close(fifo_fd);
   }
   for (int i = 0; i < nstart_hooks; i++) run_hook("startContainer", i, &start_hooks[i], 1);
-  if (seccomp && want_nnp) plan_seccomp_load(seccomp);
   execve(exe, args, envv ? envv : (char *[]){NULL});
   fail_exit_code = errno == ENOENT ? 127 : 126;
   fail("unable to start container process: exec: \"%s\": %s", args[0], gostrerror(errno));
@@ -788,6 +855,15 @@ void container_main(void) {
       op_mask(r.argv[1]);
     } else if (strcmp(op, "readonly") == 0 && r.argc == 2) {
       op_readonly(r.argv[1]);
+    } else if (strcmp(op, "remount-ro") == 0 && r.argc == 3) {
+      /*
+       * A read-only /dev, once everything under it exists. Only this mount becomes read-only (a bind
+       * remount): a superblock remount, as runc does, would also make the host's /dev read-only when
+       * the spec mounts devtmpfs there.
+       */
+      unsigned long f = (unsigned long)parse_u64(r.argv[2], "mount flags") & ~(MS_BIND | MS_REC | MS_REMOUNT);
+      if (mount(NULL, r.argv[1], NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | f | locked_flags(r.argv[1]), NULL) < 0)
+        fail("remount %s read-only: %s", r.argv[1], strerror(errno));
     } else if (strcmp(op, "root-readonly") == 0) {
       if (mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags("/"), NULL) < 0)
         fail("remount rootfs read-only: %s", strerror(errno));

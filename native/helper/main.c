@@ -334,6 +334,7 @@ int main(int argc, char **argv) {
     if (relay_pair[0] >= 0) {
       close(relay_pair[0]);
       console_sock = relay_pair[1];
+      console_relayed = 1;
     }
     container_main();
   }

@@ -300,8 +300,12 @@ export function seccompRecords(s: Seccomp | undefined, listenerMessage?: string)
   }
   for (const sc of s.syscalls ?? []) {
     const action = seccompAction(sc.action, sc.errnoRet);
-    // runc skips rules that say what the default already says (libseccomp rejects them).
-    if (action === def) continue;
+    // runc skips rules that say what the default already says (libseccomp rejects them); their names
+    // still count for the ENOSYS stub (the highest syscall the profile knows, see seccomp.c).
+    if (action === def) {
+      if (sc.names.length) recs.push(["seccomp-known", ...sc.names]);
+      continue;
+    }
     const conds: string[] = [];
     for (const a of sc.args ?? []) {
       const op = SECCOMP_OP[a.op];
@@ -401,8 +405,17 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
     (m) =>
       abs(m.destination) === "/dev" && (parseMountOptions(m.options).flags & MS.BIND || m.type === "bind"),
   );
+  // A read-only /dev (not a bind) is mounted writable and made read-only once the devices, the links,
+  // the mounts under it and /dev/console exist, as runc does (mountPropagate + finalizeRootfs).
+  const devMount = mounts.find((m) => abs(m.destination) === "/dev");
+  const devFlags = devMount && !devBind ? parseMountOptions(devMount.options).flags : 0;
+  const devReadonly = (devFlags & MS.RDONLY) !== 0;
   // Validate what can fail before anything runs.
-  const mountRecs = mounts.flatMap((m) => mountRecords(m, opts.bundle, facts));
+  const mountRecs = mounts.flatMap((m) =>
+    devReadonly && m === devMount
+      ? mountRecords({ ...m, options: [...(m.options ?? []), "rw"] }, opts.bundle, facts)
+      : mountRecords(m, opts.bundle, facts),
+  );
   const procRecsBase = { seccomp: linux.seccomp, capLastCap: facts.capLastCap, passwd: facts.passwd };
   processRecords(proc, procRecsBase);
   if (proc.terminal && !opts.consoleSocket && !opts.consoleFd && !wait)
@@ -458,6 +471,7 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
       const cs = proc.consoleSize;
       r.push(["console", devBind ? "0" : "1", String(cs?.height ?? 0), String(cs?.width ?? 0)]);
     }
+    if (devReadonly) r.push(["remount-ro", "/dev", String(devFlags)]);
     if (spec.root?.readonly) r.push(["root-readonly"]);
     if (spec.hostname) r.push(["hostname", spec.hostname]);
     if (spec.domainname) r.push(["domainname", spec.domainname]);

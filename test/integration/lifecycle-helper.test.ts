@@ -77,6 +77,7 @@ const SAFE_OPS = [
   "seccomp-arch",
   "seccomp-rule",
   "seccomp-flag",
+  "seccomp-known",
   "cwd",
   "env",
   "arg",

@@ -15,12 +15,10 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ReadStream as TtyReadStream } from "node:tty";
-import { recvFds } from "../../src/sys/native";
-import { REPO, tempDir } from "../helpers";
+import { REPO, receiveConsole, tempDir } from "../helpers";
 
 const tmp = tempDir("kata-vm-relay-");
 const root = join(tmp.path, "root");
@@ -305,23 +303,7 @@ describe("vm-mode lifecycle with a host agent", () => {
 
   test("terminal: the pty master goes to --console-socket and carries the workload's output and input", async () => {
     const consoleSock = join(tmp.path, "console.sock");
-    const got = new Promise<{ fd: number; name: string }>((resolveGot, reject) => {
-      const server = createServer({ pauseOnConnect: true }, async (s) => {
-        const fd = (s as unknown as { _handle: { fd: number } })._handle.fd;
-        for (let i = 0; i < 500; i++) {
-          try {
-            const r = recvFds(fd, 1, 256);
-            server.close();
-            s.destroy();
-            return resolveGot({ fd: r.fds[0], name: r.data.toString() });
-          } catch {
-            await sleep(10);
-          }
-        }
-        reject(new Error("no fd on the console socket"));
-      });
-      server.listen(consoleSock);
-    });
+    const got = receiveConsole(consoleSock);
     const b = bundle("tty", ["/bin/sh", "-c", "echo tty-out; read line; echo got:$line; exit 6"], {});
     const cfg = JSON.parse(readFileSync(join(b, "config.json"), "utf8"));
     cfg.process.terminal = true;

@@ -188,6 +188,31 @@ describe("engine plan", () => {
     );
   });
 
+  test("a read-only /dev is mounted writable and remounted read-only after the console, as runc", () => {
+    const s = spec((x) => {
+      x.process = { ...(x.process as NonNullable<Spec["process"]>), terminal: true };
+      const dev = x.mounts?.find((m) => m.destination === "/dev");
+      dev?.options?.push("ro");
+    });
+    const recs = plan(s, { consoleSocket: "/run/c.sock" }).phase2("{}");
+    const dev = recs.find((r) => r[0] === "mount" && r[2] === "/dev");
+    assert.equal(Number(dev?.[4]) & 1, 0, "the /dev mount itself is writable");
+    const ops = recs.map((r) => r[0]);
+    const ro = ops.indexOf("remount-ro");
+    assert.deepEqual(recs[ro].slice(0, 2), ["remount-ro", "/dev"]);
+    assert.equal(Number(recs[ro][2]) & 1, 1);
+    for (const before of ["device", "symlink", "ptmx", "console"])
+      assert.ok(ops.lastIndexOf(before) < ro, `${before} before the remount`);
+    assert.ok(ops.indexOf("root-readonly") > ro);
+    assert.equal(
+      plan(spec())
+        .phase2("{}")
+        .some((r) => r[0] === "remount-ro"),
+      false,
+      "a writable /dev is left alone",
+    );
+  });
+
   test("--no-pivot uses chroot; terminal needs a console socket when detached", () => {
     assert.ok(
       plan(spec(), { noPivot: true })
@@ -287,9 +312,10 @@ describe("engine plan", () => {
         ["seccomp-flag", "log"],
         ["seccomp-rule", String(0x7fff0000), "read"],
         ["seccomp-rule", String(0x7fff0000), "write"],
+        ["seccomp-known", "kill"],
         ["seccomp-rule", String(0x00050026), "ptrace"],
       ],
-      "the kill rule equals the default action and is skipped, as runc does",
+      "the kill rule equals the default action: no rule, as runc does; its name still counts for the ENOSYS stub",
     );
     const notify = {
       defaultAction: "SCMP_ACT_ALLOW",
