@@ -250,6 +250,35 @@ describe("VM sandboxes under QEMU", { skip: missing.length > 0 && `missing ${mis
     }
   });
 
+  test("start racing the exec fifo under QEMU: workloads that exit at once start, as on the host", async () => {
+    // The guest's start reads the exec fifo again when the init is seen gone (engine/container.ts
+    // releaseInit), as the host's does: a workload that writes, execs and exits between two polls starts.
+    const sb = bundle("vm5", ["/bin/sh", "-c", "sleep 100000"]);
+    const c = vmCreate(["--bundle", sb, "vm5"]);
+    assert.equal(c.code, 0, readFileSync(c.output, "utf8"));
+    try {
+      assert.equal(vm(["start", "vm5"]).code, 0);
+      const fast = bundle("vm5-fast", ["/bin/true"], {
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-id": "vm5",
+      });
+      for (let i = 0; i < 4; i++) {
+        const id = `vm5-t${i}`;
+        const pidFile = join(tmp.path, `${id}.pid`);
+        const made = vmCreate(["--bundle", fast, "--pid-file", pidFile, id]);
+        assert.equal(made.code, 0, readFileSync(made.output, "utf8"));
+        const started = vm(["start", id]);
+        assert.deepEqual({ code: started.code, stderr: started.stderr }, { code: 0, stderr: "" }, id);
+        await until(`${id} exits`, () => !alive(Number(readFileSync(pidFile, "utf8"))));
+        assert.equal(state(id).status, "stopped");
+        assert.equal(vm(["delete", id]).code, 0);
+      }
+    } finally {
+      assert.equal(vm(["delete", "--force", "vm5"]).code, 0);
+      assertNothingLeft("vm5");
+    }
+  });
+
   test("the supervisor is killed: the container stops and delete --force leaves nothing", async () => {
     const b = bundle("vm2", ["/bin/sh", "-c", "sleep 100000"]);
     const c = vmCreate(["--bundle", b, "--pid-file", join(tmp.path, "vm2.pid"), "vm2"]);
