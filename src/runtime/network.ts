@@ -5,8 +5,7 @@
 
 import type { NetInterface, NetRoute } from "../agent/api";
 import { processConfig } from "../config/config";
-import { sandboxPaths } from "../sandbox/paths";
-import { supervisorCall } from "../sandbox/protocol";
+import { sandboxCall } from "../sandbox/launch";
 import type { RuntimeContext } from "./options";
 import { containerStatus } from "./status";
 import { StateStore } from "./store";
@@ -56,7 +55,7 @@ export async function containerNetwork(
     throw new Error(`container ${id} runs on the host (hypervisor = "none"): it has no guest network`);
   if (containerStatus(store, record) === "stopped") throw new Error(`container ${id} is not running`);
   const call = (action: "listInterfaces" | "listRoutes" | "updateRoutes", routes?: NetRoute[]) =>
-    supervisorCall(sandboxPaths(ctx.root, record.sandboxId).socket, "network", { action, routes });
+    sandboxCall({ root: ctx.root, id: record.sandboxId }, "network", { action, routes });
   switch (verb) {
     case "list-ifaces":
       return (await call("listInterfaces")).interfaces ?? [];
