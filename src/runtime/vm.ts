@@ -349,6 +349,7 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
     return await store.withLock(o.id, async () => {
       if (ownSandbox) {
         const sup = await startSupervisor(ctx, sandboxId, netns);
+        ctx.debug?.("sandbox supervisor ready", { sandbox: sandboxId, pid: sup.pid });
         supervisorStarted = true;
         record.engine.supervisor = sup;
         store.write(record);
@@ -379,6 +380,7 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
         exited,
       ]);
       inGuest = true;
+      ctx.debug?.("container created in the guest", { id: o.id, standin: record.pid });
       await hostHooks("prestart", record, "created");
       await hostHooks("createRuntime", record, "created");
       store.write(record);
@@ -512,7 +514,9 @@ export async function vmRun(ctx: RuntimeContext, o: RunOptions): Promise<number>
 export async function vmExec(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
   const store = new StateStore(ctx.root);
   const record = store.read(o.id);
-  checkTransition("exec", containerStatus(store, record), o.id);
+  checkTransition("exec", containerStatus(store, record), o.id, o.ignorePaused);
+  // The guest's cgroups are not the host's and no host tool can make a sub-cgroup there (docs/differences.md).
+  if (o.subCgroups) throw new Error("exec --cgroup is not supported in VM mode");
   const execId = `exec-${randomBytes(8).toString("hex")}`;
   const s = await spawnStandin(
     ctx,
@@ -528,6 +532,7 @@ export async function vmExec(ctx: RuntimeContext, o: ExecOptions): Promise<numbe
     killRef(s.ref);
     throw err;
   }
+  ctx.debug?.("exec process started in the guest", { id: o.id, exec: execId, standin: s.ref.pid });
   writePidFile(o.pidFile, s.ref.pid);
   if (o.detach) {
     s.child.unref();
@@ -536,6 +541,7 @@ export async function vmExec(ctx: RuntimeContext, o: ExecOptions): Promise<numbe
   const stop = relaySignals(s.ref.pid);
   const code = await childExit(s.child);
   stop();
+  ctx.debug?.("exec process exited", { id: o.id, exec: execId, status: code });
   return code;
 }
 
