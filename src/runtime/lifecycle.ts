@@ -355,7 +355,8 @@ function destroy(ctx: RuntimeContext, store: StateStore, record: ContainerRecord
   const foreign = cg ? cg.pids().filter((p) => !ours(p)).length : 0;
   try {
     // A neighbour's processes keep the cgroup busy: say so instead of retrying rmdir for seconds.
-    if (foreign) ctx.warn?.(`cgroups of ${record.id} left in place: ${foreign} process(es) of others in them`);
+    if (foreign)
+      ctx.warn?.(`cgroups of ${record.id} left in place: ${foreign} process(es) of others in them`);
     else cg?.destroy();
   } catch (err) {
     ctx.warn?.(`remove cgroups of ${record.id}: ${(err as Error).message}`);
