@@ -11,6 +11,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { loadConfig } from "../src/config/config";
 
 export const REPO = resolve(__dirname, "..");
 export const BIN = join(REPO, "bin", "kata-ts");
@@ -92,4 +93,19 @@ export async function writeVmTestConfig(dir: string, kernel: string, extra: stri
   ];
   writeFileSync(config, [...lines, ...extra, "[runtime]", 'hypervisor = "qemu"', ""].join("\n"));
   return config;
+}
+
+/** The environment VM-mode tests run the CLI with: this tree's supervisor bundle and native build. */
+export function vmTestEnv(): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    KATA_TS_SUPERVISOR: join(REPO, "dist", "kata-supervisor.cjs"),
+    KATA_TS_NATIVE_DIR: join(REPO, "native", "build"),
+  };
+}
+
+/** The guest kernel VM-mode tests boot: $KATA_TS_TEST_KERNEL, else the shipped configuration's. */
+export function vmTestKernel(): string {
+  if (process.env.KATA_TS_TEST_KERNEL) return process.env.KATA_TS_TEST_KERNEL;
+  return loadConfig({ explicitPath: join(REPO, "config", "configuration.toml") }).config.hypervisor.kernel;
 }

@@ -10,6 +10,9 @@
 //   3. forwards every catchable signal as "signal N\n" and SIGWINCH as "resize ROWS COLS\n";
 //   4. exits as the supervisor says: "exit N\n" → exit(N); "kill N\n" → dies of signal N (the engine
 //      then sees exactly what runc's init would have produced). Connection lost → exit 255.
+// Tools that look at "the container's processes" through this pid join its mount namespace and read
+// /proc there (podman top, via psgo): so the stand-in lives in a mount namespace of its own whose /proc
+// is an empty read-only tmpfs, and they see no process rather than every process of the host.
 // No allocation after start-up, no stdio library use after the hello: RSS stays near the libc minimum.
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -78,6 +83,13 @@ static void on_line(const char *line) {
   // "ok" and unknown lines are ignored (forward compatibility).
 }
 
+// Best effort (without CAP_SYS_ADMIN it stays as it was): nothing here is visible outside this process.
+static void hide_host_processes(void) {
+  if (unshare(CLONE_NEWNS) < 0) return;
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return;
+  mount("none", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=555");
+}
+
 int main(int argc, char **argv) {
   if (argc != 5) {
     dprintf(2, "usage: kata-ts-standin SOCKET CONTAINER-ID EXEC-ID|- TERMINAL(0|1)\n");
@@ -111,6 +123,8 @@ int main(int argc, char **argv) {
   while (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
     if (errno != EINTR) die(sock_path);
   }
+
+  hide_host_processes();
 
   if (terminal) {
     // The slave becomes our controlling tty (SIGWINCH on resize) and a transparent byte pipe: the
