@@ -68,6 +68,8 @@ export function attachConsole(master: number): AttachedConsole {
       process.off("SIGWINCH", syncSize);
       stdin.off("data", toPty);
       stdin.pause();
+      // A paused stdin that is a pipe or socket must not keep this process alive either.
+      (stdin as { unref?: () => void }).unref?.();
       if (raw) stdin.setRawMode?.(false);
       // A pty stream does not leave on its own: the event loop must not wait for it.
       pty.destroy();
