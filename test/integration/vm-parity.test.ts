@@ -10,7 +10,7 @@
 // Two VM boots in all.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { defaultSpec } from "../../src/oci/defaults";
@@ -61,8 +61,29 @@ describe("runc parity in VM mode", { skip: missing.length > 0 && `missing ${miss
     t.after(() => {
       if (existsSync(join(root, id))) cli(["delete", "--force", id]);
     });
-    const c = cli(["run", "-d", "--bundle", bundle("x", ["sleep", "100000"], false), id]);
-    assert.equal(c.code, 0, c.stderr);
+    // The container keeps the CLI's stdout/stderr: files, so nobody waits for a pipe to reach EOF.
+    const out = openSync(join(tmp.path, "x.out"), "w");
+    const c = spawnSync(
+      BIN,
+      [
+        "--root",
+        root,
+        "--config",
+        CONFIG,
+        "run",
+        "-d",
+        "--bundle",
+        bundle("x", ["sleep", "100000"], false),
+        id,
+      ],
+      {
+        env,
+        stdio: ["ignore", out, out],
+        timeout: 240_000,
+      },
+    );
+    closeSync(out);
+    assert.equal(c.status, 0, readFileSync(join(tmp.path, "x.out"), "utf8"));
 
     const own = cli(["exec", id, "sh", "-c", "exit 7"]);
     assert.equal(own.code, 7, own.stderr);
