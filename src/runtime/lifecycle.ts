@@ -7,6 +7,7 @@ import {
   constants,
   openSync,
   readFileSync,
+  readlinkSync,
   readSync,
   unlinkSync,
   writeFileSync,
@@ -14,7 +15,14 @@ import {
 } from "node:fs";
 import { join, resolve } from "node:path";
 import { loadConfig } from "../config/config";
-import { type CgroupManager, cgroupManagerFor, cgroupManagerFromState } from "../engine/cgroups";
+import {
+  type CgroupManager,
+  cgroupManagerFor,
+  cgroupManagerFromState,
+  checkUnifiedSupported,
+  subCgroupDirs,
+  writeValue,
+} from "../engine/cgroups";
 import { capLastCap, cgroupMountRecords, containerPasswd, hostFacts } from "../engine/host";
 import { type Launched, launch, namespacesToJoin, signalNumber } from "../engine/launcher";
 import { buildExecPlan, buildInitPlan } from "../engine/plan";
@@ -84,6 +92,12 @@ export async function createContainer(
     resources: spec.linux?.resources,
     warn: ctx.warn,
   });
+  // Refused before anything exists (runc's validator does the same, in its words).
+  checkUnifiedSupported(cgroup.mode, spec.linux?.resources);
+  const already = cgroup.pids().length;
+  // runc 1.1 warns and goes on (1.2 refuses): the container then shares its cgroup's limits and kills.
+  if (already) ctx.warn?.(`container's cgroup is not empty: ${already} process(es) found`);
+  ctx.debug?.("creating container", { id: o.id, bundle, cgroup: Object.values(cgroup.paths)[0] ?? "" });
   store.create(record);
   let launched: Launched | undefined;
   try {
@@ -134,6 +148,7 @@ export async function createContainer(
       );
       store.write(record);
       writePidFile(o.pidFile, record.pid);
+      ctx.debug?.("container created", { id: o.id, pid: record.pid });
       return { record, launched };
     });
   } catch (err) {
@@ -219,6 +234,7 @@ export async function startContainer(ctx: RuntimeContext, id: string): Promise<v
     checkTransition("start", containerStatus(store, record), id);
     const fifo = join(store.dir(id), EXEC_FIFO);
     releaseInit(fifo, record);
+    ctx.debug?.("container started", { id, pid: record.pid });
     try {
       unlinkSync(fifo);
     } catch {}
@@ -248,6 +264,7 @@ export async function runContainer(ctx: RuntimeContext, o: RunOptions): Promise<
   const stop = relaySignals(launched.helper.pid ?? 0);
   const code = await launched.exited;
   stop();
+  ctx.debug?.("container process exited", { id: o.id, status: code });
   if (!o.keep) await deleteContainer(ctx, o.id, true);
   return code;
 }
@@ -302,14 +319,28 @@ function cgroupOf(record: ContainerRecord, ctx: RuntimeContext): CgroupManager |
 /** Kills everything left in the container (SIGKILL), then removes cgroups and state; poststop hooks last. */
 function destroy(ctx: RuntimeContext, store: StateStore, record: ContainerRecord): void {
   const cg = cgroupOf(record, ctx);
-  if (processAlive(record.pid, record.pidStartTime)) {
+  // With a pid namespace of its own, the container's processes are exactly that namespace's (the kernel
+  // kills them with the init); others in its cgroup are a neighbour's (a shared cgroupsPath, which
+  // create warns about) and are left alone, as runc does. Without one, everything in the cgroup goes.
+  const ownPidNs = record.config.linux?.namespaces?.some((n) => n.type === "pid" && !n.path) ?? false;
+  const pidNs = (pid: number): string | undefined => {
+    try {
+      return readlinkSync(`/proc/${pid}/ns/pid`);
+    } catch {
+      return undefined;
+    }
+  };
+  const initAlive = processAlive(record.pid, record.pidStartTime);
+  const ns = ownPidNs && initAlive ? pidNs(record.pid) : undefined;
+  const ours = (pid: number) => !ownPidNs || (ns !== undefined && pidNs(pid) === ns);
+  if (initAlive) {
     try {
       process.kill(record.pid, "SIGKILL");
     } catch {}
   }
   if (cg) {
     for (let round = 0; round < 3; round++) {
-      const pids = cg.pids();
+      const pids = cg.pids().filter(ours);
       if (pids.length === 0) break;
       for (const p of pids) {
         try {
@@ -321,8 +352,12 @@ function destroy(ctx: RuntimeContext, store: StateStore, record: ContainerRecord
     }
   }
   waitGone(record.pid, record.pidStartTime);
+  const foreign = cg ? cg.pids().filter((p) => !ours(p)).length : 0;
   try {
-    cg?.destroy();
+    // A neighbour's processes keep the cgroup busy: say so instead of retrying rmdir for seconds.
+    if (foreign)
+      ctx.warn?.(`cgroups of ${record.id} left in place: ${foreign} process(es) of others in them`);
+    else cg?.destroy();
   } catch (err) {
     ctx.warn?.(`remove cgroups of ${record.id}: ${(err as Error).message}`);
   }
@@ -434,7 +469,10 @@ export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Prom
 async function execInner(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
   const store = new StateStore(ctx.root);
   const record = store.read(o.id);
-  checkTransition("exec", containerStatus(store, record), o.id);
+  checkTransition("exec", containerStatus(store, record), o.id, o.ignorePaused);
+  const cg = cgroupOf(record, ctx);
+  // Validated before anything runs: an unknown controller or a path outside the container's cgroup.
+  const subDirs = o.subCgroups && cg ? subCgroupDirs(cg.mode, cg.paths, o.subCgroups) : undefined;
   const plan = buildExecPlan({
     process: o.process,
     joins: namespacesToJoin(record.pid),
@@ -446,7 +484,6 @@ async function execInner(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
     passwd: containerPasswd(record.rootfs),
     state: stateJson(record, "running"),
   });
-  const cg = cgroupOf(record, ctx);
   const launched = await launch({
     phase1: plan.phase1,
     preserveFds: o.preserveFds,
@@ -454,15 +491,20 @@ async function execInner(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
     expectReady: false,
     onPid: (pid) => {
       setOomScoreAdj(pid, o.process.oomScoreAdj);
-      cg?.apply(pid);
+      if (subDirs) {
+        ctx.debug?.("joining sub-cgroups", { pid, cgroups: subDirs.join(",") });
+        for (const d of subDirs) writeValue(d, "cgroup.procs", String(pid));
+      } else cg?.apply(pid);
       return plan.phase2(pid);
     },
   });
+  ctx.debug?.("exec process started", { id: o.id, pid: launched.pid });
   writePidFile(o.pidFile, launched.pid);
   if (o.detach) return 0;
   const stop = relaySignals(launched.helper.pid ?? 0);
   const code = await launched.exited;
   stop();
+  ctx.debug?.("exec process exited", { id: o.id, pid: launched.pid, status: code });
   return code;
 }
 
@@ -472,8 +514,9 @@ export { signalNumber };
 export function runtimeContext(
   g: { root: string; config?: string; systemdCgroup?: boolean },
   warn?: (m: string) => void,
+  debug?: RuntimeContext["debug"],
 ): RuntimeContext {
-  return { root: g.root, configPath: g.config, systemdCgroup: g.systemdCgroup, warn };
+  return { root: g.root, configPath: g.config, systemdCgroup: g.systemdCgroup, warn, debug };
 }
 
 /** Parses --preserve-fds. */

@@ -6,6 +6,8 @@ export interface RuntimeContext {
   configPath?: string;
   systemdCgroup?: boolean;
   warn?: (msg: string) => void;
+  /** Debug-level lines (--debug); fields are logrus fields. */
+  debug?: (msg: string, fields?: Record<string, string | number>) => void;
 }
 
 export interface CreateOptions {
@@ -31,4 +33,8 @@ export interface ExecOptions {
   pidFile?: string;
   consoleSocket?: string;
   preserveFds?: number;
+  /** exec --cgroup: controller → sub-cgroup path ("" = every hierarchy), see engine/cgroups/subcgroup.ts. */
+  subCgroups?: Record<string, string>;
+  /** exec --ignore-paused: exec into a paused container (the process starts frozen, as with runc). */
+  ignorePaused?: boolean;
 }

@@ -36,6 +36,7 @@ import {
 } from "../sandbox/protocol";
 import { cleanupSandboxDir } from "../sandbox/supervisor";
 import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
+import { attachConsole } from "./console";
 import { hostHooks, newContainerRecord, stateJson, writePidFile } from "./container";
 import { runPoststopHooks } from "./hooks";
 import type { CreateOptions, ExecOptions, RunOptions, RuntimeContext } from "./options";
@@ -278,7 +279,10 @@ async function sendConsole(socketPath: string, master: number, name: string): Pr
   }
 }
 
-/** Spawns a stand-in: with a terminal, on a fresh host pty whose master goes to the console socket. */
+/**
+ * Spawns a stand-in: with a terminal, on a fresh host pty whose master goes to the console socket or,
+ * for a foreground process without one (`foreground`), stays with this CLI (returned as `master`).
+ */
 async function spawnStandin(
   ctx: RuntimeContext,
   sandboxId: string,
@@ -286,20 +290,24 @@ async function spawnStandin(
   execId: string,
   terminal: boolean,
   consoleSocket: string | undefined,
-): Promise<{ child: ChildProcess; ref: ProcRef }> {
+  foreground = false,
+): Promise<{ child: ChildProcess; ref: ProcRef; master?: number }> {
   const bin = standinBinary();
   const sock = sandboxPaths(ctx.root, sandboxId).socket;
   let stdio: ("inherit" | number)[] = ["inherit", "inherit", "inherit"];
   let slave: number | undefined;
+  let master: number | undefined;
   if (terminal) {
-    if (!consoleSocket)
+    if (!consoleSocket && !foreground)
       throw new Error("cannot allocate tty if runc will detach without setting console socket");
     const pty = openpty();
-    try {
-      await sendConsole(resolve(consoleSocket), pty.master, pty.name);
-    } finally {
-      closeFd(pty.master);
-    }
+    if (consoleSocket) {
+      try {
+        await sendConsole(resolve(consoleSocket), pty.master, pty.name);
+      } finally {
+        closeFd(pty.master);
+      }
+    } else master = pty.master;
     slave = pty.slave;
     stdio = [slave, slave, slave];
   }
@@ -310,19 +318,28 @@ async function spawnStandin(
     if (slave !== undefined) closeFd(slave);
   }
   const pid = child.pid;
-  if (!pid) throw new Error(`${STANDIN_BINARY}: could not be started`);
+  if (!pid) {
+    if (master !== undefined) closeFd(master);
+    throw new Error(`${STANDIN_BINARY}: could not be started`);
+  }
   child.on("error", () => {});
-  return { child, ref: { pid, start: processStartTime(pid) ?? 0 } };
+  return { child, ref: { pid, start: processStartTime(pid) ?? 0 }, master };
 }
 
 export interface VmCreated {
   record: ContainerRecord;
   /** The stand-in of the init (our child until this process exits). */
   standin: ChildProcess;
+  /** A foreground run with a terminal and no console socket: the master of the stand-in's pty. */
+  master?: number;
 }
 
 /** create: the sandbox (if this container is its own), the container in the guest, the stand-in. */
-export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<VmCreated> {
+export async function vmCreate(
+  ctx: RuntimeContext,
+  o: CreateOptions,
+  foreground = false,
+): Promise<VmCreated> {
   validateContainerId(o.id);
   const record = newContainerRecord(o.id, o.bundle, "qemu");
   const { rootfs, config: spec, sandboxId } = record;
@@ -342,13 +359,14 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
   }
   const store = new StateStore(ctx.root);
   store.create(record);
-  let standin: { child: ChildProcess; ref: ProcRef } | undefined;
+  let standin: { child: ChildProcess; ref: ProcRef; master?: number } | undefined;
   let inGuest = false;
   let supervisorStarted = false;
   try {
     return await store.withLock(o.id, async () => {
       if (ownSandbox) {
         const sup = await startSupervisor(ctx, sandboxId, netns);
+        ctx.debug?.("sandbox supervisor ready", { sandbox: sandboxId, pid: sup.pid });
         supervisorStarted = true;
         record.engine.supervisor = sup;
         store.write(record);
@@ -358,7 +376,7 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
         });
       }
       const terminal = Boolean(spec.process?.terminal);
-      standin = await spawnStandin(ctx, sandboxId, o.id, "", terminal, o.consoleSocket);
+      standin = await spawnStandin(ctx, sandboxId, o.id, "", terminal, o.consoleSocket, foreground);
       record.pid = standin.ref.pid;
       record.pidStartTime = standin.ref.start;
       // The record names the pid before anything else can fail or a hook can call `state`.
@@ -379,6 +397,7 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
         exited,
       ]);
       inGuest = true;
+      ctx.debug?.("container created in the guest", { id: o.id, standin: record.pid });
       await hostHooks("prestart", record, "created");
       await hostHooks("createRuntime", record, "created");
       store.write(record);
@@ -386,9 +405,10 @@ export async function vmCreate(ctx: RuntimeContext, o: CreateOptions): Promise<V
       standin.child.removeAllListeners("exit");
       // The stand-in outlives this CLI (the engine's subreaper adopts it); `run` re-refs it to wait.
       standin.child.unref();
-      return { record, standin: standin.child };
+      return { record, standin: standin.child, master: standin.master };
     });
   } catch (err) {
+    if (standin?.master !== undefined) closeFd(standin.master);
     if (inGuest && !ownSandbox) await call(ctx, sandboxId, "delete", { containerId: o.id }).catch(() => {});
     killRef(standin?.ref);
     if (supervisorStarted || ownSandbox) {
@@ -492,10 +512,14 @@ function childExit(child: ChildProcess): Promise<number> {
 
 /** run = create + start; in the foreground waits for the workload and returns its exit code. */
 export async function vmRun(ctx: RuntimeContext, o: RunOptions): Promise<number> {
-  const { standin } = await vmCreate(ctx, o);
+  const { standin, master } = await vmCreate(ctx, o, !o.detach);
+  // Attached before start, so not a byte of the workload's first output is missed.
+  const term = master !== undefined ? attachConsole(master) : undefined;
+  term?.syncSize();
   try {
     await vmStart(ctx, o.id);
   } catch (err) {
+    await term?.finish();
     await vmDelete(ctx, o.id, true).catch(() => {});
     throw err;
   }
@@ -504,6 +528,8 @@ export async function vmRun(ctx: RuntimeContext, o: RunOptions): Promise<number>
   const stop = relaySignals(standin.pid ?? 0);
   const code = await childExit(standin);
   stop();
+  await term?.finish();
+  ctx.debug?.("container process exited", { id: o.id, status: code });
   if (!o.keep) await vmDelete(ctx, o.id, true);
   return code;
 }
@@ -512,7 +538,9 @@ export async function vmRun(ctx: RuntimeContext, o: RunOptions): Promise<number>
 export async function vmExec(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
   const store = new StateStore(ctx.root);
   const record = store.read(o.id);
-  checkTransition("exec", containerStatus(store, record), o.id);
+  checkTransition("exec", containerStatus(store, record), o.id, o.ignorePaused);
+  // The guest's cgroups are not the host's and no host tool can make a sub-cgroup there (docs/differences.md).
+  if (o.subCgroups) throw new Error("exec --cgroup is not supported in VM mode");
   const execId = `exec-${randomBytes(8).toString("hex")}`;
   const s = await spawnStandin(
     ctx,
@@ -521,13 +549,18 @@ export async function vmExec(ctx: RuntimeContext, o: ExecOptions): Promise<numbe
     execId,
     Boolean(o.process.terminal),
     o.consoleSocket,
+    !o.detach,
   );
+  const term = s.master !== undefined ? attachConsole(s.master) : undefined;
   try {
     await call(ctx, record.sandboxId, "exec", { containerId: o.id, execId, process: o.process }, 60_000);
   } catch (err) {
     killRef(s.ref);
+    await term?.finish();
     throw err;
   }
+  term?.syncSize();
+  ctx.debug?.("exec process started in the guest", { id: o.id, exec: execId, standin: s.ref.pid });
   writePidFile(o.pidFile, s.ref.pid);
   if (o.detach) {
     s.child.unref();
@@ -536,6 +569,8 @@ export async function vmExec(ctx: RuntimeContext, o: ExecOptions): Promise<numbe
   const stop = relaySignals(s.ref.pid);
   const code = await childExit(s.child);
   stop();
+  await term?.finish();
+  ctx.debug?.("exec process exited", { id: o.id, exec: execId, status: code });
   return code;
 }
 
