@@ -12,6 +12,7 @@ import {
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { loadConfig } from "../src/config/config";
 import { recvFds } from "../src/sys/native";
 
 export const REPO = resolve(__dirname, "..");
@@ -118,4 +119,19 @@ export function receiveConsole(path: string): Promise<{ fd: number; name: string
     });
     server.listen(path);
   });
+}
+
+/** The environment VM-mode tests run the CLI with: this tree's supervisor bundle and native build. */
+export function vmTestEnv(): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    KATA_TS_SUPERVISOR: join(REPO, "dist", "kata-supervisor.cjs"),
+    KATA_TS_NATIVE_DIR: join(REPO, "native", "build"),
+  };
+}
+
+/** The guest kernel VM-mode tests boot: $KATA_TS_TEST_KERNEL, else the shipped configuration's. */
+export function vmTestKernel(): string {
+  if (process.env.KATA_TS_TEST_KERNEL) return process.env.KATA_TS_TEST_KERNEL;
+  return loadConfig({ explicitPath: join(REPO, "config", "configuration.toml") }).config.hypervisor.kernel;
 }

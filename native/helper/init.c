@@ -414,9 +414,61 @@ static void op_rootfs(struct record *r) {
   if (rootfd < 0) fail("open rootfs %s: %s", rootfs_path, strerror(errno));
 }
 
+/*
+ * runc's msMoveRoot, before the chroot of --no-pivot: the host's procfs and sysfs stay in the mount
+ * namespace under a chroot, and the kernel lets a process that makes its own user namespace mount a
+ * fresh procfs/sysfs if any full one is in its mount namespace (mount_too_revealing). So every full
+ * (root "/") procfs/sysfs outside the rootfs is made rslave (the unmount must not reach the host) and
+ * lazily unmounted; where the kernel refuses (a mount locked by our user namespace: EINVAL, or EPERM),
+ * it is covered with a tmpfs, as runc does.
+ */
+static void hide_host_proc_sys(void) {
+  char real[PATH_MAX];
+  if (!realpath(rootfs_path, real)) fail("resolve rootfs %s: %s", rootfs_path, strerror(errno));
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (!f) fail("open /proc/self/mountinfo: %s", strerror(errno));
+  char **mps = NULL, *line = NULL;
+  int n = 0;
+  size_t cap = 0;
+  while (getline(&line, &cap, f) > 0) {
+    /* id parent major:minor root mountpoint options [optional fields...] - fstype source superopts */
+    char *save = NULL, *field = strtok_r(line, " \n", &save), *root = NULL, *mp = NULL, *type = NULL;
+    for (int i = 0, dash = 0; field; i++, field = strtok_r(NULL, " \n", &save)) {
+      if (i == 3) root = field;
+      if (i == 4) mp = field;
+      if (dash) {
+        type = field;
+        break;
+      }
+      if (i >= 6 && strcmp(field, "-") == 0) dash = 1;
+    }
+    if (!root || !mp || !type || strcmp(root, "/") != 0) continue;
+    if (strcmp(type, "proc") != 0 && strcmp(type, "sysfs") != 0) continue;
+    unescape_mountinfo(mp);
+    size_t len = strlen(real);
+    if (strncmp(mp, real, len) == 0 && (mp[len] == '/' || mp[len] == '\0')) continue; /* the container's */
+    push(&mps, &n, mp);
+  }
+  free(line);
+  fclose(f);
+  for (int i = 0; i < n; i++) {
+    if (mount("", mps[i], "", MS_SLAVE | MS_REC, NULL) < 0) {
+      if (errno == ENOENT) continue; /* under one detached before */
+      fail("make %s rslave: %s", mps[i], strerror(errno));
+    }
+    if (umount2(mps[i], MNT_DETACH) < 0) {
+      if (errno != EINVAL && errno != EPERM) fail("unmount %s: %s", mps[i], strerror(errno));
+      if (mount("tmpfs", mps[i], "tmpfs", 0, NULL) < 0) fail("cover %s: %s", mps[i], strerror(errno));
+    }
+    free(mps[i]);
+  }
+  free(mps);
+}
+
 static void op_pivot(int no_pivot) {
   if (!rootfs_path) fail("helper: pivot without rootfs");
   if (no_pivot) {
+    hide_host_proc_sys();
     if (chdir(rootfs_path) < 0) fail("chdir rootfs: %s", strerror(errno));
     if (mount(rootfs_path, "/", NULL, MS_MOVE, NULL) < 0) fail("move rootfs to /: %s", strerror(errno));
     if (chroot(".") < 0) fail("chroot: %s", strerror(errno));

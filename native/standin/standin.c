@@ -10,6 +10,10 @@
 //   3. forwards every catchable signal as "signal N\n" and SIGWINCH as "resize ROWS COLS\n";
 //   4. exits as the supervisor says: "exit N\n" → exit(N); "kill N\n" → dies of signal N (the engine
 //      then sees exactly what runc's init would have produced). Connection lost → exit 255.
+// Tools that look at "the container's processes" through this pid join its mount namespace and read
+// /proc there (podman top, via psgo): so the stand-in lives in a mount namespace of its own whose root
+// is an empty read-only tmpfs (empty /proc and /dev), and they see no process rather than every
+// process of the host.
 // No allocation after start-up, no stdio library use after the hello: RSS stays near the libc minimum.
 #include <errno.h>
 #include <fcntl.h>
@@ -17,9 +21,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
@@ -78,6 +86,27 @@ static void on_line(const char *line) {
   // "ok" and unknown lines are ignored (forward compatibility).
 }
 
+// Best effort (without CAP_SYS_ADMIN it stays as it was); nothing here is visible outside this process.
+// The namespace's root becomes an empty read-only tmpfs with empty /proc and /dev (what psgo reads), and
+// the copy of the host's mounts is detached, so this long-lived process pins no host mount (as runc's
+// init, which pivots away from them too). Needs nothing from the file system afterwards: the socket is
+// connected and /dev/null is open by then.
+static void hide_host_processes(void) {
+  if (unshare(CLONE_NEWNS) < 0) return;
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return;
+  if (mount("none", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=555") < 0) return;
+  if (chdir("/proc") < 0) return;
+  mkdir("proc", 0555);
+  mkdir("dev", 0555);
+  // pivot_root(".", "."): the old root ends up stacked on the new one and is detached right away.
+  if (syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0) {
+    (void)!chdir("/");
+    return;
+  }
+  (void)!chdir("/");
+  mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+
 int main(int argc, char **argv) {
   if (argc != 5) {
     dprintf(2, "usage: kata-ts-standin SOCKET CONTAINER-ID EXEC-ID|- TERMINAL(0|1)\n");
@@ -111,6 +140,9 @@ int main(int argc, char **argv) {
   while (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
     if (errno != EINTR) die(sock_path);
   }
+
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  hide_host_processes();
 
   if (terminal) {
     // The slave becomes our controlling tty (SIGWINCH on resize) and a transparent byte pipe: the
@@ -152,7 +184,6 @@ int main(int argc, char **argv) {
   if (sent < len && write_all(sock, hello + sent, (size_t)(len - sent)) < 0) die("send hello");
 
   // Our copies of the stdio go; /dev/null keeps fds 0-2 occupied so nothing else lands there.
-  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   int keep_tty = terminal ? fcntl(0, F_DUPFD_CLOEXEC, 3) : -1;
   for (int fd = 0; fd < 3; fd++) {
     if (devnull >= 0) dup2(devnull, fd);

@@ -4,6 +4,7 @@
 // is picked once per call: from the configuration for a new container, from its record afterwards.
 import type { CgroupStats } from "../engine/cgroups";
 import type { LinuxResources } from "../oci/spec";
+import type { AttachedConsole } from "./console";
 import type { CreateOptions, ExecOptions, RuntimeContext } from "./options";
 import type { ContainerStatus } from "./status";
 import type { ContainerRecord, HypervisorKind, StateStore } from "./store";
@@ -20,15 +21,24 @@ export interface Started {
   hold(): void;
   /** Lets this process exit without it (detached exec). */
   release(): void;
+  /** A foreground process on a pty this CLI holds (VM mode, no --console-socket): the caller's terminal. */
+  console?: AttachedConsole;
+  /** What --debug lines name the process by (pid; exec id and stand-in in VM mode). */
+  fields: Record<string, string | number>;
 }
 
 /** One create in progress: made in the container's lock, unwound if anything after it fails. */
 export interface Creation {
   /**
    * Makes the container up to its init waiting for `start`; sets record.pid and record.engine and runs
-   * `createHooks` (prestart, createRuntime) once the init's pid is known.
+   * `createHooks` (prestart, createRuntime) once the init's pid is known. `foreground`: `run` without
+   * --detach (this CLI waits for the init and may hold its terminal).
    */
-  make(store: StateStore, wait: boolean, createHooks: (pid?: number) => Promise<void>): Promise<Started>;
+  make(
+    store: StateStore,
+    foreground: boolean,
+    createHooks: (pid?: number) => Promise<void>,
+  ): Promise<Started>;
   /** Undoes whatever make() did (the state directory is the caller's). */
   unwind(): Promise<void>;
 }

@@ -2,12 +2,16 @@
 // container driver (src/engine/container.ts). What a container holds outside its state directory is its
 // init and its cgroups; the cgroup manager is rebuilt from what create saved (record.engine.cgroup).
 import { spawnSync } from "node:child_process";
+import { readlinkSync } from "node:fs";
 import { resolve } from "node:path";
 import {
   type CgroupManager,
   type CgroupStats,
   cgroupManagerFor,
   cgroupManagerFromState,
+  checkUnifiedSupported,
+  subCgroupDirs,
+  writeValue,
 } from "../engine/cgroups";
 import { createInit, releaseInit, setOomScoreAdj } from "../engine/container";
 import { capLastCap, containerPasswd } from "../engine/host";
@@ -50,7 +54,18 @@ function started(l: Launched): Started {
     exited: l.exited,
     hold: () => l.helper.ref(),
     release: () => {},
+    fields: { pid: l.pid },
   };
+}
+
+/** The pid namespace of a process (its /proc link), if it can be read. */
+function pidNs(pid: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    // gone, or not ours to read: no namespace to compare
+    return undefined;
+  }
 }
 
 /** The container's cgroups as create saved them (an error naming the container when there are none). */
@@ -92,6 +107,16 @@ export const hostBackend: Backend = {
       resources: spec.linux?.resources,
       warn: ctx.warn,
     });
+    // Refused before anything exists (runc's validator does the same, in its words).
+    checkUnifiedSupported(cgroup.mode, spec.linux?.resources);
+    const already = cgroup.pids().length;
+    // runc 1.1 warns and goes on (1.2 refuses): the container then shares its cgroup's limits and kills.
+    if (already) ctx.warn?.(`container's cgroup is not empty: ${already} process(es) found`);
+    ctx.debug?.("creating container", {
+      id: record.id,
+      bundle: record.bundle,
+      cgroup: Object.values(cgroup.paths)[0] ?? "",
+    });
     return {
       async make(store, wait, createHooks) {
         const launched = await span("engine.launch", { container: record.id }, () =>
@@ -122,6 +147,7 @@ export const hostBackend: Backend = {
             },
           }),
         );
+        ctx.debug?.("container created", { id: record.id, pid: record.pid });
         return started(launched);
       },
       async unwind() {
@@ -158,13 +184,22 @@ export const hostBackend: Backend = {
     }
   },
 
-  /** SIGKILL to everything left in the container, then its cgroups go. */
+  /**
+   * SIGKILL to everything left in the container, then its cgroups go. With a pid namespace of its own,
+   * the container's processes are exactly that namespace's (the kernel kills them with the init); others
+   * in its cgroup are a neighbour's (a shared cgroupsPath, which create warns about) and are left alone,
+   * as runc does. Without one, everything in the cgroup goes.
+   */
   async destroy(ctx, record) {
     const cg = cgroupOf(record, ctx);
-    if (processAlive(record.pid, record.pidStartTime)) killQuietly(record.pid);
+    const ownPidNs = record.config.linux?.namespaces?.some((n) => n.type === "pid" && !n.path) ?? false;
+    const initAlive = processAlive(record.pid, record.pidStartTime);
+    const ns = ownPidNs && initAlive ? pidNs(record.pid) : undefined;
+    const ours = (pid: number) => !ownPidNs || (ns !== undefined && pidNs(pid) === ns);
+    if (initAlive) killQuietly(record.pid);
     if (cg) {
       for (let round = 0; round < 3; round++) {
-        const pids = cg.pids();
+        const pids = cg.pids().filter(ours);
         if (pids.length === 0) break;
         for (const p of pids) killQuietly(p);
         if (round === 0 && cg.frozen()) cg.thaw();
@@ -172,14 +207,21 @@ export const hostBackend: Backend = {
       }
     }
     waitGone(record.pid, record.pidStartTime);
+    const foreign = cg ? cg.pids().filter((p) => !ours(p)).length : 0;
     try {
-      cg?.destroy();
+      // A neighbour's processes keep the cgroup busy: say so instead of retrying rmdir for seconds.
+      if (foreign)
+        ctx.warn?.(`cgroups of ${record.id} left in place: ${foreign} process(es) of others in them`);
+      else cg?.destroy();
     } catch (err) {
       ctx.warn?.(`remove cgroups of ${record.id}: ${(err as Error).message}`);
     }
   },
 
   async exec(ctx, record, o) {
+    const cg = cgroupOf(record, ctx);
+    // Validated before anything runs: an unknown controller or a path outside the container's cgroup.
+    const subDirs = o.subCgroups && cg ? subCgroupDirs(cg.mode, cg.paths, o.subCgroups) : undefined;
     const plan = buildExecPlan({
       process: o.process,
       joins: namespacesToJoin(record.pid),
@@ -191,7 +233,6 @@ export const hostBackend: Backend = {
       passwd: containerPasswd(record.rootfs),
       state: stateJson(record, "running"),
     });
-    const cg = cgroupOf(record, ctx);
     const launched = await launch({
       phase1: plan.phase1,
       preserveFds: o.preserveFds,
@@ -199,7 +240,10 @@ export const hostBackend: Backend = {
       expectReady: false,
       onPid: (pid) => {
         setOomScoreAdj(pid, o.process.oomScoreAdj);
-        cg?.apply(pid);
+        if (subDirs) {
+          ctx.debug?.("joining sub-cgroups", { pid, cgroups: subDirs.join(",") });
+          for (const d of subDirs) writeValue(d, "cgroup.procs", String(pid));
+        } else cg?.apply(pid);
         return plan.phase2(pid);
       },
     });

@@ -74,6 +74,7 @@ export async function startContainer(ctx: RuntimeContext, id: string): Promise<v
     checkTransition("start", containerStatus(store, record), id);
     const backend = backendOf(record);
     await backend.start(ctx, store, record);
+    ctx.debug?.("container started", { id, pid: record.pid });
     try {
       unlinkSync(join(store.dir(id), EXEC_FIFO));
     } catch {
@@ -95,20 +96,25 @@ async function waitFor(p: Started): Promise<number> {
   const stop = relaySignals(p.signalPid);
   const code = await p.exited;
   stop();
+  await p.console?.finish();
   return code;
 }
 
 /** run = create + start; in the foreground, waits and returns the workload's exit code, then deletes. */
 export async function runContainer(ctx: RuntimeContext, o: RunOptions): Promise<number> {
   const { init } = await createContainer(ctx, o, !o.detach);
+  // Attached before start, so not a byte of the workload's first output is missed.
+  init.console?.syncSize();
   try {
     await startContainer(ctx, o.id);
   } catch (err) {
+    await init.console?.finish();
     await deleteContainer(ctx, o.id, true).catch(() => {});
     throw err;
   }
   if (o.detach) return 0;
   const code = await waitFor(init);
+  ctx.debug?.("container process exited", { id: o.id, status: code });
   if (!o.keep) await deleteContainer(ctx, o.id, true);
   return code;
 }
@@ -238,8 +244,9 @@ export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Prom
   try {
     const store = new StateStore(ctx.root);
     const record = store.read(o.id);
-    checkTransition("exec", containerStatus(store, record), o.id);
+    checkTransition("exec", containerStatus(store, record), o.id, o.ignorePaused);
     p = await backendOf(record).exec(ctx, record, o);
+    ctx.debug?.("exec process started", { id: o.id, ...p.fields });
     writePidFile(o.pidFile, p.pid);
   } catch (err) {
     throw new ExecError(err instanceof Error ? err.message : String(err));
@@ -248,7 +255,9 @@ export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Prom
     p.release();
     return 0;
   }
-  return waitFor(p);
+  const code = await waitFor(p);
+  ctx.debug?.("exec process exited", { id: o.id, ...p.fields, status: code });
+  return code;
 }
 
 export { signalNumber };
@@ -257,8 +266,9 @@ export { signalNumber };
 export function runtimeContext(
   g: { root: string; config?: string; systemdCgroup?: boolean },
   warn?: (m: string) => void,
+  debug?: RuntimeContext["debug"],
 ): RuntimeContext {
-  return { root: g.root, configPath: g.config, systemdCgroup: g.systemdCgroup, warn };
+  return { root: g.root, configPath: g.config, systemdCgroup: g.systemdCgroup, warn, debug };
 }
 
 /** Parses --preserve-fds. */

@@ -8,6 +8,8 @@ export interface RuntimeContext {
   warn?: (msg: string) => void;
   /** Where new containers run, overriding [runtime] hypervisor (test entries). */
   hypervisor?: "none" | "qemu";
+  /** Debug-level lines (--debug); fields are logrus fields. */
+  debug?: (msg: string, fields?: Record<string, string | number>) => void;
 }
 
 export interface CreateOptions {
@@ -33,4 +35,8 @@ export interface ExecOptions {
   pidFile?: string;
   consoleSocket?: string;
   preserveFds?: number;
+  /** exec --cgroup: controller → sub-cgroup path ("" = every hierarchy), see engine/cgroups/subcgroup.ts. */
+  subCgroups?: Record<string, string>;
+  /** exec --ignore-paused: exec into a paused container (the process starts frozen, as with runc). */
+  ignorePaused?: boolean;
 }

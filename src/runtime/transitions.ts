@@ -18,18 +18,19 @@ const TRANSITIONS: Record<ContainerStatus, Partial<Record<Verb, string | true>>>
     start: "cannot start a container in the paused state",
     delete: "cannot delete container {id} that is not stopped: paused",
     kill: true,
-    exec: "cannot exec in a paused state",
+    exec: "cannot exec in a paused container (use --ignore-paused to override)",
   },
   stopped: {
     start: "cannot start a container that has stopped",
     delete: true,
     kill: "container not running",
-    exec: "cannot exec in a stopped state",
+    exec: "cannot exec in a stopped container",
   },
 };
 
 /** Throws runc's error when `verb` is not allowed in `status`. */
-export function checkTransition(verb: Verb, status: ContainerStatus, id: string): void {
+export function checkTransition(verb: Verb, status: ContainerStatus, id: string, ignorePaused = false): void {
+  if (verb === "exec" && status === "paused" && ignorePaused) return;
   const rule = TRANSITIONS[status][verb];
   if (rule === true) return;
   throw new Error((rule ?? `cannot ${verb} a container in the ${status} state`).replace("{id}", id));

@@ -31,7 +31,9 @@ import {
 } from "../sandbox/launch";
 import { sandboxPaths } from "../sandbox/paths";
 import { supervisorCallSync } from "../sandbox/protocol";
+import { closeFd } from "../sys/native";
 import type { Backend, Creation, Started } from "./backend";
+import { attachConsole } from "./console";
 import { filterPsOutput } from "./host";
 import type { RuntimeContext } from "./options";
 import type { ContainerRecord } from "./store";
@@ -40,7 +42,7 @@ function sandboxOf(ctx: RuntimeContext, record: ContainerRecord): SandboxRef {
   return { root: ctx.root, id: record.sandboxId };
 }
 
-function started(s: StandinChild): Started {
+function started(s: StandinChild, fields: Record<string, string | number>): Started {
   const exited = standinExit(s.child);
   return {
     pid: s.ref.pid,
@@ -48,6 +50,9 @@ function started(s: StandinChild): Started {
     exited,
     hold: () => s.child.ref(),
     release: () => s.child.unref(),
+    // The caller's terminal on the stand-in's pty, attached before the process starts (no output lost).
+    console: s.master !== undefined ? attachConsole(s.master) : undefined,
+    fields,
   };
 }
 
@@ -80,10 +85,11 @@ export const vmBackend: Backend = {
     let inGuest = false;
     let supervisorStarted = false;
     return {
-      make: (store, _wait, createHooks) =>
+      make: (store, foreground, createHooks) =>
         span("vm.create", { container: id }, async () => {
           if (ownSandbox) {
             const sup = await startSupervisor(sandbox, ctx.configPath, netns);
+            ctx.debug?.("sandbox supervisor ready", { sandbox: sandboxId, pid: sup.pid });
             supervisorStarted = true;
             record.engine.supervisor = sup;
             store.write(record);
@@ -95,7 +101,7 @@ export const vmBackend: Backend = {
             });
           }
           const terminal = Boolean(spec.process?.terminal);
-          const s = await spawnStandin(sandbox, id, "", terminal, o.consoleSocket);
+          const s = await spawnStandin(sandbox, id, "", terminal, o.consoleSocket, foreground);
           standin = s;
           record.pid = s.ref.pid;
           record.pidStartTime = s.ref.start;
@@ -117,14 +123,16 @@ export const vmBackend: Backend = {
             early,
           ]);
           inGuest = true;
+          ctx.debug?.("container created in the guest", { id, standin: record.pid });
           await createHooks();
           s.child.removeAllListeners("exit");
-          const init = started(s);
+          const init = started(s, { standin: s.ref.pid });
           // The stand-in outlives this CLI (the engine's subreaper adopts it); `run` holds it to wait.
           init.release();
           return init;
         }),
       async unwind() {
+        if (standin?.master !== undefined) closeFd(standin.master);
         if (inGuest && !ownSandbox) await sandboxCall(sandbox, "delete", { containerId: id }).catch(() => {});
         killRef(standin?.ref);
         if (supervisorStarted || ownSandbox) {
@@ -165,16 +173,28 @@ export const vmBackend: Backend = {
 
   /** A new process in the container, with its own stand-in (whose pid goes in --pid-file). */
   async exec(ctx, record, o) {
+    // The guest's cgroups are not the host's and no host tool can make a sub-cgroup there (docs/differences.md).
+    if (o.subCgroups) throw new KataError("exec --cgroup is not supported in VM mode");
     const sandbox = sandboxOf(ctx, record);
     const execId = `exec-${randomBytes(8).toString("hex")}`;
-    const s = await spawnStandin(sandbox, o.id, execId, Boolean(o.process.terminal), o.consoleSocket);
+    const s = await spawnStandin(
+      sandbox,
+      o.id,
+      execId,
+      Boolean(o.process.terminal),
+      o.consoleSocket,
+      !o.detach,
+    );
+    const p = started(s, { exec: execId, standin: s.ref.pid });
     try {
       await sandboxCall(sandbox, "exec", { containerId: o.id, execId, process: o.process }, 60_000);
     } catch (err) {
       killRef(s.ref);
+      await p.console?.finish();
       throw err;
     }
-    return started(s);
+    p.console?.syncSize();
+    return p;
   },
 
   /**

@@ -268,29 +268,38 @@ async function sendConsole(socketPath: string, master: number, name: string): Pr
 export interface StandinChild {
   child: ChildProcess;
   ref: ProcRef;
+  /** A foreground process with a terminal and no console socket: the master of the stand-in's pty. */
+  master?: number;
 }
 
-/** Spawns a stand-in: with a terminal, on a fresh host pty whose master goes to the console socket. */
+/**
+ * Spawns a stand-in: with a terminal, on a fresh host pty whose master goes to the console socket or,
+ * for a foreground process without one (`foreground`), stays with this CLI (returned as `master`).
+ */
 export async function spawnStandin(
   s: SandboxRef,
   containerId: string,
   execId: string,
   terminal: boolean,
   consoleSocket: string | undefined,
+  foreground = false,
 ): Promise<StandinChild> {
   const bin = standinBinary();
   const sock = sandboxPaths(s.root, s.id).socket;
   let stdio: ("inherit" | number)[] = ["inherit", "inherit", "inherit"];
   let slave: number | undefined;
+  let master: number | undefined;
   if (terminal) {
-    if (!consoleSocket)
+    if (!consoleSocket && !foreground)
       throw new KataError("cannot allocate tty if runc will detach without setting console socket");
     const pty = openpty();
-    try {
-      await sendConsole(resolve(consoleSocket), pty.master, pty.name);
-    } finally {
-      closeFd(pty.master);
-    }
+    if (consoleSocket) {
+      try {
+        await sendConsole(resolve(consoleSocket), pty.master, pty.name);
+      } finally {
+        closeFd(pty.master);
+      }
+    } else master = pty.master;
     slave = pty.slave;
     stdio = [slave, slave, slave];
   }
@@ -301,9 +310,12 @@ export async function spawnStandin(
     if (slave !== undefined) closeFd(slave);
   }
   const pid = child.pid;
-  if (!pid) throw new KataError(`${STANDIN_BINARY}: could not be started`);
+  if (!pid) {
+    if (master !== undefined) closeFd(master);
+    throw new KataError(`${STANDIN_BINARY}: could not be started`);
+  }
   child.on("error", () => {});
-  return { child, ref: { pid, start: processStartTime(pid) ?? 0 } };
+  return { child, ref: { pid, start: processStartTime(pid) ?? 0 }, master };
 }
 
 /** Waits for a stand-in child of ours; its exit code is the workload's (or 128+signal). */

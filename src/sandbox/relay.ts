@@ -65,6 +65,7 @@ export function relayStdio(fds: number[], terminal: boolean, stdio: ProcessStdio
       closeFd(fd);
       return;
     }
+    const socket = fstatSync(fd).isSocket();
     const w = fdWritable(fd);
     opened.push(w);
     // Nobody reads the host side any more (EPIPE): keep draining the guest so the workload is not stuck.
@@ -72,7 +73,11 @@ export function relayStdio(fds: number[], terminal: boolean, stdio: ProcessStdio
       src.unpipe(w);
       src.resume();
     });
-    src.pipe(w);
+    // A socket ends with a close once everything is written, never with shutdown(SHUT_WR): the caller
+    // (a socketpair from the engine, or the CLI's own stderr) shares it and writes after the process
+    // ended (runc's and kata-ts's last log lines), which a shutdown would cut off with EPIPE.
+    src.pipe(w, { end: !socket });
+    if (socket) src.once("end", () => w.write(Buffer.alloc(0), () => w.destroy()));
     done.push(finished(w));
   };
   out(stdio.stdout, outFd);

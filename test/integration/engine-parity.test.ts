@@ -12,7 +12,6 @@ import {
   existsSync,
   mkdirSync,
   openSync,
-  readdirSync,
   readFileSync,
   rmSync,
   statSync,
@@ -25,8 +24,11 @@ import { closeFd, openpty, setWinsize } from "../../src/sys/native";
 import {
   allowListUpTo,
   buildSyscallProbe,
+  deleteRuncLeftovers,
   ENOSYS_PROBE_ARGS,
   ENOSYS_PROBE_EXPECTED,
+  hostRuntimes,
+  type Rt,
 } from "../fixtures/parity";
 import {
   cgroupDirs,
@@ -40,15 +42,7 @@ import {
 } from "../fixtures/probe/bundle";
 import { BIN } from "../helpers";
 
-const RUNC = "/usr/sbin/runc";
-const haveRunc = existsSync(RUNC);
 const skip = !haveBusybox() ? "busybox-static is not installed (apt-get install -y busybox-static)" : false;
-
-interface Rt {
-  name: string;
-  bin: string;
-  globals: string[];
-}
 
 describe("engine parity with runc (hypervisor = none)", { skip }, () => {
   let env: Env;
@@ -61,14 +55,10 @@ describe("engine parity with runc (hypervisor = none)", { skip }, () => {
     out = join(env.dir, "out");
     mkdirSync(out, { mode: 0o777 });
     chmodSync(out, 0o777); // a non-root workload writes its findings here
-    runtimes = [{ name: "kata", bin: BIN, globals: ["--root", env.root, "--config", env.config] }];
-    if (haveRunc)
-      runtimes.push({ name: "runc", bin: RUNC, globals: ["--root", join(env.dir, "runc-state")] });
+    runtimes = hostRuntimes(env);
   });
   after(() => {
-    if (haveRunc)
-      for (const c of safeList(join(env.dir, "runc-state")))
-        spawnSync(RUNC, ["--root", join(env.dir, "runc-state"), "delete", "--force", c], { stdio: "ignore" });
+    deleteRuncLeftovers(env);
     env.cleanup();
   });
 
@@ -350,11 +340,3 @@ describe("engine parity with runc (hypervisor = none)", { skip }, () => {
     }
   });
 });
-
-function safeList(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}

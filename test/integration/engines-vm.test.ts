@@ -192,6 +192,17 @@ describe("container engines drive kata-ts in VM mode", {
           const tty = shTty("podman", ["exec", "-it", a, "sh", "-c", "tty; exit 6"], env, 60_000);
           assert.match(tty.stdout, /\/dev\/pts\/\d+/, tty.stdout);
           assert.equal(tty.code, 6);
+          assert.ok(!tty.stdout.includes("\0"), "no NUL byte reaches the terminal (runc sends none)");
+          // podman top reads /proc in the mount namespace of the pid-file process (psgo): the
+          // stand-in's has an empty /proc, so no process of the host shows up (it used to list them all).
+          const top = check(run("podman", ["top", a]), "podman top")
+            .stdout.trim()
+            .split("\n")
+            .slice(1);
+          assert.ok(
+            top.every((l) => /kata-ts-standin/.test(l)),
+            `podman top lists host processes: ${top.join(" | ")}`,
+          );
           // logs: what a's init wrote reached conmon through the stand-in.
           assert.match(check(run("podman", ["logs", a]), "podman logs").stdout, /^log-line$/m);
           // pause/unpause: the engine's state follows, and the container works again after.

@@ -22,7 +22,11 @@ export function register(program: Command, app: App): void {
       const g = app.globals();
       app.logger().with({ id });
       await createContainer(
-        runtimeContext(g, (m) => app.logger().warn(m)),
+        runtimeContext(
+          g,
+          (m) => app.logger().warn(m),
+          (m, f) => app.logger().debug(m, f),
+        ),
         {
           id,
           bundle: opts.bundle as string | undefined,

@@ -23,7 +23,11 @@ export function register(program: Command, app: App): void {
     .action(async (id: string, opts: Record<string, string | boolean | undefined>) => {
       app.logger().with({ id });
       const code = await runContainer(
-        runtimeContext(app.globals(), (m) => app.logger().warn(m)),
+        runtimeContext(
+          app.globals(),
+          (m) => app.logger().warn(m),
+          (m, f) => app.logger().debug(m, f),
+        ),
         {
           id,
           bundle: opts.bundle as string | undefined,

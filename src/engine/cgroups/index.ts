@@ -1,17 +1,18 @@
 // Entry point of the cgroup package: pick the v1 (or hybrid) or the v2 manager for the host's layout and
 // the container's cgroupsPath, or rebuild one from what an earlier command saved in the state record.
-import { detectLayout, ownCgroups } from "./layout";
+import { type CgroupLayout, detectLayout, ownCgroups } from "./layout";
 import { innerPath, resolvePaths, UNIFIED } from "./paths";
 import type { CgroupManager, LinuxResources, SavedCgroup, WarnFn } from "./types";
 import { V1Manager } from "./v1";
 import { type DeviceFilterLoader, V2Manager } from "./v2";
 
-export { observeCgroupWrites } from "./fsutil";
+export { observeCgroupWrites, writeValue } from "./fsutil";
 
 export type { CgroupLayout, CgroupMode } from "./layout";
 export { detectLayout, parseMountinfo, parseProcCgroup } from "./layout";
 export { cleanPath, expandSlice, innerPath, resolvePaths, systemdCgroupPath } from "./paths";
 export { oomEvent, runcStatsData, statsEvent, stringifyExact } from "./stats";
+export { parseSubCgroupArgs, subCgroupDirs } from "./subcgroup";
 export type { CgroupManager, CgroupStats, LinuxResources, SavedCgroup, WarnFn } from "./types";
 export { blkioToIoWeight, type DeviceFilterLoader, loadDeviceFilter, sharesToWeight, swapToV2 } from "./v2";
 
@@ -44,6 +45,15 @@ export function cgroupManagerFor(opts: CgroupManagerOptions): CgroupManager {
   return layout.mode === "v2"
     ? new V2Manager({ ...init, deviceFilter: opts.deviceFilter })
     : new V1Manager(init);
+}
+
+/**
+ * runc's validator: unified (cgroup v2) resources need a pure cgroup v2 host (hybrid counts as v1, as
+ * for runc). Checked before anything is created; an empty map is fine, as it is for runc.
+ */
+export function checkUnifiedSupported(mode: CgroupLayout["mode"], r: LinuxResources | undefined): void {
+  if (mode !== "v2" && r?.unified && Object.keys(r.unified).length)
+    throw new Error("invalid configuration: cannot use unified on cgroup v1");
 }
 
 export function cgroupManagerFromState(saved: unknown, warn?: WarnFn): CgroupManager {
