@@ -42,7 +42,12 @@ export const CAPS = {
  * switches ids), not CAP_DAC_READ_SEARCH (CAP_DAC_OVERRIDE covers reading files and searching
  * directories; open_by_handle_at is not used).
  */
-export const JAIL_CAPS = [CAPS.CAP_CHOWN, CAPS.CAP_DAC_OVERRIDE, CAPS.CAP_FOWNER, CAPS.CAP_FSETID];
+export const JAIL_CAPS: readonly number[] = [
+  CAPS.CAP_CHOWN,
+  CAPS.CAP_DAC_OVERRIDE,
+  CAPS.CAP_FOWNER,
+  CAPS.CAP_FSETID,
+];
 
 /** Kata's seccompsandbox, with elevateprivileges=deny too (kata-ts never daemonizes QEMU). */
 export const DEFAULT_SECCOMP_SANDBOX =
