@@ -14,7 +14,6 @@
 // ("The VMM jail") gives the reasons and the measured cost.
 import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, realpathSync } from "node:fs";
-import { dirname } from "node:path";
 import type { QemuConfig } from "../config/config";
 import { findNativeFile } from "../sys/native";
 
@@ -75,8 +74,12 @@ export function jailArgv(j: JailSpec, argv: string[]): string[] {
   const a = [j.jailer];
   if (j.root) {
     a.push("--root", j.root);
-    for (const p of j.binds) a.push("--bind", p);
-    for (const p of j.readonlyBinds) a.push("--bind-ro", p);
+    // Parents before children (the jailer mounts in order): a bind inside another goes on top of it.
+    const binds = [
+      ...j.binds.map((p) => ["--bind", p]),
+      ...j.readonlyBinds.map((p) => ["--bind-ro", p]),
+    ].sort((x, y) => x[1].split("/").length - y[1].split("/").length);
+    for (const b of binds) a.push(...b);
     for (const p of j.links) a.push("--link", p);
     for (const p of j.devices) a.push("--dev", p);
   }
@@ -125,9 +128,9 @@ export function jailMounts(
     if (host.isLink(d)) links.push(d);
     else ro.push(d);
   }
-  // A QEMU installed outside the system directories (e.g. /opt/kata/bin) brings its own directory.
-  const qemuDir = dirname(n.qemuPath);
-  if (!ro.some((d) => under(qemuDir, d)) && !links.some((d) => under(qemuDir, d))) ro.push(qemuDir);
+  // A QEMU installed outside the system directories (e.g. /opt/kata/bin/qemu) is bound by itself.
+  const q = n.qemuPath;
+  if (!ro.some((d) => under(q, d)) && !links.some((d) => under(q, d))) ro.push(q);
   const rw: string[] = [];
   for (const w of [...new Set(n.writable)].sort((a, b) => a.length - b.length))
     if (!rw.some((d) => under(w, d))) rw.push(w);

@@ -5,7 +5,7 @@
 // KATA_TS_SUPERVISOR_AGENT=socket:PATH uses a guest agent already serving on a host unix socket.
 import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
 import { loadConfig, type RuntimeConfig } from "../config/config";
-import { ensureJailUser } from "../hypervisor/jail";
+import { describeJail, ensureJailUser } from "../hypervisor/jail";
 import type { ShareSpec } from "../hypervisor/qemu/cmdline";
 import { sharedFsFor, type Virtiofsd } from "../hypervisor/virtiofsd";
 import { configureGuestNetwork, qemuNics, setupSandboxNetwork } from "../network";
@@ -92,6 +92,7 @@ async function bootVm(
     await stopDaemon();
     throw err;
   }
+  log(`QEMU ${vm.pid} started; VMM jail: ${describeJail(q, config.runtime.sandboxCgroupOnly)}`);
   // A virtiofsd that dies under a running guest leaves its file system hanging: end the VM, so the
   // supervisor tells every stand-in, as when QEMU itself dies.
   let stopping = false;

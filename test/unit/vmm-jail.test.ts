@@ -70,12 +70,12 @@ describe("the jailer's argv", () => {
       "/x/kata-ts-jailer",
       "--root",
       "/run/kata-ts/jail",
-      "--bind",
-      "/run/s/1",
       "--bind-ro",
       "/usr",
       "--bind-ro",
       "/k/vmlinux",
+      "--bind",
+      "/run/s/1",
       "--link",
       "/lib",
       "--dev",
@@ -96,6 +96,12 @@ describe("the jailer's argv", () => {
       "-m",
       "1",
     ]);
+  });
+
+  test("parents are bound before what lies inside them, whatever their mode", () => {
+    const a = jailArgv({ ...spec, binds: ["/w/q/sandbox"], readonlyBinds: ["/w/q/x/y/z", "/w"] }, ["/q"]);
+    const order = a.filter((x) => x.startsWith("/w"));
+    assert.deepEqual(order, ["/w", "/w/q/sandbox", "/w/q/x/y/z"]);
   });
 
   test("without a mount namespace no bind is passed; without a user no identity change", () => {
@@ -130,13 +136,13 @@ describe("the jail's binds", () => {
     assert.deepEqual(m.devices, ["/dev/null", "/dev/urandom"]);
   });
 
-  test("split /usr: every system directory read-only; a QEMU outside them brings its directory", () => {
+  test("split /usr: every system directory read-only; a QEMU outside them is bound by itself", () => {
     const m = jailMounts(
       { qemuPath: "/opt/kata/bin/qemu", writable: ["/a", "/b"], readable: ["/usr/share/x"], devices: [] },
       { isLink: () => false, exists: (p) => ["/usr", "/bin", "/lib"].includes(p) },
     );
     assert.deepEqual(m.links, []);
-    assert.deepEqual(m.readonlyBinds, ["/usr", "/bin", "/lib", "/opt/kata/bin"]);
+    assert.deepEqual(m.readonlyBinds, ["/usr", "/bin", "/lib", "/opt/kata/bin/qemu"]);
     assert.deepEqual(m.binds, ["/a", "/b"]);
   });
 });
