@@ -2,14 +2,17 @@
 // it (same pid: the caller's child stays the VMM, and the caller can kill it or wait for it).
 //
 //   kata-ts-jailer [--root DIR] [--bind SRC]... [--bind-ro SRC]... [--link PATH]... [--dev PATH]...
-//                  [--uid N --gid N] [--cap N]... [--pdeathsig] -- PROGRAM ARGS...
+//                  [--proc] [--uid N --gid N] [--cap N]... [--pdeathsig] -- PROGRAM ARGS...
 //
 // --root DIR: a private mount namespace (every mount a slave of the caller's: the caller's later mounts
 //   still arrive, nothing made here goes back) whose root is a fresh read-only tmpfs mounted on DIR (an
 //   empty directory; the mount exists only in the new namespace) holding only:
 //   --bind SRC / --bind-ro SRC: SRC bind-mounted (recursively) at the same path, read-only for --bind-ro;
 //   --link PATH: the symlink PATH recreated (merged-/usr hosts: /lib -> usr/lib);
-//   --dev PATH: a device node bound at the same path (/dev/kvm, /dev/urandom, /dev/net/tun, /dev/null).
+//   --dev PATH: a device node bound at the same path (/dev/kvm, /dev/urandom, /dev/net/tun, /dev/null);
+//   --proc: a read-only procfs at /proc showing only process directories (subset=pid: no /proc/sys, no
+//   /proc/sysrq-trigger) of the jail's own uid (hidepid=invisible): QEMU's 9p server changes modes and
+//   times through /proc/self/fd/N.
 //   The process then pivots into it and detaches the old root: no path leads back to the host's tree.
 // --uid/--gid: switch to that uid/gid (no supplementary groups), keeping only the --cap capabilities
 //   (numbers) as permitted, effective, inheritable and ambient (so they survive exec); every other
@@ -93,13 +96,21 @@ static void place(const char *root, const struct bind *b) {
   if (!b->dev && mount(NULL, target, NULL, flags, NULL) < 0) die("remount", target);
 }
 
-static void enter_root(const char *root, struct bind *binds, int n) {
+static void enter_root(const char *root, struct bind *binds, int n, int proc) {
   if (unshare(CLONE_NEWNS) < 0) die("unshare", "CLONE_NEWNS");
   // Slave, not private: mounts the caller makes later (container rootfses in the share) still arrive.
   if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) die("make-rslave", "/");
   if (mount("kata-ts-jail", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") < 0)
     die("mount tmpfs", root);
   for (int i = 0; i < n; i++) place(root, &binds[i]);
+  if (proc) {
+    char target[4096];
+    snprintf(target, sizeof target, "%s/proc", root);
+    mkdirs(target, 1);
+    if (mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+              "subset=pid,hidepid=invisible") < 0)
+      die("mount proc", target);
+  }
   if (chdir(root) < 0) die("chdir", root);
   // pivot_root(".", "."): the old root ends up under the new one, then is detached from it.
   if (syscall(SYS_pivot_root, ".", ".") < 0) die("pivot_root", root);
@@ -139,7 +150,7 @@ static void drop_privileges(uid_t uid, gid_t gid, unsigned long long keep) {
 
 int main(int argc, char **argv) {
   static struct bind binds[MAX_ITEMS];
-  int nb = 0, pdeath = 0;
+  int nb = 0, pdeath = 0, proc = 0;
   const char *root = NULL;
   long uid = -1, gid = -1;
   unsigned long long keep = 0;
@@ -153,6 +164,10 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(a, "--pdeathsig")) {
       pdeath = 1;
+      continue;
+    }
+    if (!strcmp(a, "--proc")) {
+      proc = 1;
       continue;
     }
     if (i + 1 >= argc) usage("an option needs a value");
@@ -177,7 +192,7 @@ int main(int argc, char **argv) {
   }
   if (i >= argc) usage("no program given");
   if ((uid < 0) != (gid < 0)) usage("--uid and --gid go together");
-  if (root) enter_root(root, binds, nb);
+  if (root) enter_root(root, binds, nb, proc);
   if (uid >= 0) drop_privileges((uid_t)uid, (gid_t)gid, keep);
   if (pdeath) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die("pdeathsig", NULL);

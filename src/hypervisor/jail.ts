@@ -64,6 +64,8 @@ export interface JailSpec {
   links: string[];
   /** Device nodes bound at the same path. */
   devices: string[];
+  /** A read-only /proc with only the jail uid's process directories (9p uses /proc/self/fd). */
+  proc?: boolean;
   /** Unprivileged identity; undefined: QEMU stays root. */
   user?: { uid: number; gid: number };
   caps: number[];
@@ -82,6 +84,7 @@ export function jailArgv(j: JailSpec, argv: string[]): string[] {
     for (const b of binds) a.push(...b);
     for (const p of j.links) a.push("--link", p);
     for (const p of j.devices) a.push("--dev", p);
+    if (j.proc) a.push("--proc");
   }
   if (j.user) {
     a.push("--uid", String(j.user.uid), "--gid", String(j.user.gid));
@@ -261,6 +264,9 @@ export function vmmJail(o: VmmJailOptions): JailSpec | undefined {
       qemuPath = realpathSync(qemuPath);
     } catch {}
     Object.assign(spec, jailMounts({ ...o.needs, qemuPath }));
+    // QEMU's 9p server sets modes and times through /proc/self/fd/N (without it a guest's file creation
+    // fails with ENOENT).
+    spec.proc = true;
   }
   if (q.rootless) {
     spec.user = o.user ?? ensureJailUser(q.rootlessUser);

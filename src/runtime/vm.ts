@@ -26,7 +26,7 @@ import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
 import { sandboxNetns } from "../network";
 import { validateContainerId } from "../oci/id";
 import type { LinuxResources } from "../oci/spec";
-import { createSandboxCgroup, removeSandboxCgroup } from "../sandbox/cgroup";
+import { createSandboxCgroup, readSandboxCgroup, removeSandboxCgroup } from "../sandbox/cgroup";
 import { sandboxPaths } from "../sandbox/paths";
 import {
   type ControlArgs,
@@ -115,11 +115,13 @@ interface SandboxProcs {
   vm?: ProcRef;
   /** virtio-fs: the daemon the supervisor started (it forks once more into its own pid namespace). */
   virtiofsd?: ProcRef;
+  /** The sandbox cgroup's record (read early: a supervisor that ends removes its directory). */
+  cgroup?: ReturnType<typeof readSandboxCgroup>;
 }
 
 function readSandboxInfo(ctx: RuntimeContext, sandboxId: string): SandboxProcs {
   const p = sandboxPaths(ctx.root, sandboxId);
-  const out: SandboxProcs = {};
+  const out: SandboxProcs = { cgroup: readSandboxCgroup(p) };
   try {
     const [pid, start] = readFileSync(p.virtiofsdPid, "utf8").trim().split(" ").map(Number);
     if (pid > 0) out.virtiofsd = { pid, start };
@@ -179,6 +181,7 @@ export async function destroySandbox(
     supervisor: known.supervisor ?? now.supervisor,
     vm: known.vm ?? now.vm,
     virtiofsd: known.virtiofsd ?? now.virtiofsd,
+    cgroup: known.cgroup ?? now.cgroup,
   };
   if (!(await waitGone(info.supervisor, graceMs))) killRef(info.supervisor);
   await waitGone(info.supervisor, 2000);
@@ -194,7 +197,7 @@ export async function destroySandbox(
   for (const d of daemons) killRef(d);
   for (const d of daemons) await waitGone(d, 2000);
   rmSync(virtiofsdLockFile(paths.virtiofsdSocket), { force: true });
-  const cgError = await removeSandboxCgroup(paths);
+  const cgError = await removeSandboxCgroup(info.cgroup);
   if (cgError) ctx.warn?.(`sandbox ${sandboxId}: ${cgError}`);
   cleanupSandboxDir(paths, true);
 }

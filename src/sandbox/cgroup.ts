@@ -6,7 +6,13 @@
 // directories exist, so a create killed halfway still leaves what to remove); the supervisor moves itself
 // in first thing, before it starts anything; the CLI's delete kills what is left in it and removes it.
 import { readFileSync, writeFileSync } from "node:fs";
-import { type CgroupManager, cgroupManagerFor, cgroupManagerFromState } from "../engine/cgroups";
+import { dirname } from "node:path";
+import {
+  type CgroupManager,
+  cgroupManagerFor,
+  cgroupManagerFromState,
+  type SavedCgroup,
+} from "../engine/cgroups";
 import type { SandboxPaths } from "./paths";
 
 export interface SandboxCgroupOptions {
@@ -32,15 +38,18 @@ export function createSandboxCgroup(p: SandboxPaths, o: SandboxCgroupOptions): C
   return cg;
 }
 
-/** The recorded sandbox cgroup, or undefined when there is none (sandbox_cgroup_only = false). */
-export function sandboxCgroup(p: SandboxPaths): CgroupManager | undefined {
-  let saved: unknown;
+/** The recorded sandbox cgroup (as saved), or undefined when there is none (sandbox_cgroup_only = false). */
+export function readSandboxCgroup(p: SandboxPaths): SavedCgroup | undefined {
   try {
-    saved = JSON.parse(readFileSync(p.cgroup, "utf8"));
+    return JSON.parse(readFileSync(p.cgroup, "utf8")) as SavedCgroup;
   } catch {
     return undefined;
   }
-  return cgroupManagerFromState(saved);
+}
+
+export function sandboxCgroup(p: SandboxPaths): CgroupManager | undefined {
+  const saved = readSandboxCgroup(p);
+  return saved ? cgroupManagerFromState(saved) : undefined;
 }
 
 /** The supervisor moves itself into the sandbox cgroup (its children are born there). */
@@ -54,17 +63,20 @@ export function joinSandboxCgroup(p: SandboxPaths, pid = process.pid): boolean {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Kills what is left in the sandbox's cgroup (the supervisor and QEMU are normally gone by now) and
- * removes it. Returns an error message instead of throwing: the caller is cleaning up.
+ * Kills what is left in the sandbox's cgroup (`saved`: as recorded; the supervisor and QEMU are normally
+ * gone by now) and removes it. Returns an error message instead of throwing: the caller is cleaning up.
  */
-export async function removeSandboxCgroup(p: SandboxPaths, timeoutMs = 5000): Promise<string | undefined> {
-  let cg: CgroupManager | undefined;
+export async function removeSandboxCgroup(
+  saved: SavedCgroup | undefined,
+  timeoutMs = 5000,
+): Promise<string | undefined> {
+  if (!saved) return undefined;
+  let cg: CgroupManager;
   try {
-    cg = sandboxCgroup(p);
+    cg = cgroupManagerFromState(saved);
   } catch (err) {
-    return `sandbox cgroup record ${p.cgroup}: ${(err as Error).message}`;
+    return `sandbox cgroup record: ${(err as Error).message}`;
   }
-  if (!cg) return undefined;
   const end = Date.now() + timeoutMs;
   for (;;) {
     let pids: number[] = [];
@@ -86,4 +98,20 @@ export async function removeSandboxCgroup(p: SandboxPaths, timeoutMs = 5000): Pr
     return `remove sandbox cgroup: ${(err as Error).message}`;
   }
   return undefined;
+}
+
+/**
+ * The supervisor's last act when it ends the sandbox by itself (its last container deleted, or idle):
+ * it leaves the sandbox cgroup for its parent and removes it, since it also removes the record.
+ */
+export async function leaveSandboxCgroup(p: SandboxPaths): Promise<string | undefined> {
+  const saved = readSandboxCgroup(p);
+  if (!saved) return undefined;
+  const parents = Object.fromEntries(Object.entries(saved.paths).map(([k, d]) => [k, dirname(d)]));
+  try {
+    cgroupManagerFromState({ ...saved, paths: parents, created: [] }).apply(process.pid);
+  } catch (err) {
+    return `leave the sandbox cgroup: ${(err as Error).message}`;
+  }
+  return removeSandboxCgroup(saved);
 }

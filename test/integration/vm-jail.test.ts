@@ -88,7 +88,7 @@ function assertInCgroup(pid: number, name: string, who: string): void {
     assert.ok(line.endsWith(`/${name}`), `${who}: ${line} is not in ${name}`);
 }
 
-const SYSTEM = new Set(["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32", "dev"]);
+const SYSTEM = new Set(["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32", "dev", "proc"]);
 
 /** QEMU's view: only the system dirs, devices, and the paths to the sandbox dir, kernel and image. */
 function assertJailedView(pid: number, sandbox: string, bundleDir: string): void {
@@ -98,8 +98,12 @@ function assertJailedView(pid: number, sandbox: string, bundleDir: string): void
   for (const e of readdirSync(`/proc/${pid}/root`))
     assert.ok(SYSTEM.has(e) || firsts.has(e), `unexpected /${e} in QEMU's root`);
   for (const p of allowed) assert.ok(existsSync(`/proc/${pid}/root${p}`), `${p} is visible to QEMU`);
-  for (const p of ["/etc", "/root", "/home", "/proc", "/sys", join(bundleDir, "config.json"), "/var/log"])
+  for (const p of ["/etc", "/root", "/home", "/sys", join(bundleDir, "config.json"), "/var/log"])
     assert.ok(!existsSync(`/proc/${pid}/root${p}`), `${p} is hidden from QEMU`);
+  // Its /proc has process directories only (9p needs /proc/self/fd): no sysctls, no sysrq-trigger.
+  for (const p of ["/proc/sys", "/proc/sysrq-trigger", "/proc/meminfo", "/proc/kcore"])
+    assert.ok(!existsSync(`/proc/${pid}/root${p}`), `${p} is hidden from QEMU`);
+  assert.ok(existsSync(`/proc/${pid}/root/proc/self`));
   const devs = readdirSync(`/proc/${pid}/root/dev`).sort();
   for (const d of devs) assert.ok(["null", "urandom", "kvm", "net"].includes(d), `/dev/${d} in QEMU's root`);
 }
@@ -157,8 +161,10 @@ async function runJailed(config: string, id: string, fs: "9p" | "virtiofs"): Pro
   if (fs === "virtiofs") {
     const [vfsd] = readFileSync(join(sandbox, "virtiofsd.pid"), "utf8").split(" ").map(Number);
     assertInCgroup(vfsd, `kata-ts-jail-${id}`, "virtiofsd");
-    assert.equal(status(vfsd, "Seccomp"), "2", "virtiofsd's own seccomp filter");
+    // The C daemon forks into its own namespaces; the child serves, under its own seccomp filter.
     const [child] = readFileSync(`/proc/${vfsd}/task/${vfsd}/children`, "utf8").trim().split(" ").map(Number);
+    assertInCgroup(child, `kata-ts-jail-${id}`, "virtiofsd's child");
+    assert.equal(status(child, "Seccomp"), "2", "virtiofsd's own seccomp filter");
     assert.notEqual(readlinkSync(`/proc/${child}/ns/mnt`), readlinkSync("/proc/self/ns/mnt"));
   }
 

@@ -104,6 +104,12 @@ describe("the jailer's argv", () => {
     assert.deepEqual(order, ["/w", "/w/q/sandbox", "/w/q/x/y/z"]);
   });
 
+  test("--proc (9p's /proc/self/fd) goes with the mount namespace", () => {
+    const a = jailArgv({ ...spec, proc: true }, ["/q"]);
+    assert.ok(a.indexOf("--proc") > a.indexOf("--root") && a.indexOf("--proc") < a.indexOf("--uid"));
+    assert.ok(!jailArgv({ ...spec, proc: true, root: undefined }, ["/q"]).includes("--proc"));
+  });
+
   test("without a mount namespace no bind is passed; without a user no identity change", () => {
     const a = jailArgv({ ...spec, root: undefined, user: undefined }, ["/q"]);
     assert.deepEqual(a, ["/x/kata-ts-jailer", "--pdeathsig", "--", "/q"]);
