@@ -5,7 +5,7 @@
 #       jailed/unjailed each round so that a host whose load changes meanwhile weighs on both alike;
 #   (b) the jailer by itself: kata-ts-jailer with a VM's binds, uid and capabilities, exec'ing /bin/true,
 #       against /bin/true under setpriv --pdeathsig (what starts an unjailed QEMU);
-# medians and the difference, with the host's conditions (CPUs, load average) before and after.
+# medians, minimums and per-round differences, with the host's conditions (CPUs, load average) before and after.
 #
 # usage: bench/jail.sh [-n ROUNDS] [--kernel PATH] [--image PATH]
 set -euo pipefail
@@ -67,6 +67,10 @@ for i in $(seq "$rounds"); do
 done
 j_med=$(median <"$work/jailed.txt")
 u_med=$(median <"$work/unjailed.txt")
+j_min=$(sort -n "$work/jailed.txt" | head -1)
+u_min=$(sort -n "$work/unjailed.txt" | head -1)
+# The difference within each round (both runs of a round saw about the same load), then its median.
+d_med=$(paste "$work/jailed.txt" "$work/unjailed.txt" | awk '{print $1 - $2}' | median)
 
 echo "== (b) the jailer alone (/bin/true) × 50 each"
 jailer=$repo/native/build/kata-ts-jailer
@@ -90,6 +94,8 @@ echo "| measure | median |"
 echo "|---|---|"
 echo "| (a) run busybox true, VM cold, jailed | ${j_med} ms (runs: $(tr '\n' ' ' <"$work/jailed.txt")) |"
 echo "| (a) run busybox true, VM cold, unjailed | ${u_med} ms (runs: $(tr '\n' ' ' <"$work/unjailed.txt")) |"
-echo "| jailed − unjailed | $((j_med - u_med)) ms |"
+echo "| jailed − unjailed: medians | $((j_med - u_med)) ms |"
+echo "| jailed − unjailed: minimums | $((j_min - u_min)) ms |"
+echo "| jailed − unjailed: median of the per-round differences | ${d_med} ms |"
 echo "| (b) kata-ts-jailer … /bin/true | ${jr_med} µs |"
 echo "| (b) setpriv --pdeathsig KILL /bin/true | ${sp_med} µs |"

@@ -18,6 +18,7 @@
 //   (numbers) as permitted, effective, inheritable and ambient (so they survive exec); every other
 //   capability leaves the bounding set.
 // --pdeathsig: SIGKILL when the parent dies; set after the uid change, which would clear it.
+// Always: PR_SET_NO_NEW_PRIVS (ambient capabilities still pass the exec).
 // Errors: one line on stderr ("kata-ts-jailer: <step>: <errno text>"), exit 125, nothing half-made
 // outside the new namespace (which dies with this process).
 #include <errno.h>
@@ -202,6 +203,8 @@ int main(int argc, char **argv) {
       die("parent exited", NULL);
     }
   }
+  // Nothing QEMU could exec (were spawn not denied) gains privileges: no set-id bits, no file caps.
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("no_new_privs", NULL);
   execv(argv[i], &argv[i]);
   die("exec", argv[i]);
 }

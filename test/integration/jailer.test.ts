@@ -108,6 +108,7 @@ describe("kata-ts-jailer", { skip }, () => {
     const mask = JAIL_CAPS.reduce((a, c) => a | (1 << c), 0);
     for (const k of ["CapEff", "CapPrm", "CapBnd", "CapAmb"])
       assert.equal(Number.parseInt(status(pid, k), 16), mask, k);
+    assert.equal(status(pid, "NoNewPrivs"), "1");
 
     // Where it is: its own mount namespace, a root with only the binds.
     assert.notEqual(readlinkSync(`/proc/${pid}/ns/mnt`), readlinkSync("/proc/self/ns/mnt"));

@@ -22,7 +22,17 @@ import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
 import { JAIL_CAPS, lookupUser } from "../../src/hypervisor/jail";
 import { defaultSpec } from "../../src/oci/defaults";
-import { alive, BIN, busyboxRootfs, REPO, tempDir, until, writeVmTestConfig } from "../helpers";
+import {
+  alive,
+  BIN,
+  busyboxRootfs,
+  type CliResult,
+  kata,
+  REPO,
+  tempDir,
+  until,
+  writeVmTestConfig,
+} from "../helpers";
 import { assertNoLeaks, snapshotHost } from "../leaks";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
@@ -45,14 +55,8 @@ const env = {
 };
 const SUFFIX = Math.random().toString(36).slice(2, 8);
 
-function cli(config: string, args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(BIN, ["--root", root, "--config", config, ...args], {
-    env,
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
-    timeout: 180_000,
-  });
-  return { code: r.status ?? 128, stdout: r.stdout, stderr: r.stderr };
+function cli(config: string, args: string[]): CliResult {
+  return kata(["--root", root, "--config", config, ...args], { env });
 }
 
 /** A bundle whose rootfs holds a root-owned 0600 /secret; relative cgroupsPath (below our own cgroup). */
