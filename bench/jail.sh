@@ -7,17 +7,19 @@
 #       against /bin/true under setpriv --pdeathsig (what starts an unjailed QEMU);
 # medians, minimums and per-round differences, with the host's conditions (CPUs, load average) before and after.
 #
-# usage: bench/jail.sh [-n ROUNDS] [--kernel PATH] [--image PATH]
+# usage: bench/jail.sh [-n ROUNDS] [--kernel PATH] [--image PATH] [--only PART]
+#   --only seccomp|rootless|mounts|cgroup: the "jailed" side has only that part on (attribution).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-rounds=5 kernel=/var/cache/kata-ts/vmlinux image=/var/cache/kata-ts/kata-ts-guest.img
+rounds=5 kernel=/var/cache/kata-ts/vmlinux image=/var/cache/kata-ts/kata-ts-guest.img only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) rounds=$2; shift 2 ;;
     --kernel) kernel=$2; shift 2 ;;
     --image) image=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --only) only=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "jail.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -43,7 +45,15 @@ common="[hypervisor.qemu]
 kernel = \"$kernel\"
 image = \"$image\"
 default_memory = 512"
-printf '%s\n[runtime]\nhypervisor = "qemu"\n' "$common" >"$work/jailed.toml"
+off() { [ -n "$only" ] && [ "$only" != "$1" ]; }
+{
+  echo "$common"
+  off seccomp && echo 'seccompsandbox = ""'
+  off rootless && echo 'rootless = false'
+  off mounts && echo 'jail_mount_namespace = false'
+  printf '[runtime]\nhypervisor = "qemu"\n'
+  off cgroup && echo 'sandbox_cgroup_only = false'
+} >"$work/jailed.toml"
 printf '%s\nseccompsandbox = ""\nrootless = false\njail_mount_namespace = false\n[runtime]\nhypervisor = "qemu"\nsandbox_cgroup_only = false\n' \
   "$common" >"$work/unjailed.toml"
 
@@ -53,6 +63,7 @@ busybox_bundle "$b" '["true"]'
 
 conditions() { echo "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"; }
 echo "== conditions before: $(conditions)"
+echo "== jailed side: ${only:-all four parts}"
 
 echo "== (a) kata-ts run busybox true, cold, alternating jailed/unjailed × $rounds"
 : >"$work/jailed.txt"; : >"$work/unjailed.txt"
