@@ -5,6 +5,8 @@
 #       jailed/unjailed each round so that a host whose load changes meanwhile weighs on both alike;
 #   (b) the jailer by itself: kata-ts-jailer with a VM's binds, uid and capabilities, exec'ing /bin/true,
 #       against /bin/true under setpriv --pdeathsig (what starts an unjailed QEMU);
+#   (c) the other steps a jailed sandbox adds, each timed in-process (median of 20): the VMM user's
+#       lookup, the sandbox cgroup's creation, join + leave + removal, the share's bind mount (+ unmount);
 # medians, minimums and per-round differences, with the host's conditions (CPUs, load average) before and after.
 #
 # usage: bench/jail.sh [-n ROUNDS] [--kernel PATH] [--image PATH] [--only PART]
@@ -98,6 +100,44 @@ for i in $(seq 50); do
 done
 jr_med=$(median <"$work/jailer.txt")
 sp_med=$(median <"$work/setpriv.txt")
+echo "== (c) the jail's other steps × 20"
+cat >bench/.jail-steps.ts <<'TS'
+import { mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { ensureJailUser } from "../src/hypervisor/jail";
+import { createSandboxCgroup, joinSandboxCgroup, leaveSandboxCgroup } from "../src/sandbox/cgroup";
+import { sandboxPaths } from "../src/sandbox/paths";
+import { makeSharedMount, unmountTree } from "../src/sandbox/share";
+const ms = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
+const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)].toFixed(1);
+(async () => {
+  const root = process.argv[2];
+  const r = { user: [] as number[], cgroup: [] as number[], end: [] as number[], share: [] as number[] };
+  for (let i = 0; i < 20; i++) {
+    const id = `bench-steps-${process.pid}-${i}`;
+    const p = sandboxPaths(root, id);
+    mkdirSync(p.dir, { recursive: true });
+    let t = process.hrtime.bigint();
+    ensureJailUser("kata-ts-vmm");
+    r.user.push(ms(t));
+    t = process.hrtime.bigint();
+    createSandboxCgroup(p, { sandboxId: id });
+    r.cgroup.push(ms(t));
+    t = process.hrtime.bigint();
+    joinSandboxCgroup(p);
+    await leaveSandboxCgroup(p);
+    r.end.push(ms(t));
+    t = process.hrtime.bigint();
+    makeSharedMount(p.shared);
+    unmountTree(p.shared);
+    r.share.push(ms(t));
+    rmSync(p.dir, { recursive: true, force: true });
+  }
+  console.log(`${med(r.user)} ${med(r.cgroup)} ${med(r.end)} ${med(r.share)}`);
+})();
+TS
+read -r st_user st_cg st_end st_share < <(node --import tsx bench/.jail-steps.ts "$work/steps")
+rm -f bench/.jail-steps.ts
 echo "== conditions after: $(conditions)"
 
 echo
@@ -110,3 +150,7 @@ echo "| jailed − unjailed: minimums | $((j_min - u_min)) ms |"
 echo "| jailed − unjailed: median of the per-round differences | ${d_med} ms |"
 echo "| (b) kata-ts-jailer … /bin/true | ${jr_med} µs |"
 echo "| (b) setpriv --pdeathsig KILL /bin/true | ${sp_med} µs |"
+echo "| (c) VMM user lookup (getent) | ${st_user} ms |"
+echo "| (c) sandbox cgroup: create | ${st_cg} ms |"
+echo "| (c) sandbox cgroup: join, leave, remove | ${st_end} ms |"
+echo "| (c) share: bind mount with shared propagation + unmount | ${st_share} ms |"
