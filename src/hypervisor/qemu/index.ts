@@ -199,24 +199,29 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
   });
   const argv = buildQemuArgs(launch);
   const rng = launch.rngSource ?? "/dev/urandom";
-  const jail = vmmJail({
-    config: opts.config,
-    user: opts.jailUser,
-    needs: {
-      qemuPath: launch.qemuPath,
-      writable: [
-        opts.dir,
-        ...(launch.shares ?? []).map((s) => (s.fs === "virtio-fs" && s.socket ? dirname(s.socket) : s.path)),
-      ],
-      readable: [launch.kernel, launch.image ?? "", launch.initrd ?? "", opts.config.firmware],
-      devices: [
-        "/dev/null",
-        ...(rng ? [rng] : []),
-        ...(accel.accel === "kvm" ? ["/dev/kvm"] : []),
-        ...((launch.nics ?? []).length > 0 ? ["/dev/net/tun"] : []),
-      ],
-    },
-  });
+  // A QEMU path that is not executable is spawned as is, for spawn's own error (nothing would run).
+  const jail = executable(launch.qemuPath)
+    ? vmmJail({
+        config: opts.config,
+        user: opts.jailUser,
+        needs: {
+          qemuPath: launch.qemuPath,
+          writable: [
+            opts.dir,
+            ...(launch.shares ?? []).map((s) =>
+              s.fs === "virtio-fs" && s.socket ? dirname(s.socket) : s.path,
+            ),
+          ],
+          readable: [launch.kernel, launch.image ?? "", launch.initrd ?? "", opts.config.firmware],
+          devices: [
+            "/dev/null",
+            ...(rng ? [rng] : []),
+            ...(accel.accel === "kvm" ? ["/dev/kvm"] : []),
+            ...((launch.nics ?? []).length > 0 ? ["/dev/net/tun"] : []),
+          ],
+        },
+      })
+    : undefined;
 
   // In the pod's network namespace when it has one (nsenter outside the jail: the pid stays QEMU's).
   const child = spawnDaemon(argv, paths.qemuLog, (a) => inNetns(opts.netns, a), jail);
@@ -288,6 +293,15 @@ export function spawnDaemon(
 }
 
 const SETPRIV = "/usr/bin/setpriv";
+
+function executable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * QEMU in the pod's network namespace, where its taps are: nsenter enters it and execs the rest (no
