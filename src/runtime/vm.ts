@@ -26,6 +26,7 @@ import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
 import { sandboxNetns } from "../network";
 import { validateContainerId } from "../oci/id";
 import type { LinuxResources } from "../oci/spec";
+import { createSandboxCgroup, readSandboxCgroup, removeSandboxCgroup } from "../sandbox/cgroup";
 import { sandboxPaths } from "../sandbox/paths";
 import {
   type ControlArgs,
@@ -115,11 +116,13 @@ interface SandboxProcs {
   vm?: ProcRef;
   /** virtio-fs: the daemon the supervisor started (it forks once more into its own pid namespace). */
   virtiofsd?: ProcRef;
+  /** The sandbox cgroup's record (read early: a supervisor that ends removes its directory). */
+  cgroup?: ReturnType<typeof readSandboxCgroup>;
 }
 
 function readSandboxInfo(ctx: RuntimeContext, sandboxId: string): SandboxProcs {
   const p = sandboxPaths(ctx.root, sandboxId);
-  const out: SandboxProcs = {};
+  const out: SandboxProcs = { cgroup: readSandboxCgroup(p) };
   try {
     const [pid, start] = readFileSync(p.virtiofsdPid, "utf8").trim().split(" ").map(Number);
     if (pid > 0) out.virtiofsd = { pid, start };
@@ -179,6 +182,7 @@ export async function destroySandbox(
     supervisor: known.supervisor ?? now.supervisor,
     vm: known.vm ?? now.vm,
     virtiofsd: known.virtiofsd ?? now.virtiofsd,
+    cgroup: known.cgroup ?? now.cgroup,
   };
   if (!(await waitGone(info.supervisor, graceMs))) killRef(info.supervisor);
   await waitGone(info.supervisor, 2000);
@@ -194,17 +198,35 @@ export async function destroySandbox(
   for (const d of daemons) killRef(d);
   for (const d of daemons) await waitGone(d, 2000);
   rmSync(virtiofsdLockFile(paths.virtiofsdSocket), { force: true });
+  const cgError = await removeSandboxCgroup(info.cgroup);
+  if (cgError) ctx.warn?.(`sandbox ${sandboxId}: ${cgError}`);
   cleanupSandboxDir(paths, true);
 }
 
-/** Starts the sandbox supervisor (detached) and waits until it reports ready or fails. */
-async function startSupervisor(ctx: RuntimeContext, sandboxId: string, netns?: string): Promise<ProcRef> {
+/**
+ * Starts the sandbox supervisor (detached) and waits until it reports ready or fails. `cgroupsPath`
+ * (sandbox_cgroup_only): the sandbox's cgroup is made first; the supervisor moves itself into it.
+ */
+async function startSupervisor(
+  ctx: RuntimeContext,
+  sandboxId: string,
+  netns?: string,
+  cgroup?: { cgroupsPath?: string },
+): Promise<ProcRef> {
   const p = sandboxPaths(ctx.root, sandboxId);
-  if (existsSync(p.info) || existsSync(p.pidFile)) {
+  if (existsSync(p.info) || existsSync(p.pidFile) || existsSync(p.cgroup)) {
     // A previous sandbox of this id died without cleanup: its leftovers would confuse this one.
     await destroySandbox(ctx, sandboxId, 0);
   }
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
+  if (cgroup) {
+    try {
+      createSandboxCgroup(p, { sandboxId, ...cgroup, systemd: ctx.systemdCgroup, warn: ctx.warn });
+    } catch (err) {
+      await destroySandbox(ctx, sandboxId, 0);
+      throw new Error(`sandbox ${sandboxId}: cannot create its cgroup: ${(err as Error).message}`);
+    }
+  }
   const logFd = openSync(p.log, "a", 0o600);
   // An absolute root: `delete` may look for this process by its argv before it has written its pid.
   const args = [supervisorScript(), "--root", resolve(ctx.root), "--sandbox", sandboxId];
@@ -347,10 +369,12 @@ export async function vmCreate(
   // A missing kernel or image, or a shared fs this build cannot serve (none), fails here in one line, before a
   // supervisor is spawned for nothing.
   let netns: string | undefined;
+  let cgroup: { cgroupsPath?: string } | undefined;
   if (ownSandbox) {
     const { config } = loadConfig({ explicitPath: ctx.configPath });
     const hv = config.hypervisor;
     netns = sandboxNetns(spec, config.runtime.internetworkingModel);
+    if (config.runtime.sandboxCgroupOnly) cgroup = { cgroupsPath: spec.linux?.cgroupsPath };
     if (hv.sharedFs === "none")
       throw new Error(
         'shared_fs = "none" is not supported in VM mode: set shared_fs = "virtio-fs" or "virtio-9p" in [hypervisor.qemu]',
@@ -365,7 +389,7 @@ export async function vmCreate(
   try {
     return await store.withLock(o.id, async () => {
       if (ownSandbox) {
-        const sup = await startSupervisor(ctx, sandboxId, netns);
+        const sup = await startSupervisor(ctx, sandboxId, netns, cgroup);
         ctx.debug?.("sandbox supervisor ready", { sandbox: sandboxId, pid: sup.pid });
         supervisorStarted = true;
         record.engine.supervisor = sup;

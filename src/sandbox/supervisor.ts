@@ -12,6 +12,7 @@ import type { Mount, Namespace, Spec } from "../oci/spec";
 import { processStartTime } from "../runtime/status";
 import { closeFd, isErrno, recvFds } from "../sys/native";
 import type { ProcessStdio, SandboxAgent } from "./agent";
+import { leaveSandboxCgroup } from "./cgroup";
 import { GUEST_SHARED_DIR, guestRootfs, type SandboxPaths, sandboxPaths } from "./paths";
 import type { ControlOp, ControlRequest } from "./protocol";
 import { type Relay, relayStdio } from "./relay";
@@ -714,6 +715,12 @@ export class Supervisor {
       } catch {
         this.vm.kill();
       }
+    }
+    // The cgroup's record goes with the directory: remove the cgroup first (a `delete` that read the
+    // record earlier removes it too, whichever comes first).
+    if (code === 0) {
+      const err = await leaveSandboxCgroup(this.paths);
+      if (err) this.log(`sandbox ${this.opts.sandboxId}: ${err}`);
     }
     cleanupSandboxDir(this.paths, code === 0);
     this.log(`sandbox ${this.opts.sandboxId}: stopped`);
