@@ -394,7 +394,8 @@ export async function runKillPoint(
   }
 
   const d = await call(cli, ["delete", "--force", id], { timeoutMs });
-  if (d.code !== 0) problems.push(`delete --force: exit ${d.code}: ${d.stderr.trim()}`);
+  if (d.code !== 0)
+    problems.push(`delete --force: exit ${d.code}${d.signal ? ` (${d.signal})` : ""}: ${d.stderr.trim()}`);
   const l = await call(cli, ["list", "--format", "json"]);
   if (l.code === 0 && ((JSON.parse(l.stdout) ?? []) as { id: string }[]).some((x) => x.id === id))
     problems.push("still in list");

@@ -122,18 +122,19 @@ describe("load and kill points", () => {
   });
 
   describe("real QEMU", { skip: skipUnless(VM) }, () => {
-    let vm: Cli;
+    let vm: Cli | undefined;
     before(async () => {
       vm = { bin: BIN, root, config: await writeVmTestConfig(join(tmp.path, "vm"), KERNEL), env };
     });
     after(async () => {
+      if (!vm) return;
       for (const id of existsSync(root) ? readdirSync(root) : [])
         if (id !== "sandboxes") await call(vm, ["delete", "--force", id]);
     });
 
     test("3 VM sandboxes at once: create/start/exec/delete --force all succeed, list right, nothing left", async (t) => {
       const r = await runLoad({
-        cli: vm,
+        cli: vm!,
         bundle: bundle.dir,
         cycles: 3,
         width: 3,
@@ -152,7 +153,7 @@ describe("load and kill points", () => {
       const outs: KillOutcome[] = [];
       for (const [i, p] of pickKillPoints(SEED + 2, VERBS, ["qemu"], 2000, 2).entries())
         outs.push(
-          await runKillPoint(vm, bundle.dir, `kk${process.pid}q${i}`, p, work, { timeoutMs: 300_000 }),
+          await runKillPoint(vm!, bundle.dir, `kk${process.pid}q${i}`, p, work, { timeoutMs: 300_000 }),
         );
       checkKills(t, outs);
     });
