@@ -4,7 +4,7 @@
 # points of create/start/exec/delete followed by `delete --force`. Prints total time, p50/p99 per verb
 # and every failure (goal: none). The CI runs short forms (test/integration/load.test.ts).
 #
-# usage: bench/load.sh [host] [vm] [kill] [--cycles N] [--width N] [--vms N] [--seed N] [--kills N]
+# usage: bench/load.sh [host] [vm] [kill] [--cycles N] [--width N] [--vms N] [--seed N] [--kills N] [--point VERB/VICTIM]
 #                      [--kernel PATH] [--image PATH]
 #   (no mode: all three; VM parts need the guest kernel and image: kata-ts guest build)
 set -euo pipefail

@@ -6,7 +6,7 @@
 // Prints total time, p50/p99 per verb and every failure; exits 1 when anything failed.
 //
 // usage: node --import tsx bench/load.ts [host] [vm] [kill] [--cycles N] [--width N] [--vms N]
-//        [--seed N] [--kills N] [--kernel PATH] [--image PATH]
+//        [--seed N] [--kills N] [--point VERB/VICTIM] [--kernel PATH] [--image PATH]
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -34,6 +34,8 @@ const WIDTH = Number(opt("--width", "16"));
 const VMS = Number(opt("--vms", "10"));
 const SEED = Number(opt("--seed", String(Date.now() % 100000)));
 const KILLS = Number(opt("--kills", "0"));
+// --point start/supervisor: only that combination in the host-agent kill points (to chase one failure).
+const [POINT_VERB, POINT_VICTIM] = opt("--point", "/").split("/");
 const KERNEL = opt("--kernel", "/var/cache/kata-ts/vmlinux");
 const IMAGE = opt("--image", "/var/cache/kata-ts/kata-ts-guest.img");
 const modes = argv.length ? argv : ["host", "vm", "kill"];
@@ -133,7 +135,7 @@ async function main(): Promise<void> {
     }
   }
   if (modes.includes("kill")) {
-    const verbs: KillVerb[] = ["create", "start", "exec", "delete"];
+    const verbs: KillVerb[] = POINT_VERB ? [POINT_VERB as KillVerb] : ["create", "start", "exec", "delete"];
     console.log(`\nkill points: seed ${SEED} (rerun with --seed ${SEED})`);
     // VM mode with the supervisor's host agent: CLI, supervisor and stand-in, no boot time.
     const hostAgent: Cli = {
@@ -142,12 +144,13 @@ async function main(): Promise<void> {
       config: hostAgentConfig,
       env: { ...vmEnv, KATA_TS_SUPERVISOR_AGENT: "host" },
     };
-    const victims: Victim[] = ["cli", "supervisor", "standin"];
+    const victims: Victim[] = POINT_VICTIM ? [POINT_VICTIM as Victim] : ["cli", "supervisor", "standin"];
     let t = performance.now();
     let outs: KillOutcome[] = [];
     for (const [i, p] of pickKillPoints(SEED, verbs, victims, 400, KILLS || undefined).entries())
       outs.push(await runKillPoint(hostAgent, bundle.dir, `kk${process.pid}a${i}`, p, work));
     reportKills("VM mode, host agent (cli, supervisor, stand-in)", outs, performance.now() - t);
+    if (POINT_VERB) return bundle.cleanup();
     // Host mode: the CLI is the only runtime process.
     const host: Cli = { bin: BIN, root, config: hostConfig };
     t = performance.now();
