@@ -104,6 +104,17 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
+/** The containers of a `list --format json` call, or undefined when it failed or printed no JSON array. */
+function listed(r: CallResult): { id: string; status: string }[] | undefined {
+  if (r.code !== 0) return undefined;
+  try {
+    const v = JSON.parse(r.stdout) ?? [];
+    return Array.isArray(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 // ---- load ----
 
 export interface LoadOptions {
@@ -196,15 +207,9 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       const r = await call(o.cli, ["list", "--format", "json"], { timeoutMs });
       const s1 = performance.now();
       times.list!.push(r.ms);
-      if (r.code !== 0) failures.push(`list: exit ${r.code}: ${r.stderr.trim()}`);
-      else {
-        try {
-          const arr = (JSON.parse(r.stdout) ?? []) as { id: string; status: string }[];
-          samples.push({ t0: s0, t1: s1, ids: new Set(arr.map((c) => c.id)) });
-        } catch {
-          failures.push(`list: unparseable output: ${r.stdout.slice(0, 200)}`);
-        }
-      }
+      const arr = listed(r);
+      if (!arr) failures.push(`list: exit ${r.code}: ${r.stderr.trim() || r.stdout.slice(0, 200)}`);
+      else samples.push({ t0: s0, t1: s1, ids: new Set(arr.map((c) => c.id)) });
       await sleep(o.listEveryMs ?? 100);
     }
   })();
@@ -233,9 +238,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   }
 
   const final = await call(o.cli, ["list", "--format", "json"]);
-  const left = final.code === 0 ? ((JSON.parse(final.stdout) ?? []) as { id: string }[]) : [];
-  if (final.code !== 0) failures.push(`final list: exit ${final.code}`);
-  for (const c of left) failures.push(`left in list: ${c.id}`);
+  const left = listed(final);
+  if (!left)
+    failures.push(`final list: exit ${final.code}: ${final.stderr.trim() || final.stdout.slice(0, 200)}`);
+  for (const c of left ?? []) failures.push(`left in list: ${c.id}`);
   // Every container matches the prefix: one scan covers them all.
   for (const l of findLeaks(before, { root: o.cli.root, bundle: o.bundle, id: o.prefix }))
     failures.push(`leak: ${l}`);
@@ -397,8 +403,9 @@ export async function runKillPoint(
   if (d.code !== 0)
     problems.push(`delete --force: exit ${d.code}${d.signal ? ` (${d.signal})` : ""}: ${d.stderr.trim()}`);
   const l = await call(cli, ["list", "--format", "json"]);
-  if (l.code === 0 && ((JSON.parse(l.stdout) ?? []) as { id: string }[]).some((x) => x.id === id))
-    problems.push("still in list");
+  const ls = listed(l);
+  if (!ls) problems.push(`list: exit ${l.code}: ${l.stderr.trim() || l.stdout.slice(0, 200)}`);
+  else if (ls.some((x) => x.id === id)) problems.push("still in list");
   for (const dir of [join(cli.root, id), join(cli.root, "sandboxes", id)])
     if (existsSync(dir)) problems.push(`left: ${dir}`);
   // The processes may need a moment to be reaped after delete returned.
