@@ -7,23 +7,21 @@
 //
 // usage: node --import tsx bench/load.ts [host] [vm] [kill] [--cycles N] [--width N] [--vms N]
 //        [--seed N] [--kills N] [--point VERB/VICTIM] [--kernel PATH] [--image PATH]
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { makeBundle } from "../test/conformance/bundle";
 import {
-  type Cli,
   formatTimes,
   type KillOutcome,
   type KillVerb,
+  loadClis,
   pickKillPoints,
   runKillPoint,
   runLoad,
   type Victim,
 } from "../test/load";
 
-const REPO = resolve(__dirname, "..");
-const BIN = join(REPO, "bin", "kata-ts");
 const argv = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
   const i = argv.indexOf(name);
@@ -41,28 +39,7 @@ const IMAGE = opt("--image", "/var/cache/kata-ts/kata-ts-guest.img");
 const modes = argv.length ? argv : ["host", "vm", "kill"];
 
 const work = mkdtempSync(join(tmpdir(), "kata-ts-load-"));
-const root = join(work, "root");
-mkdirSync(root);
-const hostConfig = join(work, "host.toml");
-writeFileSync(hostConfig, '[runtime]\nhypervisor = "none"\n');
-const vmConfig = join(work, "vm.toml");
-writeFileSync(
-  vmConfig,
-  `[hypervisor.qemu]\nkernel = "${KERNEL}"\nimage = "${IMAGE}"\ndefault_memory = 512\n[runtime]\nhypervisor = "qemu"\n`,
-);
-// The host agent boots no VM, but the configuration must still name a kernel and an image that exist.
-const hostAgentConfig = join(work, "host-agent.toml");
-writeFileSync(join(work, "vmlinux"), "");
-writeFileSync(join(work, "image"), "");
-writeFileSync(
-  hostAgentConfig,
-  `[hypervisor.qemu]\nkernel = "${join(work, "vmlinux")}"\nimage = "${join(work, "image")}"\n[runtime]\nhypervisor = "qemu"\n`,
-);
-const vmEnv = {
-  ...process.env,
-  KATA_TS_SUPERVISOR: join(REPO, "dist", "kata-supervisor.cjs"),
-  KATA_TS_NATIVE_DIR: join(REPO, "native", "build"),
-};
+const clis = loadClis(work, { kernel: KERNEL, image: IMAGE });
 const haveVm = existsSync(KERNEL) && existsSync(IMAGE) && existsSync("/usr/bin/qemu-system-x86_64");
 let failed = 0;
 
@@ -101,7 +78,7 @@ async function main(): Promise<void> {
       .join(" ")}`,
   );
   if (modes.includes("host")) {
-    const cli: Cli = { bin: BIN, root, config: hostConfig };
+    const cli = clis.host;
     report(
       `host mode: ${CYCLES} create/start/delete --force cycles, ${WIDTH} at a time`,
       await runLoad({
@@ -117,7 +94,7 @@ async function main(): Promise<void> {
   if (modes.includes("vm")) {
     if (!haveVm) console.log(`\n== vm mode: skipped: ${KERNEL}, ${IMAGE} or QEMU missing`);
     else {
-      const cli: Cli = { bin: BIN, root, config: vmConfig, env: vmEnv };
+      const cli = clis.vm;
       report(
         `vm mode: ${VMS} sandboxes at once (create/start/exec/delete --force)`,
         await runLoad({
@@ -138,12 +115,7 @@ async function main(): Promise<void> {
     const verbs: KillVerb[] = POINT_VERB ? [POINT_VERB as KillVerb] : ["create", "start", "exec", "delete"];
     console.log(`\nkill points: seed ${SEED} (rerun with --seed ${SEED})`);
     // VM mode with the supervisor's host agent: CLI, supervisor and stand-in, no boot time.
-    const hostAgent: Cli = {
-      bin: BIN,
-      root,
-      config: hostAgentConfig,
-      env: { ...vmEnv, KATA_TS_SUPERVISOR_AGENT: "host" },
-    };
+    const hostAgent = clis.hostAgent;
     const victims: Victim[] = POINT_VICTIM ? [POINT_VICTIM as Victim] : ["cli", "supervisor", "standin"];
     let t = performance.now();
     let outs: KillOutcome[] = [];
@@ -152,7 +124,7 @@ async function main(): Promise<void> {
     reportKills("VM mode, host agent (cli, supervisor, stand-in)", outs, performance.now() - t);
     if (POINT_VERB) return bundle.cleanup();
     // Host mode: the CLI is the only runtime process.
-    const host: Cli = { bin: BIN, root, config: hostConfig };
+    const host = clis.host;
     t = performance.now();
     outs = [];
     for (const [i, p] of pickKillPoints(SEED + 1, verbs, ["cli"], 300).entries())
@@ -161,7 +133,7 @@ async function main(): Promise<void> {
     // Real QEMU: every verb with QEMU and the supervisor killed; later in create (the boot takes seconds).
     if (!haveVm) console.log(`\n== real QEMU kill points: skipped: ${KERNEL}, ${IMAGE} or QEMU missing`);
     else {
-      const vm: Cli = { bin: BIN, root, config: vmConfig, env: vmEnv };
+      const vm = clis.vm;
       t = performance.now();
       outs = [];
       for (const [i, p] of pickKillPoints(

@@ -7,8 +7,16 @@
 //   runKillPoint one container; kill -9 of the CLI, the supervisor, QEMU or the stand-in some ms into
 //                create, start, exec or delete; then `delete --force` must succeed and leave nothing.
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from "node:fs";
+import { join, resolve } from "node:path";
 import { findLeaks, snapshotHost } from "./leaks";
 
 /** How to call the CLI: the binary, its global flags (--root, --config) and environment. */
@@ -17,6 +25,44 @@ export interface Cli {
   root: string;
   config: string;
   env?: NodeJS.ProcessEnv;
+}
+
+const REPO = resolve(__dirname, "..");
+
+/**
+ * The CLIs a load or kill run uses, all on one --root under `dir`: host mode (hypervisor = "none"),
+ * VM mode with the supervisor's host agent (no VM; the configuration still names a kernel and an image
+ * that exist, empty files here) and, when `vm` gives them, VM mode with that kernel and image.
+ */
+export function loadClis(
+  dir: string,
+  vm?: { kernel: string; image: string },
+): { root: string; host: Cli; hostAgent: Cli; vm: Cli } {
+  const root = join(dir, "root");
+  mkdirSync(root, { recursive: true });
+  const bin = join(REPO, "bin", "kata-ts");
+  const env = {
+    ...process.env,
+    KATA_TS_SUPERVISOR: join(REPO, "dist", "kata-supervisor.cjs"),
+    KATA_TS_NATIVE_DIR: join(REPO, "native", "build"),
+  };
+  const qemu = (kernel: string, image: string) =>
+    `[hypervisor.qemu]\nkernel = "${kernel}"\nimage = "${image}"\ndefault_memory = 512\n[runtime]\nhypervisor = "qemu"\n`;
+  for (const f of ["vmlinux", "image"]) writeFileSync(join(dir, f), "");
+  writeFileSync(join(dir, "host.toml"), '[runtime]\nhypervisor = "none"\n');
+  writeFileSync(join(dir, "host-agent.toml"), qemu(join(dir, "vmlinux"), join(dir, "image")));
+  writeFileSync(join(dir, "vm.toml"), vm ? qemu(vm.kernel, vm.image) : "");
+  return {
+    root,
+    host: { bin, root, config: join(dir, "host.toml") },
+    hostAgent: {
+      bin,
+      root,
+      config: join(dir, "host-agent.toml"),
+      env: { ...env, KATA_TS_SUPERVISOR_AGENT: "host" },
+    },
+    vm: { bin, root, config: join(dir, "vm.toml"), env },
+  };
 }
 
 export interface CallResult {

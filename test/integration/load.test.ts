@@ -7,17 +7,18 @@
 //     `delete --force`: exit 0, not listed, nothing left (leak scanner).
 // KATA_TS_LOAD_SEED picks other kill points (the seed is printed); KATA_TS_LOAD_CYCLES/WIDTH resize.
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type Bundle, makeBundle } from "../conformance/bundle";
-import { BIN, REPO, tempDir, writeVmTestConfig } from "../helpers";
+import { tempDir, writeVmTestConfig } from "../helpers";
 import {
   type Cli,
   call,
   formatTimes,
   type KillOutcome,
   type KillVerb,
+  loadClis,
   pickKillPoints,
   runKillPoint,
   runLoad,
@@ -36,32 +37,13 @@ const VM = all(
 const VERBS: KillVerb[] = ["create", "start", "exec", "delete"];
 
 const tmp = tempDir("kata-ts-load-");
-const root = join(tmp.path, "root");
 const work = join(tmp.path, "work");
+const clis = loadClis(tmp.path);
+const { root, host, hostAgent } = clis;
 let bundle: Bundle;
-const env = {
-  ...process.env,
-  KATA_TS_SUPERVISOR: join(REPO, "dist", "kata-supervisor.cjs"),
-  KATA_TS_NATIVE_DIR: join(REPO, "native", "build"),
-};
-const host: Cli = { bin: BIN, root, config: join(tmp.path, "host.toml") };
-// The host agent boots no VM, but the configuration must name a kernel and an image that exist.
-const hostAgent: Cli = {
-  bin: BIN,
-  root,
-  config: join(tmp.path, "host-agent.toml"),
-  env: { ...env, KATA_TS_SUPERVISOR_AGENT: "host" },
-};
 
 before(() => {
-  mkdirSync(root);
   mkdirSync(work);
-  writeFileSync(host.config, '[runtime]\nhypervisor = "none"\n');
-  for (const f of ["vmlinux", "image"]) writeFileSync(join(tmp.path, f), "");
-  writeFileSync(
-    hostAgent.config,
-    `[hypervisor.qemu]\nkernel = "${tmp.path}/vmlinux"\nimage = "${tmp.path}/image"\n[runtime]\nhypervisor = "qemu"\n`,
-  );
   bundle = makeBundle({ process: { args: ["/bin/sleep", "100000"] } }, { parent: tmp.path });
 });
 
@@ -124,7 +106,8 @@ describe("load and kill points", () => {
   describe("real QEMU", { skip: skipUnless(VM) }, () => {
     let vm: Cli | undefined;
     before(async () => {
-      vm = { bin: BIN, root, config: await writeVmTestConfig(join(tmp.path, "vm"), KERNEL), env };
+      // The guest image of this tree (into the test's own cache), the machine's kernel.
+      vm = { ...clis.vm, config: await writeVmTestConfig(join(tmp.path, "vm"), KERNEL) };
     });
     after(async () => {
       if (!vm) return;
