@@ -89,6 +89,7 @@ image = "$image"
 initrd = "$initrd"
 default_memory = 512
 $([ -n "$shared_fs" ] && echo "shared_fs = \"$shared_fs\"")
+$([ -n "$initrd" ] && echo "jail_mount_namespace = false  # the stock wrapper's image is not among the jail's binds")
 [runtime]
 hypervisor = "qemu"
 EOF

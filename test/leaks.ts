@@ -6,10 +6,16 @@
 //   assertNoLeaks(before, { root, bundle, id });   // throws AssertionError listing every leak
 //   findLeaks(before, target) -> string[]          // the same checks, returned instead of thrown
 //
-// What counts as a leak (anything new since the snapshot that names the container):
-//   - a process whose cmdline mentions the bundle path or the id, whose cwd or root lies in the bundle,
-//     whose cgroup path contains the id, or that has a file open under the bundle or the state root
-//     (scans /proc; the calling process and its ancestors are ignored);
+// Only what belongs to the test counts: the machine is shared, and other programs (other tests, engines,
+// other helpers' QEMUs) create processes, cgroups and network namespaces while a test runs. An object is
+// the test's when it names the test's state root or bundle (both private temp dirs), or when it names the
+// container id AND is new since the snapshot. Everything the test made stays strictly checked.
+//
+// What counts as a leak:
+//   - a process whose cmdline mentions the bundle path, whose cwd or root lies in the bundle, or that has
+//     a file open under the bundle or the state root; or a process started after the snapshot whose
+//     cmdline mentions the id or whose cgroup path contains it (scans /proc; the calling process and its
+//     ancestors are ignored);
 //   - a mount (in this process's mount namespace) at or below the bundle or the state root;
 //   - a cgroup directory whose name contains the id, in any v1 hierarchy or the unified tree
 //     (searched to depth 6 below each mount in /sys/fs/cgroup);
@@ -18,11 +24,12 @@
 //     shared directory live under <root>/sandboxes, or under /run/kata-ts/s/<hash> with the id in QEMU's
 //     -name), and a lock file of QEMU's C virtiofsd (/run/virtiofsd/<socket path, "/" → ".">.pid)
 //     naming the state root: the daemon leaves it when it is killed;
-//   - an entry in /run/netns that was not there at snapshot time (tests that make their own netns
-//     take the snapshot after making it, or pass it in `allowNetns`).
-// Ids should be distinctive (e.g. "ktc-<random>"): matching is by substring.
+//   - an entry in /run/netns, new since the snapshot, that is the test's: its name contains the id, or
+//     it is the network namespace of a leaked process. An unrelated netns another program adds during
+//     the run (an engine's, another test's) is not this test's leak.
+// Ids should be distinctive (e.g. "ktc-<pid>-<n>"): matching is by substring.
 import assert from "node:assert/strict";
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 export interface HostSnapshot {
@@ -39,7 +46,7 @@ export interface LeakTarget {
   bundle: string;
   /** the container id */
   id: string;
-  /** netns names the test made itself and removes itself */
+  /** netns names the test made itself and removes itself (never reported, even if named with the id) */
   allowNetns?: string[];
 }
 
@@ -193,10 +200,20 @@ function walkSpecialFiles(dir: string, out: string[], depth = 0): void {
   }
 }
 
+/** "net:[inode]" of a bound network namespace file, as /proc/<pid>/ns/net reads. */
+function netnsOf(path: string): string | undefined {
+  try {
+    return `net:[${statSync(path).ino}]`;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Every leak found (empty when the container left nothing behind). */
 export function findLeaks(before: HostSnapshot, t: LeakTarget): string[] {
   const leaks: string[] = [];
   const skip = ancestors();
+  const leakedNetns = new Set<string>();
 
   for (const pid of listPids()) {
     if (skip.has(pid)) continue;
@@ -209,19 +226,27 @@ export function findLeaks(before: HostSnapshot, t: LeakTarget): string[] {
     const cwd = readLink(`/proc/${pid}/cwd`);
     const root = readLink(`/proc/${pid}/root`);
     const why: string[] = [];
-    if (cmdline.includes(t.bundle) || cmdline.includes(t.id)) why.push("cmdline");
+    // The id alone is evidence only for a process the test could have started (new since the snapshot):
+    // a same-named container of another run that was already there is not this test's.
+    const isNew = !before.pids.has(pid);
+    if (cmdline.includes(t.bundle) || (isNew && cmdline.includes(t.id))) why.push("cmdline");
     if (within(cwd, t.bundle)) why.push(`cwd ${cwd}`);
     if (within(root, t.bundle)) why.push(`root ${root}`);
     // A process that pivoted into the rootfs shows root "/" from here; its cgroup membership and
     // open files (an exec fifo, the bundle) still name the container.
     const cg = readText(`/proc/${pid}/cgroup`);
-    if (cg?.split("\n").some((l) => l.slice(l.lastIndexOf(":") + 1).includes(t.id))) why.push("cgroup");
+    if (isNew && cg?.split("\n").some((l) => l.slice(l.lastIndexOf(":") + 1).includes(t.id)))
+      why.push("cgroup");
     const comm = readText(`/proc/${pid}/comm`)?.trim();
     if ((comm === "virtiofsd" || comm?.startsWith("qemu-system")) && cmdline.includes(t.root))
       why.push("VM process of the state root");
     const fd = openFileIn(pid, [t.bundle, t.root]);
     if (fd) why.push(`fd ${fd}`);
-    if (why.length > 0) leaks.push(`process ${pid} (${why.join(", ")}): ${cmdline || "<no cmdline>"}`);
+    if (why.length > 0) {
+      leaks.push(`process ${pid} (${why.join(", ")}): ${cmdline || "<no cmdline>"}`);
+      const ns = readLink(`/proc/${pid}/ns/net`);
+      if (ns) leakedNetns.add(ns);
+    }
   }
 
   for (const m of listMounts()) {
@@ -246,7 +271,9 @@ export function findLeaks(before: HostSnapshot, t: LeakTarget): string[] {
 
   const allowed = new Set(t.allowNetns ?? []);
   for (const n of listNetns()) {
-    if (!before.netns.has(n) && !allowed.has(n)) leaks.push(`netns /run/netns/${n}`);
+    if (before.netns.has(n) || allowed.has(n)) continue;
+    if (n.includes(t.id) || leakedNetns.has(netnsOf(join("/run/netns", n)) ?? ""))
+      leaks.push(`netns /run/netns/${n}`);
   }
   return leaks;
 }

@@ -51,6 +51,14 @@ export interface QemuConfig {
   accel: Accel;
   /** MiB of TCG translation cache (QEMU's tb-size); 0 = QEMU's default (1 GiB). TCG only. */
   tcgTbSize: number;
+  /** QEMU's `-sandbox` value (Kata's key); "" = no seccomp filter. */
+  seccompsandbox: string;
+  /** QEMU runs as `rootlessUser` (Kata's `rootless`; Kata makes a user per sandbox, we use one). */
+  rootless: boolean;
+  /** The unprivileged user QEMU runs as when `rootless`, created (system user) if missing. */
+  rootlessUser: string;
+  /** QEMU in a mount namespace of its own that shows only what the VM needs. */
+  jailMountNamespace: boolean;
   enableDebug: boolean;
 }
 
@@ -146,6 +154,10 @@ export const DEFAULT_CONFIG: RuntimeConfig = {
     validHypervisorPaths: ["/usr/bin/qemu-system-x86_64"],
     accel: "auto",
     tcgTbSize: 64,
+    seccompsandbox: "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+    rootless: true,
+    rootlessUser: "kata-ts-vmm",
+    jailMountNamespace: true,
     enableDebug: false,
   },
   agent: {
@@ -160,7 +172,7 @@ export const DEFAULT_CONFIG: RuntimeConfig = {
     enableTracing: false,
     internetworkingModel: "tcfilter",
     disableGuestSeccomp: true,
-    sandboxCgroupOnly: false,
+    sandboxCgroupOnly: true,
     jaegerEndpoint: "",
     jaegerUser: "",
     jaegerPassword: "",
@@ -247,6 +259,10 @@ export const SCHEMA: Section[] = [
       f("valid_hypervisor_paths", L),
       f("accel", E(ACCELS)),
       f("tcg_tb_size", U),
+      f("seccompsandbox", S),
+      f("rootless", B),
+      f("rootless_user", S),
+      f("jail_mount_namespace", B),
       f("enable_debug", B),
     ],
   },

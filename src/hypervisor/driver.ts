@@ -1,6 +1,7 @@
 // The hypervisor driver interface: what the sandbox supervisor needs from a VM, independent of how it
 // is launched. Today the only driver is QEMU (./qemu); `hypervisor = "none"` means no driver at all.
 import type { QemuConfig } from "../config/config";
+import type { JailSpec } from "./jail";
 import type { AccelChoice } from "./qemu/accel";
 import type { ConsoleKind, NicSpec, ShareSpec } from "./qemu/cmdline";
 import type { QmpClient } from "./qemu/qmp";
@@ -41,6 +42,8 @@ export interface StartVmOptions {
   accel?: AccelChoice;
   /** Deadline for QEMU to start and answer on QMP (not for the guest to boot). Default 10 s. */
   readyTimeoutMs?: number;
+  /** The jail's uid/gid when [hypervisor.qemu] rootless (default: rootless_user's, created if missing). */
+  jailUser?: { uid: number; gid: number };
   /** Warnings (TCG fallback, missing TSC frequency) go here; default: dropped. */
   onWarning?: (message: string) => void;
 }
@@ -59,6 +62,8 @@ export interface Vm {
   readonly qemuLog: string;
   readonly agentSocket: string;
   readonly qmpSocket: string;
+  /** How QEMU was jailed (undefined: not at all). */
+  readonly jail?: JailSpec;
   /** True once QEMU has exited. */
   readonly exited: boolean;
   /** Shuts the VM down: QMP `quit`, then SIGKILL if QEMU is still there after `timeoutMs` (default 5 s). */

@@ -63,6 +63,7 @@ export function setupSandboxNetwork(
   sandboxDir: string,
   log: (msg: string) => void = () => {},
   run: NetnsRunner = runInNetns,
+  tapOwner?: { uid: number; gid: number },
 ): SandboxNetwork | undefined {
   let id: string;
   try {
@@ -91,7 +92,11 @@ export function setupSandboxNetwork(
   const net: SandboxNetwork = {
     netns,
     netnsId: id,
-    endpoints: scan.interfaces.map((iface, i) => ({ iface, tap: taps[i] })),
+    endpoints: scan.interfaces.map((iface, i) => ({
+      iface,
+      tap: taps[i],
+      ...(tapOwner ? { owner: tapOwner } : {}),
+    })),
     routes: scan.routes,
   };
   writeFileSync(networkRecordPath(sandboxDir), `${JSON.stringify(net)}\n`);

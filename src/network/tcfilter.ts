@@ -12,6 +12,8 @@ export interface Endpoint {
   iface: NetInterface;
   /** The tap kata-ts made next to it (QEMU's -netdev). */
   tap: string;
+  /** The tap's owner: a rootless QEMU may attach to it without CAP_NET_ADMIN. */
+  owner?: { uid: number; gid: number };
 }
 
 /** Kata's names: tap0_kata, tap1_kata, ...: the first `count` not taken by a link of the netns. */
@@ -28,9 +30,10 @@ export function tcfilterSetup(ep: Endpoint): { ip: string; tc: string } {
   const redirect = (from: string, to: string) =>
     `filter add dev ${from} parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev ${to}`;
   return {
-    // Persistent (owned by nobody): QEMU attaches to it by name and it outlives QEMU until removed.
+    // Persistent: QEMU attaches to it by name and it outlives QEMU until removed. Owned by nobody, or by
+    // the jailed QEMU's uid (attaching to a tap one does not own needs CAP_NET_ADMIN).
     ip: [
-      `tuntap add dev ${ep.tap} mode tap`,
+      `tuntap add dev ${ep.tap} mode tap${ep.owner ? ` user ${ep.owner.uid} group ${ep.owner.gid}` : ""}`,
       `link set dev ${ep.tap} mtu ${ep.iface.mtu}`,
       `link set dev ${ep.tap} up`,
       "",

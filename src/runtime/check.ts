@@ -8,6 +8,7 @@ import { accessSync, constants, existsSync, readFileSync, statSync } from "node:
 import { arch, cpus, release } from "node:os";
 import type { Accel, HypervisorKind, RuntimeConfig } from "../config/config";
 import { firstLine } from "../errors";
+import { describeJail, jailReport } from "../hypervisor/jail";
 import { DEFAULT_TIMEOUT_MS, probeKvm } from "../sys/kvm";
 
 export type CheckLevel = "info" | "warn" | "error" | "skip";
@@ -264,6 +265,34 @@ export async function runHostChecks(config: RuntimeConfig, opts: CheckOptions = 
     );
   else if (q.sharedFs === "virtio-fs") vmCheck("virtiofsd", q.virtioFsDaemon, "virtio-fs daemon", true);
   else if (vm) add("virtiofsd", "skip", `virtio-fs daemon: not needed with shared_fs = "${q.sharedFs}"`);
+
+  if (vm) {
+    // The VMM jail: what QEMU will run under, and whether this host can make it.
+    const j = jailReport(q, config.runtime.sandboxCgroupOnly);
+    const jailed = j.rootless || j.mountNamespace;
+    add(
+      "jail",
+      jailed || j.seccompSandbox ? "info" : "warn",
+      `VMM jail: ${describeJail(q, j.sandboxCgroupOnly)}`,
+    );
+    if (jailed && !j.jailer) add("jail", "error", "kata-ts-jailer not built: run `make -C native`");
+    if (j.rootless)
+      add(
+        "jail",
+        "info",
+        j.uid !== undefined
+          ? `VMM user ${j.user}: uid ${j.uid}, gid ${j.gid}`
+          : `VMM user ${j.user}: does not exist yet (the first sandbox creates it)`,
+      );
+    if (j.seccompSandbox && !/^Seccomp:/m.test(readText("/proc/self/status")))
+      add("jail", "error", "seccompsandbox is set but this kernel has no seccomp");
+    if (q.sharedFs === "virtio-fs")
+      add(
+        "jail",
+        "info",
+        `virtiofsd: root (it serves every owner's files), its own mount namespace and seccomp filter, ${j.sandboxCgroupOnly ? "sandbox cgroup" : "caller's cgroup"}`,
+      );
+  }
 
   const cg = facts.cgroup;
   if (cg.layout === "none") add("cgroups", "error", "no cgroup hierarchy mounted");

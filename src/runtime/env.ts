@@ -3,6 +3,7 @@
 // default (as Kata does) or JSON.
 import { stringify } from "smol-toml";
 import { configToToml, type LoadedConfig } from "../config/config";
+import { jailReport } from "../hypervisor/jail";
 import { VERSION } from "../version";
 import { chooseAccelerator, hostFacts, type KvmStatus, measureKvm, qemuVersion } from "./check";
 
@@ -61,6 +62,7 @@ export async function buildEnv(loaded: LoadedConfig, opts: EnvOptions): Promise<
         Configured: q.accel,
         Effective: vm ? chooseAccelerator(q.accel, kvm) : "none",
       },
+      Jail: envJail(q, config.runtime.sandboxCgroupOnly),
     },
     Image: { Path: q.image },
     Initrd: { Path: q.initrd },
@@ -84,6 +86,22 @@ export async function buildEnv(loaded: LoadedConfig, opts: EnvOptions): Promise<
       Namespaces: host.namespaces,
     },
     Config: configToToml(config),
+  };
+}
+
+/** The VMM jail (docs/hypervisor.md): what QEMU runs under. TOML has no null: unknown ids are -1. */
+function envJail(q: LoadedConfig["config"]["hypervisor"], sandboxCgroupOnly: boolean) {
+  const j = jailReport(q, sandboxCgroupOnly);
+  return {
+    SeccompSandbox: j.seccompSandbox,
+    Rootless: j.rootless,
+    User: j.user,
+    Uid: j.uid ?? -1,
+    Gid: j.gid ?? -1,
+    Capabilities: j.capabilities,
+    MountNamespace: j.mountNamespace,
+    SandboxCgroupOnly: j.sandboxCgroupOnly,
+    Jailer: j.jailer,
   };
 }
 

@@ -71,10 +71,13 @@ export const vmBackend: Backend = {
     // A missing kernel or image, or a shared fs this build cannot serve (none), fails here in one line,
     // before a supervisor is spawned for nothing.
     let netns: string | undefined;
+    let cgroup: { cgroupsPath?: string; systemd?: boolean; warn?: (m: string) => void } | undefined;
     if (ownSandbox) {
       const { config } = processConfig(ctx.configPath);
       const hv = config.hypervisor;
       netns = sandboxNetns(spec, config.runtime.internetworkingModel);
+      if (config.runtime.sandboxCgroupOnly)
+        cgroup = { cgroupsPath: spec.linux?.cgroupsPath, systemd: ctx.systemdCgroup, warn: ctx.warn };
       if (hv.sharedFs === "none")
         throw new KataError(
           'shared_fs = "none" is not supported in VM mode: set shared_fs = "virtio-fs" or "virtio-9p" in [hypervisor.qemu]',
@@ -88,7 +91,7 @@ export const vmBackend: Backend = {
       make: (store, foreground, createHooks) =>
         span("vm.create", { container: id }, async () => {
           if (ownSandbox) {
-            const sup = await startSupervisor(sandbox, ctx.configPath, netns);
+            const sup = await startSupervisor(sandbox, ctx.configPath, netns, cgroup);
             ctx.debug?.("sandbox supervisor ready", { sandbox: sandboxId, pid: sup.pid });
             supervisorStarted = true;
             record.engine.supervisor = sup;
@@ -137,7 +140,7 @@ export const vmBackend: Backend = {
         killRef(standin?.ref);
         if (supervisorStarted || ownSandbox) {
           await sandboxCall(sandbox, "shutdown", {}).catch(() => {});
-          await destroySandbox(sandbox, 10_000);
+          await destroySandbox(sandbox, 10_000, {}, ctx.warn);
         }
         await waitGone(standin?.ref, 2000);
       },
@@ -168,7 +171,7 @@ export const vmBackend: Backend = {
     const standin = { pid: r.pid, start: r.pidStartTime };
     if (!(await waitGone(standin, 2000))) killRef(standin);
     await waitGone(standin, 2000);
-    if (empty) await destroySandbox(sandbox, grace, known);
+    if (empty) await destroySandbox(sandbox, grace, known, ctx.warn);
   },
 
   /** A new process in the container, with its own stand-in (whose pid goes in --pid-file). */

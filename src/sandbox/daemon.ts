@@ -7,12 +7,14 @@
 import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
 import { processConfig, type RuntimeConfig } from "../config/config";
 import { firstLine } from "../errors";
+import { describeJail, ensureJailUser } from "../hypervisor/jail";
 import type { ShareSpec } from "../hypervisor/qemu/cmdline";
 import { sharedFsFor, type Virtiofsd } from "../hypervisor/virtiofsd";
 import { configureGuestNetwork, qemuNics, setupSandboxNetwork } from "../network";
 import { processStartTime } from "../sys/proc";
 import { connectVmAgent } from "./agent";
-import { GUEST_SHARED_DIR, type SandboxPaths, SHARE_TAG } from "./paths";
+import { joinSandboxCgroup } from "./cgroup";
+import { GUEST_SHARED_DIR, type SandboxPaths, SHARE_TAG, sandboxPaths } from "./paths";
 import { guestShareMount, makeSharedMount } from "./share";
 import { type Booted, Supervisor, type VmHandle } from "./supervisor";
 
@@ -43,17 +45,21 @@ async function bootVm(
   netns?: string,
 ): Promise<Booted> {
   const { startVm } = await import("../hypervisor/qemu");
+  const q = config.hypervisor;
+  // The jailed QEMU's uid (rootless) owns the taps, so it can attach to them without CAP_NET_ADMIN.
+  const jailUser = q.rootless ? ensureJailUser(q.rootlessUser) : undefined;
   // Taps for the pod's interfaces first: QEMU starts in that netns with a NIC per tap.
   const t0 = Date.now();
-  const net = netns ? setupSandboxNetwork(netns, paths.dir, log) : undefined;
+  const net = netns ? setupSandboxNetwork(netns, paths.dir, log, undefined, jailUser) : undefined;
   if (net) log(`network: ${net.endpoints.length} NIC(s) from ${netns} in ${Date.now() - t0} ms`);
-  const fs = sharedFsFor(config.hypervisor, log);
+  const fs = sharedFsFor(q, log);
   const share: ShareSpec = { tag: SHARE_TAG, path: paths.shared, fs };
+  // A daemon in a mount namespace of its own (virtiofsd always, QEMU in its jail) copies the mounts when
+  // it starts; container rootfses are bound into the share later and must reach its copy.
+  if (fs === "virtio-fs" || q.jailMountNamespace) makeSharedMount(paths.shared);
   let vfsd: Virtiofsd | undefined;
   if (fs === "virtio-fs") {
     const v = await import("../hypervisor/virtiofsd");
-    const q = config.hypervisor;
-    makeSharedMount(paths.shared);
     mkdirSync(paths.vmDir, { recursive: true, mode: 0o700 });
     vfsd = await v.startVirtiofsd(
       {
@@ -81,6 +87,7 @@ async function bootVm(
       shares: [share],
       netns: net?.netns,
       nics: qemuNics(net),
+      jailUser,
       onWarning: log,
     });
   } catch (err) {
@@ -88,6 +95,7 @@ async function bootVm(
     await stopDaemon();
     throw err;
   }
+  log(`QEMU ${vm.pid} started; VMM jail: ${describeJail(q, config.runtime.sandboxCgroupOnly)}`);
   // A virtiofsd that dies under a running guest leaves its file system hanging: end the VM, so the
   // supervisor tells every stand-in, as when QEMU itself dies.
   let stopping = false;
@@ -141,6 +149,9 @@ async function run(argv: string[], testBoot?: TestBoot): Promise<void> {
   if (!root || !sandboxId)
     throw new Error("usage: kata-supervisor --root DIR --sandbox ID [--config FILE] [--netns PATH]");
   const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
+  // Into the sandbox's cgroup (sandbox_cgroup_only) before anything is started: QEMU and virtiofsd,
+  // our children, are born in it.
+  if (joinSandboxCgroup(sandboxPaths(root, sandboxId))) log(`joined the sandbox cgroup`);
   const sup = new Supervisor({
     root,
     sandboxId,

@@ -11,6 +11,12 @@ import { KataError } from "../errors";
 import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
 import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
 import { findProcesses, processAlive, processStartTime } from "../sys/proc";
+import {
+  createSandboxCgroup,
+  readSandboxCgroup,
+  removeSandboxCgroup,
+  type SandboxCgroupOptions,
+} from "./cgroup";
 import { cleanupSandboxDir } from "./cleanup";
 import { sandboxPaths } from "./paths";
 import { type ControlArgs, type ControlOp, type ControlResult, supervisorCall } from "./protocol";
@@ -96,11 +102,13 @@ export interface SandboxProcs {
   vm?: ProcRef;
   /** virtio-fs: the daemon the supervisor started (it forks once more into its own pid namespace). */
   virtiofsd?: ProcRef;
+  /** The sandbox cgroup's record (read early: a supervisor that ends removes its directory). */
+  cgroup?: ReturnType<typeof readSandboxCgroup>;
 }
 
 export function readSandboxInfo(s: SandboxRef): SandboxProcs {
   const p = sandboxPaths(s.root, s.id);
-  const out: SandboxProcs = {};
+  const out: SandboxProcs = { cgroup: readSandboxCgroup(p) };
   try {
     const [pid, start] = readFileSync(p.virtiofsdPid, "utf8").trim().split(" ").map(Number);
     if (pid > 0) out.virtiofsd = { pid, start };
@@ -155,6 +163,7 @@ export async function destroySandbox(
   s: SandboxRef,
   graceMs = 10_000,
   known: SandboxProcs = {},
+  warn?: (m: string) => void,
 ): Promise<void> {
   // What the caller read before the supervisor could remove its files, completed by what is on disk now.
   const now = readSandboxInfo(s);
@@ -162,6 +171,7 @@ export async function destroySandbox(
     supervisor: known.supervisor ?? now.supervisor,
     vm: known.vm ?? now.vm,
     virtiofsd: known.virtiofsd ?? now.virtiofsd,
+    cgroup: known.cgroup ?? now.cgroup,
   };
   if (!(await waitGone(info.supervisor, graceMs))) killRef(info.supervisor);
   await waitGone(info.supervisor, 2000);
@@ -177,17 +187,35 @@ export async function destroySandbox(
   for (const d of daemons) killRef(d);
   for (const d of daemons) await waitGone(d, 2000);
   rmSync(virtiofsdLockFile(paths.virtiofsdSocket), { force: true });
+  const cgError = await removeSandboxCgroup(info.cgroup);
+  if (cgError) warn?.(`sandbox ${s.id}: ${cgError}`);
   cleanupSandboxDir(paths, true);
 }
 
-/** Starts the sandbox supervisor (detached) and waits until it reports ready or fails. */
-export async function startSupervisor(s: SandboxRef, configPath?: string, netns?: string): Promise<ProcRef> {
+/**
+ * Starts the sandbox supervisor (detached) and waits until it reports ready or fails. `cgroup`
+ * (sandbox_cgroup_only): the sandbox's cgroup is made first; the supervisor moves itself into it.
+ */
+export async function startSupervisor(
+  s: SandboxRef,
+  configPath?: string,
+  netns?: string,
+  cgroup?: Omit<SandboxCgroupOptions, "sandboxId">,
+): Promise<ProcRef> {
   const p = sandboxPaths(s.root, s.id);
-  if (existsSync(p.info) || existsSync(p.pidFile)) {
+  if (existsSync(p.info) || existsSync(p.pidFile) || existsSync(p.cgroup)) {
     // A previous sandbox of this id died without cleanup: its leftovers would confuse this one.
-    await destroySandbox(s, 0);
+    await destroySandbox(s, 0, {}, cgroup?.warn);
   }
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
+  if (cgroup) {
+    try {
+      createSandboxCgroup(p, { sandboxId: s.id, ...cgroup });
+    } catch (err) {
+      await destroySandbox(s, 0, {}, cgroup.warn);
+      throw new KataError(`sandbox ${s.id}: cannot create its cgroup: ${(err as Error).message}`);
+    }
+  }
   const logFd = openSync(p.log, "a", 0o600);
   // An absolute root: `delete` may look for this process by its argv before it has written its pid.
   const args = [supervisorScript(), "--root", resolve(s.root), "--sandbox", s.id];

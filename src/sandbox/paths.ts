@@ -32,6 +32,8 @@ export interface SandboxPaths {
   virtiofsdSocket: string;
   virtiofsdPid: string;
   virtiofsdLog: string;
+  /** The sandbox's cgroup as created ([runtime] sandbox_cgroup_only): what delete removes. */
+  cgroup: string;
 }
 
 export function sandboxPaths(root: string, sandboxId: string): SandboxPaths {
@@ -55,6 +57,7 @@ export function sandboxPaths(root: string, sandboxId: string): SandboxPaths {
     virtiofsdSocket: join(vmDir, "virtiofsd.sock"),
     virtiofsdPid: join(dir, "virtiofsd.pid"),
     virtiofsdLog: join(dir, "virtiofsd.log"),
+    cgroup: join(dir, "cgroup.json"),
   };
 }
 

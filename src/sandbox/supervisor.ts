@@ -12,6 +12,7 @@ import type { Spec } from "../oci/spec";
 import { closeFd, isErrno, recvFds } from "../sys/native";
 import { processStartTime } from "../sys/proc";
 import type { ProcessStdio, SandboxAgent } from "./agent";
+import { leaveSandboxCgroup } from "./cgroup";
 import { cleanupSandboxDir } from "./cleanup";
 import { guestSpec } from "./guestspec";
 import { GUEST_SHARED_DIR, type SandboxPaths, sandboxPaths } from "./paths";
@@ -616,6 +617,12 @@ export class Supervisor {
       } catch {
         this.vm.kill();
       }
+    }
+    // The cgroup's record goes with the directory: remove the cgroup first (a `delete` that read the
+    // record earlier removes it too, whichever comes first).
+    if (code === 0) {
+      const err = await leaveSandboxCgroup(this.paths);
+      if (err) this.log(`sandbox ${this.opts.sandboxId}: ${err}`);
     }
     cleanupSandboxDir(this.paths, code === 0);
     this.log(`sandbox ${this.opts.sandboxId}: stopped`);

@@ -7,9 +7,11 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BIN, tempDir, until } from "../helpers";
+import { hybridCgroups, skipUnless } from "../probes";
 
 const BUSYBOX = "/bin/busybox";
-const skip = existsSync(BUSYBOX) ? false : "busybox-static is not installed";
+// The checks read the v1 hierarchies' files (/sys/fs/cgroup/<controller>/...): hybrid layout probed.
+const skip = existsSync(BUSYBOX) ? skipUnless(hybridCgroups()) : "busybox-static is not installed";
 const BASE = `/kata-ts-clitest-${process.pid}`;
 const tmp = tempDir("kata-ts-cgcli-");
 const root = join(tmp.path, "state");

@@ -101,3 +101,34 @@ test("--kata-show-default-config-paths lists the search paths", () => {
   assert.equal(r.code, 0);
   assert.equal(r.stdout, "/etc/kata-ts/configuration.toml\n/usr/share/defaults/kata-ts/configuration.toml\n");
 });
+
+test("check and env report the VMM jail as configured (default: jailed; a file can turn it off)", () => {
+  const on = file("jail-on.toml", '[runtime]\nhypervisor = "qemu"\n');
+  let r = kata(["--config", on, "check"], { env });
+  assert.match(
+    r.stdout,
+    /^INFO {2}jail: VMM jail: seccomp -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny; user kata-ts-vmm with cap_chown,cap_dac_override,cap_fowner,cap_fsetid; own mount namespace; sandbox cgroup$/m,
+  );
+  assert.match(r.stdout, /^INFO {2}jail: VMM user kata-ts-vmm: (uid \d+, gid \d+|does not exist yet .*)$/m);
+  assert.doesNotMatch(r.stdout, /^ERROR jail:/m, "the jailer is built");
+  const e = JSON.parse(kata(["--config", on, "env", "--json"], { env }).stdout);
+  assert.equal(e.Hypervisor.Jail.Rootless, true);
+  assert.equal(e.Hypervisor.Jail.MountNamespace, true);
+  assert.equal(e.Hypervisor.Jail.SandboxCgroupOnly, true);
+  assert.match(e.Hypervisor.Jail.Jailer, /kata-ts-jailer$/);
+
+  const off = file(
+    "jail-off.toml",
+    '[hypervisor.qemu]\nseccompsandbox = ""\nrootless = false\njail_mount_namespace = false\n[runtime]\nhypervisor = "qemu"\nsandbox_cgroup_only = false\n',
+  );
+  r = kata(["--config", off, "check"], { env });
+  assert.match(
+    r.stdout,
+    /^WARN {2}jail: VMM jail: no seccomp filter; root; host mount namespace; caller's cgroup$/m,
+  );
+  const e2 = JSON.parse(kata(["--config", off, "env", "--json"], { env }).stdout);
+  assert.deepEqual(
+    [e2.Hypervisor.Jail.SeccompSandbox, e2.Hypervisor.Jail.User, e2.Hypervisor.Jail.Uid],
+    ["", "root", 0],
+  );
+});

@@ -1,9 +1,11 @@
-// The KVM probe on this host: the binary's JSON report and the verdict kata-ts draws from it. On the
-// development machines /dev/kvm is a software hypervisor (kvm_pvm) that emulates the guest: the verdict
-// there must be "unusable" with the measured rate. Needs `make -C native` and root.
+// The KVM probe on this host: the binary's JSON report and the verdict kata-ts draws from it. Machines of
+// this kind differ: on some /dev/kvm is a software hypervisor (kvm_pvm) that emulates the guest (the
+// verdict there must be "unusable" with the measured rate), on others there is no /dev/kvm at all (the
+// verdict must be the one-line "does not exist" refusal). test/probes.ts tells which; the tests that need
+// a device skip with that finding. Needs `make -C native` and root.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
@@ -16,15 +18,20 @@ import {
 } from "../../src/sys/kvm";
 import { findNativeFile } from "../../src/sys/native";
 import { tempDir } from "../helpers";
+import { kvmDevice } from "../probes";
 
 const PROBE = findNativeFile(PROBE_FILE);
-const HAVE_KVM = existsSync("/dev/kvm");
-const EMULATED_KVM = existsSync("/sys/module/kvm_pvm");
+const KVM = kvmDevice();
+const HAVE_KVM = KVM.present;
+const EMULATED_KVM = KVM.emulated;
+/** node:test skip reasons: the probe's finding when the device (or its emulating kind) is missing. */
+const NO_KVM = !HAVE_KVM && "/dev/kvm does not exist";
+const NOT_EMULATED = !EMULATED_KVM && (HAVE_KVM ? "/dev/kvm is not the emulating kvm_pvm" : NO_KVM);
 
 describe("kata-ts-kvm-probe", () => {
   it("is built", () => assert.ok(PROBE, "run `make -C native`"));
 
-  it("reports one JSON line: a measured rate, or the stage that failed", { skip: !HAVE_KVM }, () => {
+  it("reports one JSON line: a measured rate, or the stage that failed", { skip: NO_KVM }, () => {
     const started = performance.now();
     const r = spawnSync(PROBE!, ["1000000", "5000"], { encoding: "utf8", timeout: 20_000 });
     const ms = performance.now() - started;
@@ -45,7 +52,7 @@ describe("kata-ts-kvm-probe", () => {
   });
 
   it("stopped early (budget or SIGTERM), still reports what it measured", {
-    skip: !HAVE_KVM || !EMULATED_KVM,
+    skip: NOT_EMULATED,
   }, async () => {
     // 4e9 iterations would take over an hour here: only the interruption can end it.
     const child = spawn(PROBE!, ["4000000000", "60000"], { stdio: ["ignore", "pipe", "pipe"] });
@@ -82,7 +89,7 @@ describe("kata-ts-kvm-probe", () => {
 
 describe("probeKvm", () => {
   it("gives the verdict the measured rate implies, with the rate in the reason", {
-    skip: !HAVE_KVM,
+    skip: NO_KVM,
   }, async () => {
     const v = await probeKvm();
     if (v.mips === undefined) {
@@ -99,7 +106,16 @@ describe("probeKvm", () => {
     assert.ok(v.elapsedMs! < 5000);
   });
 
-  it("calls this machine's emulating /dev/kvm unusable", { skip: !EMULATED_KVM }, async () => {
+  it("without /dev/kvm: the one-line refusal, TCG fallback", {
+    skip: HAVE_KVM && "/dev/kvm exists",
+  }, async () => {
+    assert.deepEqual(await probeKvm(), {
+      usable: false,
+      reason: "KVM unusable: /dev/kvm does not exist; TCG fallback",
+    });
+  });
+
+  it("calls this machine's emulating /dev/kvm unusable", { skip: NOT_EMULATED }, async () => {
     const v = await probeKvm();
     assert.equal(v.usable, false);
     assert.ok(v.mips !== undefined && v.mips > 0 && v.mips < 5, `${v.mips}`);

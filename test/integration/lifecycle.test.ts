@@ -27,6 +27,7 @@ import {
   sleep,
 } from "../fixtures/probe/bundle";
 import { BIN } from "../helpers";
+import { cgroupLayout } from "../probes";
 
 const skip = !haveBusybox() ? "busybox-static is not installed (apt-get install -y busybox-static)" : false;
 
@@ -65,22 +66,26 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     assert.equal(fields["dev-null"], "crw-rw-rw- 1, 3");
     assert.equal(fields["masked-dir /sys/firmware"], "0");
     assert.equal(fields["masked-file /proc/keys"], "0");
+    // The container's /sys/fs/cgroup follows the host's layout (probe): v1 hierarchies bound read-only
+    // under a tmpfs on v1/hybrid hosts, one cgroup2 mount on v2-only hosts.
+    const v2only = cgroupLayout() === "v2";
     for (const m of [
       "/ ",
       "/proc proc",
       "/dev tmpfs",
       "/dev/pts devpts",
       "/sys sysfs",
-      "/sys/fs/cgroup tmpfs",
+      v2only ? "/sys/fs/cgroup cgroup2" : "/sys/fs/cgroup tmpfs",
     ])
       assert.ok(
         mounts.some((x) => x.startsWith(m)),
         `mount ${m} in ${mounts.join("|")}`,
       );
-    assert.ok(
-      mounts.some((x) => /^\/sys\/fs\/cgroup\/memory cgroup ro,/.test(x)),
-      "cgroup v1 hierarchies bound ro",
-    );
+    if (!v2only)
+      assert.ok(
+        mounts.some((x) => /^\/sys\/fs\/cgroup\/memory cgroup ro,/.test(x)),
+        "cgroup v1 hierarchies bound ro",
+      );
     for (const ns of ["ipc", "mnt", "net", "pid", "uts"])
       assert.notEqual(fields[`ns-${ns}`], readlinkSync(`/proc/self/ns/${ns}`), `${ns} namespace is new`);
     assert.equal(fields["ns-user"], readlinkSync("/proc/self/ns/user"), "no user namespace requested");

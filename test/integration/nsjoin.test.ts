@@ -89,6 +89,39 @@ function callerView(pid: number): { root: string; ns: string; mountinfo: string 
   };
 }
 
+/**
+ * The caller's root, mount namespace and mount table are unchanged. Mounts may only vanish where
+ * another program on the machine removed its own mount point under /tmp (the kernel then detaches that
+ * mount in every namespace); nothing may be added or changed.
+ */
+function assertSameCaller(
+  after: ReturnType<typeof callerView>,
+  before: ReturnType<typeof callerView>,
+  what?: string,
+): void {
+  assert.equal(after.root, before.root, `${what ?? ""}: the caller's root`);
+  assert.equal(after.ns, before.ns, `${what ?? ""}: the caller's mount namespace`);
+  const lines = (m: string) => m.split("\n").filter(Boolean);
+  const was = new Set(lines(before.mountinfo));
+  const now = lines(after.mountinfo);
+  assert.deepEqual(
+    now.filter((l) => !was.has(l)),
+    [],
+    `${what ?? ""}: mounts added or changed in the caller's namespace`,
+  );
+  const nowSet = new Set(now);
+  const gone = [...was].filter((l) => !nowSet.has(l));
+  const foreign = (l: string) => {
+    const mp = l.split(" ")[4];
+    return mp.startsWith("/tmp/") && !existsSync(mp);
+  };
+  assert.deepEqual(
+    gone.filter((l) => !foreign(l)),
+    [],
+    `${what ?? ""}: mounts removed from the caller's namespace`,
+  );
+}
+
 /** A runtime CLI (kata-ts by default) run inside the throw-away namespace. */
 function inNs(t: Throwaway, env: Env, args: string[], runtime: string[] = [BIN, "--config", env.config]) {
   return cli(env, args, { bin: "nsenter", globals: ["-t", String(t.pid), "-m", "--", ...runtime] });
@@ -189,7 +222,7 @@ describe("namespace joins and rootfs propagation (hypervisor = none)", { skip },
         const r = inNs(t, env, ["--root", env.root, "create", "--bundle", bundle, id]);
         assert.equal(r.code, 1, `${c.what}: ${r.stderr}`);
         assert.equal(r.stderr.trim(), c.line, c.what);
-        assert.deepEqual(callerView(t.pid), before, `${c.what}: the caller's root, mount ns and mounts`);
+        assertSameCaller(callerView(t.pid), before, `${c.what}: the caller's root, mount ns and mounts`);
         assert.ok(!existsSync(join(env.root, id)), `${c.what}: no state directory`);
         assertNoLeaks(snap, { root: env.root, bundle, id });
       }
@@ -206,7 +239,7 @@ describe("namespace joins and rootfs propagation (hypervisor = none)", { skip },
       const r = inNs(t, env, ["--root", env.root, "run", "--bundle", bundle, id]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout.trim(), readlinkSync(`/proc/${t.pid}/ns/net`));
-      assert.deepEqual(callerView(t.pid), before);
+      assertSameCaller(callerView(t.pid), before);
     });
 
     test("the helper on its own: a wrong-type setns and an init left in the caller's mount namespace abort", () => {
@@ -243,7 +276,7 @@ describe("namespace joins and rootfs propagation (hypervisor = none)", { skip },
         );
         assert.equal(r.status, 0, r.stderr);
         assert.match(r.stdout.trim(), line, plan);
-        assert.deepEqual(callerView(t.pid), before, `${plan}: the caller's root, mount ns and mounts`);
+        assertSameCaller(callerView(t.pid), before, `${plan}: the caller's root, mount ns and mounts`);
       }
     });
   });
@@ -290,7 +323,7 @@ describe("namespace joins and rootfs propagation (hypervisor = none)", { skip },
           e.code === Code.invalidArgument &&
           e.message === "linux.namespaces: /proc/self/ns/net is of type network, not the declared type mount",
       );
-      assert.deepEqual(callerView(t.pid), before);
+      assertSameCaller(callerView(t.pid), before);
       assert.ok(!existsSync(join(env.dir, "agent-state", id)), "no state directory in the agent");
     });
   });
@@ -330,7 +363,7 @@ describe("namespace joins and rootfs propagation (hypervisor = none)", { skip },
               assert.equal(rr.code, 0, `runc ${prop}: ${rr.stderr}`);
               assert.equal(got, propagationOf(rootLine(rr.stdout)), `${prop}: as runc`);
             }
-            assert.deepEqual(callerView(t.pid), before, `${prop}: the caller's root, mount ns and mounts`);
+            assertSameCaller(callerView(t.pid), before, `${prop}: the caller's root, mount ns and mounts`);
             assertNoLeaks(snap, { root: env.root, bundle, id });
           }
         } finally {
@@ -389,7 +422,7 @@ describe("namespace joins and rootfs propagation (VM mode)", { skip: vmSkip, tim
         "linux.namespaces: /proc/self/ns/net is of type network, not the declared type mount",
       );
       assert.ok(Date.now() - started < 15_000, "refused without booting a VM");
-      assert.deepEqual(callerView(t.pid), before);
+      assertSameCaller(callerView(t.pid), before);
       assert.ok(!existsSync(join(env.root, id)), "no state directory");
       assert.ok(!existsSync(join(env.root, "sandboxes", id)), "no sandbox directory");
       assertNoLeaks(snap, { root: env.root, bundle, id });

@@ -26,8 +26,13 @@ const tmp = tempDir("kata-vm-agent-");
 const root = join(tmp.path, "root");
 const ENTRY = join(tmp.path, "vmcli.cjs");
 const agentSock = join(tmp.path, "agent.sock");
+// The agent runs on the host here, so its containers' cgroups are host cgroups named like the sandbox
+// cgroup (both default to the id): freezing the container would freeze the supervisor with it.
+const CONF = join(tmp.path, "configuration.toml");
+writeFileSync(CONF, "[runtime]\nsandbox_cgroup_only = false\n");
 const env = {
   ...process.env,
+  KATA_CONF_FILE: CONF,
   KATA_TS_SUPERVISOR_AGENT: `socket:${agentSock}`,
   KATA_TS_SUPERVISOR: join(REPO, "dist", "kata-supervisor.cjs"),
   KATA_TS_NATIVE_DIR: join(REPO, "native", "build"),

@@ -83,6 +83,8 @@ export interface QemuLaunch {
   shares?: ShareSpec[];
   /** Network interfaces, attached at boot (microvm cannot hotplug). */
   nics?: NicSpec[];
+  /** QEMU's seccomp filter (`-sandbox` value, [hypervisor.qemu] seccompsandbox); "" or undefined = none. */
+  seccompSandbox?: string;
 }
 
 export function isMicrovm(machineType: string): boolean {
@@ -230,6 +232,8 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
   add("-pidfile", l.pidFile);
   // Timestamps on QEMU's own stderr messages (errors while the VM runs end up in the supervisor log).
   add("-msg", "timestamp=on");
+  // QEMU's own seccomp filter, installed before any guest code runs (part of the VMM jail).
+  if (l.seccompSandbox) add("-sandbox", l.seccompSandbox);
   return a;
 }
 
@@ -252,6 +256,7 @@ export function launchFromConfig(
     image,
     kernelParams: cfg.kernelParams,
     tcgTbSizeMiB: cfg.tcgTbSize,
+    seccompSandbox: cfg.seccompsandbox || undefined,
     debug: rest.debug ?? cfg.enableDebug,
   };
 }

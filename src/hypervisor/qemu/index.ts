@@ -12,10 +12,11 @@ import {
   readFileSync,
   rmSync,
 } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { QemuConfig } from "../../config/config";
 import { nsenterArgv } from "../../sys/netns";
 import type { HypervisorDriver, StartVmOptions, Vm, VmExit } from "../driver";
+import { type JailSpec, jailArgv, vmmJail } from "../jail";
 import { type AccelChoice, chooseAccel, hostTscKhz } from "./accel";
 import { buildQemuArgs, isMicrovm, launchFromConfig } from "./cmdline";
 import { QmpClient } from "./qmp";
@@ -61,6 +62,7 @@ class QemuVm implements Vm {
     readonly argv: readonly string[],
     readonly paths: ReturnType<typeof vmPaths>,
     exit: Promise<VmExit>,
+    readonly jail?: JailSpec,
   ) {
     this.exit = exit.then((e) => {
       this.exited = true;
@@ -196,9 +198,33 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
     name: `sandbox-${opts.id}`,
   });
   const argv = buildQemuArgs(launch);
+  const rng = launch.rngSource ?? "/dev/urandom";
+  // A QEMU path that is not executable is spawned as is, for spawn's own error (nothing would run).
+  const jail = executable(launch.qemuPath)
+    ? vmmJail({
+        config: opts.config,
+        user: opts.jailUser,
+        needs: {
+          qemuPath: launch.qemuPath,
+          writable: [
+            opts.dir,
+            ...(launch.shares ?? []).map((s) =>
+              s.fs === "virtio-fs" && s.socket ? dirname(s.socket) : s.path,
+            ),
+          ],
+          readable: [launch.kernel, launch.image ?? "", launch.initrd ?? "", opts.config.firmware],
+          devices: [
+            "/dev/null",
+            ...(rng ? [rng] : []),
+            ...(accel.accel === "kvm" ? ["/dev/kvm"] : []),
+            ...((launch.nics ?? []).length > 0 ? ["/dev/net/tun"] : []),
+          ],
+        },
+      })
+    : undefined;
 
-  // In the pod's network namespace when it has one (nsenter outside setpriv: the pid stays QEMU's).
-  const child = spawnDaemon(argv, paths.qemuLog, (a) => inNetns(opts.netns, a));
+  // In the pod's network namespace when it has one (nsenter outside the jail: the pid stays QEMU's).
+  const child = spawnDaemon(argv, paths.qemuLog, (a) => inNetns(opts.netns, a), jail);
   let exitInfo: VmExit | undefined;
   let spawnError: Error | undefined;
   const exit = new Promise<VmExit>((resolve) => {
@@ -239,7 +265,7 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
       await sleep(10);
     }
   }
-  const vm = new QemuVm(opts.id, child, child.pid!, qmp, accel, argv, paths, exit);
+  const vm = new QemuVm(opts.id, child, child.pid!, qmp, accel, argv, paths, exit, jail);
   void vm.waitExit().then(() => qmp.close());
   return vm;
 }
@@ -247,17 +273,19 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
 export const qemuDriver: HypervisorDriver = { name: "qemu", startVm };
 
 /**
- * Spawns a process the caller owns (QEMU, virtiofsd): it dies with the caller (withParentDeathSignal),
- * its stderr goes straight to `logFile` (nothing for the caller to drain, and the file survives us).
+ * Spawns a process the caller owns (QEMU, virtiofsd): it dies with the caller (withParentDeathSignal, or
+ * the jailer's own parent-death signal when jailed), its stderr goes straight to `logFile` (nothing for
+ * the caller to drain, and the file survives us).
  */
 export function spawnDaemon(
   argv: string[],
   logFile: string,
   wrap: (argv: string[]) => string[] = (a) => a,
+  jail?: JailSpec,
 ): ChildProcess {
   const logFd = openSync(logFile, "a", 0o600);
   try {
-    const [cmd, ...args] = wrap(withParentDeathSignal(argv));
+    const [cmd, ...args] = wrap(jail ? jailArgv(jail, argv) : withParentDeathSignal(argv));
     return spawn(cmd, args, { stdio: ["ignore", "ignore", logFd] });
   } finally {
     closeSync(logFd);
@@ -265,6 +293,15 @@ export function spawnDaemon(
 }
 
 const SETPRIV = "/usr/bin/setpriv";
+
+function executable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * QEMU in the pod's network namespace, where its taps are: nsenter enters it and execs the rest (no
