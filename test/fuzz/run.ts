@@ -28,6 +28,8 @@ export interface RunSummary {
   failures: CaseResult[];
   ms: number;
   calls: number;
+  /** cases whose create (or run --detach) succeeded: the generator must reach past validation */
+  created: number;
   restarts: number;
 }
 
@@ -51,6 +53,7 @@ export async function fuzz(opts: RunOptions): Promise<RunSummary> {
   const failures: CaseResult[] = [];
   let index = 0;
   let calls = 0;
+  let created = 0;
   const t0 = Date.now();
   try {
     // Every case runs (the property records failures instead of stopping at the first), so one run
@@ -59,6 +62,7 @@ export async function fuzz(opts: RunOptions): Promise<RunSummary> {
       fc.asyncProperty(modeArb(opts.mode), async (c) => {
         const r = await driver.runCase(c, index++);
         calls += r.steps.length;
+        if (r.steps.some((x) => (x.verb === "create" || x.verb === "run-detach") && x.code === 0)) created++;
         if (r.violations.length) failures.push(r);
         opts.onCase?.(r);
         return true;
@@ -68,7 +72,7 @@ export async function fuzz(opts: RunOptions): Promise<RunSummary> {
   } finally {
     driver.close();
   }
-  return { cases: index, failures, ms: Date.now() - t0, calls, restarts: driver.restarts };
+  return { cases: index, failures, ms: Date.now() - t0, calls, created, restarts: driver.restarts };
 }
 
 /** Runs saved cases (regressions) and returns their results. */
@@ -173,7 +177,7 @@ async function main(): Promise<void> {
   for (const f of s.failures)
     writeFileSync(join(out, `case-${f.index}.json`), JSON.stringify(describe(f), null, 1));
   console.log(
-    `fuzz ${mode}: ${s.cases} cases, ${s.calls} CLI calls, ${s.failures.length} failing, ${Math.round(s.ms / 1000)} s, worker restarts ${s.restarts}, seed ${seed}${s.failures.length ? `, failures in ${out}` : ""}`,
+    `fuzz ${mode}: ${s.cases} cases (${s.created} created a container), ${s.calls} CLI calls, ${s.failures.length} failing, ${Math.round(s.ms / 1000)} s, worker restarts ${s.restarts}, seed ${seed}${s.failures.length ? `, failures in ${out}` : ""}`,
   );
   process.exitCode = s.failures.length ? 1 : 0;
 }

@@ -58,7 +58,7 @@ describe("fuzz (host mode)", { skip: hostSkip }, () => {
     const s = await fuzz({ cases: HOST_CASES, seed: SEED, mode: "host" });
     assert.equal(s.cases, HOST_CASES);
     // The slice must reach past create: a generator that only makes broken bundles tests little.
-    assert.ok(s.calls > HOST_CASES * 2, `only ${s.calls} CLI calls for ${HOST_CASES} cases`);
+    assert.ok(s.created >= HOST_CASES / 5, `only ${s.created} of ${HOST_CASES} cases created a container`);
     assertClean(s.failures);
   });
 
