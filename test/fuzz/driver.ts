@@ -19,6 +19,7 @@ import {
 import { hostname, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface, type Interface } from "node:readline";
+import { findLeaks, snapshotHost } from "../leaks";
 import type { FuzzCase } from "./gen";
 import { GLOBAL_SYSCTLS } from "./gen";
 import type { StepResult } from "./output";
@@ -116,6 +117,14 @@ function callerView(pid: number, sentinel: string): Map<string, string> {
   return m;
 }
 
+function hostMountPoints(): Set<string> {
+  return new Set(
+    readFileSync("/proc/self/mountinfo", "utf8")
+      .split("\n")
+      .map((l) => l.split(" ")[4]),
+  );
+}
+
 function diffMaps(what: string, a: Map<string, string>, b: Map<string, string>): string[] {
   const out: string[] = [];
   for (const [k, v] of a) {
@@ -127,10 +136,15 @@ function diffMaps(what: string, a: Map<string, string>, b: Map<string, string>):
       const added = [...after]
         .filter((l) => !before.has(l))
         .map((l) => `+${l.split(" ").slice(3, 5).join(" ")}`);
+      // Removing a directory that is a mount point elsewhere unmounts it in every namespace (Linux
+      // 3.18+): other programs cleaning up their own mounts shrink the worker's table too. A mount gone
+      // from the worker counts only while the host still has that mount point.
+      const host = hostMountPoints();
       const gone = [...before]
-        .filter((l) => !after.has(l))
+        .filter((l) => !after.has(l) && host.has(l.split(" ")[4]))
         .map((l) => `-${l.split(" ").slice(3, 5).join(" ")}`);
-      out.push(`${what} mount table changed: ${[...added, ...gone].slice(0, 6).join(", ")}`);
+      if (added.length || gone.length)
+        out.push(`${what} mount table changed: ${[...added, ...gone].slice(0, 6).join(", ")}`);
     } else out.push(`${what} ${k} changed: ${v.slice(0, 80)} -> ${w.slice(0, 80)}`);
   }
   return out;
@@ -157,6 +171,11 @@ export class FuzzDriver {
     }
   }
 
+  /** The current worker's directory (its tmpfs, seen only in its own mount namespace). */
+  private workerDir(): string {
+    return join(this.base, `w${this.restarts}`);
+  }
+
   private async start(): Promise<void> {
     const w = spawn(
       "unshare",
@@ -172,18 +191,21 @@ export class FuzzDriver {
         "--import",
         "tsx",
         join(__dirname, "worker.ts"),
-        join(this.base, `w${this.restarts}`),
+        this.workerDir(),
       ],
       { cwd: REPO, stdio: ["pipe", "pipe", "inherit"] },
     );
     this.worker = w;
     this.lines = createInterface({ input: w.stdout! });
+    // Events of a worker already replaced (its exit comes late) must not answer the new one's wait.
     this.lines.on("line", (l) => {
+      if (this.worker !== w) return;
       const p = this.pending;
       this.pending = undefined;
       p?.(l);
     });
     w.on("exit", () => {
+      if (this.worker !== w) return;
       const p = this.pending;
       this.pending = undefined;
       p?.(undefined);
@@ -226,7 +248,9 @@ export class FuzzDriver {
     let steps: StepResult[] = [];
     if (line === undefined) {
       violations.push("case hung or killed the worker");
+      const dir = this.workerDir();
       this.kill();
+      sweep(dir, token);
     } else {
       const reply = JSON.parse(line) as CaseReply;
       steps = reply.steps;
@@ -235,7 +259,11 @@ export class FuzzDriver {
       const view1 = callerView(this.workerPid, this.sentinel);
       const damage = diffMaps("caller's", view0, view1);
       violations.push(...damage);
-      if (damage.length) this.kill(); // its namespaces are no longer a clean caller
+      if (damage.length) {
+        const dir = this.workerDir();
+        this.kill(); // its namespaces are no longer a clean caller
+        sweep(dir, token);
+      }
     }
     const host1 = hostFacts();
     violations.push(...diffMaps("host", host0, host1));
@@ -249,10 +277,30 @@ export class FuzzDriver {
       const w = this.worker;
       setTimeout(() => w.exitCode === null && w.kill("SIGKILL"), 10_000).unref();
     }
+    sweep(this.base, this.opts.runId);
     // The tmpfs lived in the worker's mount namespace only: here the directories are empty.
     spawnSync("rm", ["-rf", "--one-file-system", this.base]);
     rmSync(this.sentinel, { force: true });
     if (!this.opts.config) rmSync(this.config, { force: true });
+  }
+}
+
+/**
+ * What a replaced worker's case (or the whole run, by run id) left: processes and cgroups that carry
+ * the token (the worker can no longer scrub them). Found by the leak scanner, seen from the host.
+ */
+function sweep(base: string, token: string): void {
+  const leaks = findLeaks(snapshotHost(), { root: base, bundle: base, id: token });
+  for (const l of leaks) {
+    const pid = /^process (\d+)/.exec(l)?.[1];
+    if (pid)
+      try {
+        process.kill(Number(pid), "SIGKILL");
+      } catch {}
+  }
+  for (const l of leaks.sort((a, b) => b.length - a.length)) {
+    const cg = /^cgroup (.*)$/.exec(l)?.[1];
+    if (cg) spawnSync("sh", ["-c", 'find "$1" -depth -type d -exec rmdir {} + 2>/dev/null', "sh", cg]);
   }
 }
 
