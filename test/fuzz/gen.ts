@@ -513,6 +513,113 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
     ),
 );
 
+/**
+ * Mutations a runtime should accept: they get cases past validation into the namespace, mount, cgroup
+ * and process set-up (and, in VM mode, into the VM), where the deeper defects live.
+ */
+const validMutationArb: fc.Arbitrary<Mutation> = fc.oneof(
+  fc
+    .subarray(["pid", "network", "ipc", "uts", "cgroup"])
+    .map((t): Mutation => ["linux.namespaces", [{ type: "mount" }, ...t.map((type) => ({ type }))]]),
+  fc
+    .array(
+      fc.record({
+        destination: str(["/mnt", "/opt/data", "/run/x", "/tmp/y", "/link/inside", "/dlink/x"]),
+        type: str(["bind", "tmpfs"]),
+        source: str(["@CASE@/host/src/dir", "@CASE@/host/src/link"]),
+        options: fc.subarray(["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"]),
+      }),
+      { minLength: 1, maxLength: 2 },
+    )
+    .map(
+      (m): Mutation => [
+        "mounts+",
+        m.map((x) =>
+          x.type === "tmpfs" ? { ...x, source: "tmpfs" } : { ...x, options: ["rbind", ...x.options] },
+        ),
+      ],
+    ),
+  fc
+    .record({
+      path: str(["/dev/fuzz0", "/dev/fuzz1"]),
+      type: str(["c", "b"]),
+      major: fc.constantFrom(1, 7),
+      minor: fc.constantFrom(3, 5),
+    })
+    .map((d): Mutation => ["linux.devices", [{ ...d, fileMode: 0o666, uid: 0, gid: 0 }]]),
+  fc
+    .record({
+      kind: str(HOOK_KINDS),
+      hook: fc.constantFrom(
+        { path: "/bin/true" },
+        { path: "/bin/sh", args: ["sh", "-c", "cat > @CASE@/host/out/hook-$$"] },
+        { path: "/bin/sh", args: ["sh", "-c", "exit 1"] },
+        { path: "/bin/sleep", args: ["sleep", "5"], timeout: 1 },
+      ),
+    })
+    .map((h): Mutation => ["hooks", { [h.kind]: [h.hook] }]),
+  fc
+    .record(
+      {
+        env: fc.constant(["PATH=/bin", "FUZZ=1"]),
+        cwd: str(["/", "/tmp", "/root"]),
+        user: fc.record({ uid: fc.constantFrom(0, 1000, 65534), gid: fc.constantFrom(0, 1000, 65534) }),
+        noNewPrivileges: fc.boolean(),
+        oomScoreAdj: fc.constantFrom(0, 100, 1000),
+        rlimits: fc.constant([{ type: "RLIMIT_NOFILE", hard: 4096, soft: 1024 }]),
+      },
+      { requiredKeys: [] },
+    )
+    .map((p): Mutation => ["process", p]),
+  fc
+    .subarray(["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID"])
+    .map((c): Mutation => ["process.capabilities", { bounding: c, effective: c, permitted: c }]),
+  fc
+    .record({
+      defaultAction: str(["SCMP_ACT_ALLOW"]),
+      syscalls: fc.constant([{ names: ["chmod", "mkdir"], action: "SCMP_ACT_ERRNO" }]),
+    })
+    .map((x): Mutation => ["linux.seccomp", x]),
+  str(["/kata-fuzz-@TOKEN@", "kata-fuzz-@TOKEN@", "/kata-fuzz-@TOKEN@/a/b"]).map(
+    (v): Mutation => ["linux.cgroupsPath", v],
+  ),
+  fc
+    .record({
+      memory: fc.record({ limit: fc.constantFrom(67108864, 268435456) }),
+      pids: fc.record({ limit: fc.constantFrom(64, 1000) }),
+      cpu: fc.record({
+        shares: fc.constantFrom(512, 2048),
+        quota: fc.constantFrom(50000, -1),
+        period: fc.constant(100000),
+      }),
+    })
+    .map((r): Mutation => ["linux.resources", r]),
+  str(["net.core.somaxconn", "kernel.msgmax", "net.ipv4.ip_forward"]).map(
+    (k): Mutation => ["linux.sysctl", { [k]: k === "net.ipv4.ip_forward" ? "1" : "4096" }],
+  ),
+  fc
+    .record({
+      containerID: fc.constant(0),
+      hostID: fc.constantFrom(100000, 200000),
+      size: fc.constant(65536),
+    })
+    .map((m): Mutation => ["idmappings", { uidMappings: [m], gidMappings: [m] }]),
+  annotationsArb.map((v): Mutation => ["annotations", v]),
+  fc.boolean().map((ro): Mutation => ["root", { path: "rootfs", readonly: ro }]),
+  str(["fuzz-host", "h"]).map((v): Mutation => ["hostname", v]),
+  fc.constant<Mutation>(["linux.maskedPaths", ["/proc/kcore", "/nonexistent"]]),
+);
+
+/** Mostly mutations that should be accepted, some that should not; 0-3 of them. */
+const mutationsArb = fc
+  .array(fc.oneof({ weight: 3, arbitrary: validMutationArb }, { weight: 2, arbitrary: mutationArb }), {
+    maxLength: 3,
+  })
+  .map((m) => ({ mutations: m }));
+
+/** VM mode: each case must reach the VM, so its mutations are the accepted kind and its id valid. */
+export const vmMutationsArb = fc.array(validMutationArb, { maxLength: 2 }).map((m) => ({ mutations: m }));
+
 const tokenId = fc.oneof(
   { weight: 8, arbitrary: fc.constant("kfz-@TOKEN@") },
   {
@@ -541,9 +648,15 @@ const globalsArb = fc
     {
       debug: fc.boolean(),
       log: str(["", "@CASE@/host/out/kata.log", "@CASE@/host/out/nodir/kata.log", "@CASE@/host/src/dir"]),
-      logFormat: str(["", "json", "text", "bogus"]),
+      logFormat: fc.oneof(
+        { weight: 8, arbitrary: str(["", "json", "text"]) },
+        { weight: 1, arbitrary: fc.constant("bogus") },
+      ),
       systemd: fc.boolean(),
-      rootless: str(["", "true", "false", "auto", "maybe"]),
+      rootless: fc.oneof(
+        { weight: 8, arbitrary: str(["", "true", "false", "auto"]) },
+        { weight: 1, arbitrary: fc.constant("maybe") },
+      ),
     },
     { requiredKeys: [] },
   )
@@ -560,6 +673,9 @@ const globalsArb = fc
 const createFlagsArb = fc.array(
   fc.oneof(
     fc.constant(["--no-pivot"]),
+    fc.constant(["--pid-file", "@CASE@/host/out/pid"]),
+    fc.constant(["--no-new-keyring"]),
+    fc.constant(["--no-pivot"]),
     fc.constant(["--no-new-keyring"]),
     str(["@CASE@/host/out/pid", "rel.pid", "@CASE@/host/out/nodir/pid", "@CASE@/host/src/dir"]).map((p) => [
       "--pid-file",
@@ -569,7 +685,7 @@ const createFlagsArb = fc.array(
     str(["@CASE@/host/out/nosock", "@CASE@/host/src/file"]).map((p) => ["--console-socket", p]),
     fc.constant(["--bogus-flag"]),
   ),
-  { maxLength: 3 },
+  { maxLength: 2 },
 );
 
 const execFlagsArb = fc.array(
@@ -627,7 +743,7 @@ const VERB_SHAPES: Verb[][] = [
 export function caseArb(): fc.Arbitrary<FuzzCase> {
   return fc.record({
     id: tokenId,
-    spec: fc.array(mutationArb, { minLength: 0, maxLength: 3 }).map((m) => ({ mutations: m })),
+    spec: mutationsArb,
     globals: globalsArb,
     createFlags: createFlagsArb.map((a) => a.flat()),
     bundleFromCwd: fc.boolean(),

@@ -10,7 +10,7 @@ import fc from "fast-check";
 import { loadConfig } from "../../src/config/config";
 import { REPO, writeVmTestConfig } from "../helpers";
 import { type CaseResult, FuzzDriver } from "./driver";
-import { caseArb, type FuzzCase } from "./gen";
+import { caseArb, type FuzzCase, vmMutationsArb } from "./gen";
 
 export interface RunOptions {
   cases: number;
@@ -35,7 +35,8 @@ export interface RunSummary {
 
 /** A fast-check arbitrary of cases for a mode (VM mode: fewer verbs per case, each must reach the VM). */
 export function modeArb(mode: "host" | "vm"): fc.Arbitrary<FuzzCase> {
-  return mode === "host" ? caseArb() : caseArb().map(vmShape);
+  if (mode === "host") return caseArb();
+  return fc.tuple(caseArb(), vmMutationsArb).map(([c, spec]) => vmShape({ ...c, spec, id: "kfz-@TOKEN@" }));
 }
 
 /**
@@ -44,7 +45,14 @@ export function modeArb(mode: "host" | "vm"): fc.Arbitrary<FuzzCase> {
  */
 export function vmShape(c: FuzzCase): FuzzCase {
   const rest = c.verbs.filter((v) => v !== "create" && v !== "run-detach").slice(0, 1);
-  return { ...c, verbs: ["create", ...rest] };
+  // Only flags that keep create valid (host mode fuzzes the others): the case must reach the VM.
+  const keep = (flags: string[], ok: RegExp) => flags.filter((f) => ok.test(f));
+  return {
+    ...c,
+    globals: keep(c.globals, /^--debug$/),
+    createFlags: keep(c.createFlags, /^--no-(pivot|new-keyring)$/),
+    verbs: ["create", ...rest],
+  };
 }
 
 export async function fuzz(opts: RunOptions): Promise<RunSummary> {

@@ -75,6 +75,8 @@ describe("fuzz (VM mode)", { skip: vmSkip }, () => {
     config = await vmConfig();
     const s = await fuzz({ cases: VM_CASES, seed: SEED, mode: "vm", config });
     assert.equal(s.cases, VM_CASES);
+    // Each VM case must reach the VM (its create boots one), not stop at validation.
+    assert.ok(s.created >= VM_CASES * 0.6, `only ${s.created} of ${VM_CASES} VM cases created a container`);
     assertClean(s.failures);
   });
 
