@@ -10,6 +10,8 @@
 // /proc/self/... (the worker's own throw-away namespaces), never /proc/1/...; cgroup paths always
 // carry @TOKEN@; no mount type that shares a host superblock (devtmpfs, debugfs, named cgroup v1).
 import fc from "fast-check";
+import { ROOTFS_PROPAGATIONS } from "../../src/oci/names";
+import { HOOK_NAMES } from "../../src/oci/spec";
 
 // biome-ignore lint/suspicious/noExplicitAny: config.json is fuzzed, so any JSON shape is allowed
 export type Json = any;
@@ -120,13 +122,7 @@ const MOUNT_OPTIONS = [
   "noexec",
   "relatime",
   "strictatime",
-  "private",
-  "rprivate",
-  "slave",
-  "rslave",
-  "shared",
-  "rshared",
-  "unbindable",
+  ...ROOTFS_PROPAGATIONS.filter((p) => p !== ""),
   "remount",
   "mode=755",
   "mode=1777",
@@ -221,14 +217,7 @@ const hookArb = fc.record(
   { requiredKeys: ["path"] },
 );
 
-const HOOK_KINDS = [
-  "prestart",
-  "createRuntime",
-  "createContainer",
-  "startContainer",
-  "poststart",
-  "poststop",
-];
+const HOOK_KINDS = [...HOOK_NAMES];
 
 const CAPS = [
   "CAP_CHOWN",
