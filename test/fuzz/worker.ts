@@ -355,7 +355,9 @@ function runCase(req: CaseRequest): CaseReply {
       steps.some((s) => s.verb === "create" || s.verb === "run-detach")
     )
       continue;
-    const { args, cwd } = verbArgs(v, c, bundle, out);
+    const { args: raw, cwd } = verbArgs(v, c, bundle, out);
+    // argv cannot carry a NUL byte (execve ends the string there): pass what a caller could.
+    const args = raw.map((a) => a.split("\0")[0]);
     const r = runCli([...globals, ...args], { cwd: cwd ?? out, out: join(caseDir, `step${i}`), timeoutMs });
     const { vanished, ...rest } = r;
     if (vanished) {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import type { CaseResult } from "../fuzz/driver";
 import type { FuzzCase } from "../fuzz/gen";
-import { fuzz, replay, vmConfig, vmKernel } from "../fuzz/run";
+import { fuzz, type RunSummary, replay, vmConfig, vmKernel } from "../fuzz/run";
 
 const SEED = Number(process.env.KATA_FUZZ_SEED ?? 20261204);
 const HOST_CASES = Number(process.env.KATA_FUZZ_HOST_CASES ?? 300);
@@ -44,6 +44,10 @@ function report(failures: CaseResult[]): string {
     .join("\n\n");
 }
 
+function summary(s: RunSummary): string {
+  return `${s.cases} cases, ${s.created} created a container, ${s.calls} CLI calls, ${Math.round(s.ms / 1000)} s, seed ${SEED}`;
+}
+
 function assertClean(results: CaseResult[]): void {
   const failures = results.filter((r) => r.violations.length > 0);
   assert.equal(
@@ -54,8 +58,9 @@ function assertClean(results: CaseResult[]): void {
 }
 
 describe("fuzz (host mode)", { skip: hostSkip }, () => {
-  test(`seeded slice: ${HOST_CASES} cases hold every invariant`, { timeout: 900_000 }, async () => {
+  test(`seeded slice: ${HOST_CASES} cases hold every invariant`, { timeout: 900_000 }, async (t) => {
     const s = await fuzz({ cases: HOST_CASES, seed: SEED, mode: "host" });
+    t.diagnostic(summary(s));
     assert.equal(s.cases, HOST_CASES);
     // The slice must reach past create: a generator that only makes broken bundles tests little.
     assert.ok(s.created >= HOST_CASES / 5, `only ${s.created} of ${HOST_CASES} cases created a container`);
@@ -71,9 +76,10 @@ describe("fuzz (host mode)", { skip: hostSkip }, () => {
 
 describe("fuzz (VM mode)", { skip: vmSkip }, () => {
   let config: string;
-  test(`seeded slice: ${VM_CASES} cases hold every invariant`, { timeout: 1_800_000 }, async () => {
+  test(`seeded slice: ${VM_CASES} cases hold every invariant`, { timeout: 1_800_000 }, async (t) => {
     config = await vmConfig();
     const s = await fuzz({ cases: VM_CASES, seed: SEED, mode: "vm", config });
+    t.diagnostic(summary(s));
     assert.equal(s.cases, VM_CASES);
     // Each VM case must reach the VM (its create boots one), not stop at validation.
     assert.ok(s.created >= VM_CASES * 0.6, `only ${s.created} of ${VM_CASES} VM cases created a container`);
