@@ -16,6 +16,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  realpathSync,
   rmdirSync,
   rmSync,
   symlinkSync,
@@ -331,10 +332,16 @@ function runCase(req: CaseRequest): CaseReply {
   const spec = fill(applyMutations(BASE_SPEC, (req.case.spec as Json).mutations), caseDir, req.token);
   writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 1));
 
+  // root.path may name another directory of the case (a mount source, through a symlink): that one is
+  // the container's rootfs then, and the runtime may make mount points in it.
+  let ownRoot = rootfs;
+  try {
+    ownRoot = realpathSync(resolve(bundle, String(spec?.root?.path ?? "rootfs")));
+  } catch {}
   const watched = () =>
     new Map([
-      ...treeSnapshot(src),
-      ...treeSnapshot(moat, [bundle]),
+      ...treeSnapshot(src, [ownRoot]),
+      ...treeSnapshot(moat, [bundle, ownRoot]),
       ...treeSnapshot(bundle, [rootfs]),
       ...treeSnapshot(base, [join(base, "template"), join(base, "spec"), caseDir]),
     ]);
