@@ -784,11 +784,17 @@ static void finalize(void) {
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = die_like_go;
     for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++) sigaction(fatal[i], &sa, NULL);
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/self/fd/%d", fifo_fd);
+    /*
+     * The fifo is reopened through the container's /proc: without a proc mount there `start` could
+     * never succeed, so `create` fails now (runc fails here too, on /proc/self/fd), not the init later.
+     */
+    struct stat fst;
+    if (stat(p, &fst) < 0) fail("open exec fifo %s: %s (no /proc in the container?)", p, strerror(errno));
     if (send_msg(sync_fd, "ready", NULL) < 0) _exit(1);
     close(sync_fd);
     sync_fd = -1;
-    char p[64];
-    snprintf(p, sizeof(p), "/proc/self/fd/%d", fifo_fd);
     int w = open(p, O_WRONLY | O_CLOEXEC); /* blocks until `start` opens the fifo for reading */
     if (w < 0) fail("open exec fifo: %s", strerror(errno));
     if (write(w, "0", 1) != 1) fail("write exec fifo: %s", strerror(errno));

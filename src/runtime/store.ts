@@ -17,6 +17,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { KataError } from "../errors";
+import { validateContainerId } from "../oci/id";
 import type { Spec } from "../oci/spec";
 import { flock } from "../sys/native";
 
@@ -67,8 +68,12 @@ const LOCK_FILE = "lock";
 export class StateStore {
   constructor(readonly root: string) {}
 
+  /**
+   * The container's directory. Every path built from an id goes through here, so the id is checked
+   * here too: `delete --force ..` must not remove the parent of --root (it did: rm -rf of /run).
+   */
   dir(id: string): string {
-    return join(this.root, id);
+    return join(this.root, validateContainerId(id));
   }
 
   exists(id: string): boolean {
@@ -165,5 +170,11 @@ export function writeFileAtomic(path: string, data: string, mode = 0o600): void 
   } finally {
     closeSync(fd);
   }
-  renameSync(tmp, path);
+  try {
+    renameSync(tmp, path);
+  } catch (err) {
+    // e.g. --pid-file naming a directory: the caller gets the error, the host no stray temp file.
+    rmSync(tmp, { force: true });
+    throw err;
+  }
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { containerStatus } from "../../src/runtime/status";
@@ -9,6 +9,7 @@ import {
   ContainerNotFound,
   type ContainerRecord,
   StateStore,
+  writeFileAtomic,
 } from "../../src/runtime/store";
 import { findProcesses, parseProcStat, processAlive, processStartTime } from "../../src/sys/proc";
 import { tempDir } from "../helpers";
@@ -73,6 +74,27 @@ describe("StateStore", () => {
       [],
     );
     assert.equal(JSON.parse(readFileSync(join(store.dir("w"), "state.json"), "utf8")).pid, 20);
+  });
+
+  it("refuses ids that would leave the root (remove of '..' once deleted the root's parent)", () => {
+    const inner = new StateStore(join(tmp.path, "nested", "root"));
+    inner.create(record("keep"));
+    for (const id of ["..", ".", "../root", "a/b", ""]) {
+      assert.throws(() => inner.remove(id), /invalid container id/);
+      assert.throws(() => inner.read(id), /invalid container id/);
+    }
+    assert.deepEqual(inner.list(), ["keep"]);
+    assert.equal(inner.exists(".."), false);
+  });
+
+  it("a failed rename leaves no temp file behind", () => {
+    const dir = join(tmp.path, "target-is-a-dir");
+    mkdirSync(dir);
+    assert.throws(() => writeFileAtomic(dir, "1"), /EISDIR/);
+    assert.deepEqual(
+      readdirSync(tmp.path).filter((f) => f.startsWith("target-is-a-dir.tmp")),
+      [],
+    );
   });
 
   it("an empty or missing root lists nothing", () => {
