@@ -109,9 +109,6 @@ export const hostBackend: Backend = {
     });
     // Refused before anything exists (runc's validator does the same, in its words).
     checkUnifiedSupported(cgroup.mode, spec.linux?.resources);
-    const already = cgroup.pids().length;
-    // runc 1.1 warns and goes on (1.2 refuses): the container then shares its cgroup's limits and kills.
-    if (already) ctx.warn?.(`container's cgroup is not empty: ${already} process(es) found`);
     ctx.debug?.("creating container", {
       id: record.id,
       bundle: record.bundle,
@@ -119,6 +116,10 @@ export const hostBackend: Backend = {
     });
     return {
       async make(store, wait, createHooks) {
+        // Once the id is ours (a second create of a live id fails on the id alone, with one line).
+        // runc 1.1 warns and goes on (1.2 refuses): the container then shares its cgroup's limits and kills.
+        const already = cgroup.pids().length;
+        if (already) ctx.warn?.(`container's cgroup is not empty: ${already} process(es) found`);
         const launched = await span("engine.launch", { container: record.id }, () =>
           createInit({
             id: record.id,
