@@ -26,11 +26,24 @@ export function nsIdentity(path: string): string | undefined {
   }
 }
 
+export interface NamespaceCheckOptions {
+  /** The mount namespace kata-ts runs in, which a container must never be set up in. */
+  ownMountNs?: string;
+  /**
+   * VM mode: the host never joins these paths (the guest maps them to its own namespaces, and the
+   * network scan treats an unexaminable netns as "no NIC"), so a path that exists but may not be
+   * opened (EACCES/EPERM: another user namespace's process, e.g. /proc/1/ns/net on some hosts) is let
+   * through. A path that is missing, not a namespace or of another type is refused in both modes.
+   */
+  allowUnexaminable?: boolean;
+}
+
 /**
  * Throws a one-line PlanError unless every linux.namespaces path is a namespace of its declared type, and
  * a mount namespace path is not the one kata-ts runs in (`ownMountNs`).
  */
-export function checkNamespacePaths(spec: Spec, ownMountNs = "/proc/self/ns/mnt"): void {
+export function checkNamespacePaths(spec: Spec, opts: NamespaceCheckOptions = {}): void {
+  const ownMountNs = opts.ownMountNs ?? "/proc/self/ns/mnt";
   for (const ns of spec.linux?.namespaces ?? []) {
     if (!ns.path) continue;
     const declared = ns.type;
@@ -39,6 +52,7 @@ export function checkNamespacePaths(spec: Spec, ownMountNs = "/proc/self/ns/mnt"
       actual = nsType(ns.path);
     } catch (err) {
       const why = (err as Error).message.replace(/^[^:]*: /, "").toLowerCase();
+      if (opts.allowUnexaminable && /permission denied|operation not permitted/.test(why)) continue;
       throw new PlanError(`linux.namespaces: ${declared} namespace path ${ns.path}: ${why}`);
     }
     if (actual === 0)

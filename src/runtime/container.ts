@@ -49,7 +49,7 @@ export function newContainerRecord(
     throw new Error(`root.path: rootfs ${rootfs} does not exist or is not a directory`);
   }
   // Before anything is created, in both modes (VM mode refuses before it boots a VM).
-  checkNamespacePaths(spec);
+  checkNamespacePaths(spec, { allowUnexaminable: hypervisor !== "none" });
   const kind = containerKind(spec.annotations, id);
   return {
     id,
