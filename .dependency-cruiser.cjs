@@ -6,6 +6,7 @@
 //   guest                                 the in-VM agent program (a separate bundle)
 //   runtime, image                        verbs over the host/VM backends; guest image + kernel builder
 //   sandbox                               supervisor, stand-ins, sandbox launch and teardown
+//   factory                               the VM template (boot once, save, clone)
 //   hypervisor, network                   QEMU/virtiofsd; the pod network in the VM
 //   engine, agent                         the container engine; the host-guest contract and wire
 //   oci, sys, config, log                 OCI types and rules, native and /proc access, settings, logs
@@ -15,6 +16,7 @@ const LAYERS = [
   ["guest"],
   ["runtime", "image"],
   ["sandbox"],
+  ["factory"],
   ["hypervisor", "network"],
   ["engine", "agent"],
   ["oci", "sys", "config", "log"],
@@ -25,7 +27,7 @@ const at = (name) => (name.endsWith(".ts") ? `^src/${name.replace(".", "\\.")}$`
 
 // The in-VM agent (guest) is a program of its own: it sits beside the CLI, and neither imports the
 // other nor the host-only layers (runtime, image, sandbox, hypervisor).
-const EXTRA = [{ from: "guest", to: ["cli", "runtime", "image", "sandbox", "hypervisor"] }];
+const EXTRA = [{ from: "guest", to: ["cli", "runtime", "image", "sandbox", "factory", "hypervisor"] }];
 
 const rules = [];
 LAYERS.forEach((layer, i) => {

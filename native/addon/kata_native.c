@@ -21,7 +21,9 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/uio.h>
+#include <linux/random.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 // SCM_MAX_FD in the kernel: the most descriptors one message can carry.
@@ -617,6 +619,61 @@ static napi_value js_ns_type(napi_env env, napi_callback_info info) {
   return make_int(env, t);
 }
 
+// reseedRandom(bytes): mixes host-given random bytes into the kernel's pool, credited as entropy
+// (RNDADDENTROPY), then forces the CRNG to reseed at once (RNDRESEEDCRNG). A VM cloned from a template
+// starts with the template's CRNG state: without the forced reseed, two clones would read the same
+// /dev/urandom bytes until the kernel's next scheduled reseed. Kata's agent does the same on a clone.
+static napi_value js_reseed_random(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  void *data = NULL;
+  size_t len = 0;
+  bool isbuf = false;
+  if (argc >= 1) napi_is_buffer(env, argv[0], &isbuf);
+  if (!isbuf) return throw_type(env, "reseedRandom", "bytes must be a Buffer");
+  CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
+  if (len == 0 || len > 4096) return throw_type(env, "reseedRandom", "bytes must hold 1 to 4096 bytes");
+  struct rand_pool_info *rpi = malloc(sizeof *rpi + len);
+  if (!rpi) return throw_errno(env, "malloc", ENOMEM);
+  rpi->entropy_count = (int)(len * 8);
+  rpi->buf_size = (int)len;
+  memcpy(rpi->buf, data, len);
+  int fd = open("/dev/random", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    free(rpi);
+    return throw_errno(env, "open /dev/random", e);
+  }
+  int r = ioctl(fd, RNDADDENTROPY, rpi);
+  int e = errno;
+  free(rpi);
+  if (r == 0) {
+    r = ioctl(fd, RNDRESEEDCRNG);
+    e = errno;
+    close(fd);
+    if (r < 0) return throw_errno(env, "ioctl RNDRESEEDCRNG", e);
+    return make_undefined(env);
+  }
+  close(fd);
+  return throw_errno(env, "ioctl RNDADDENTROPY", e);
+}
+
+// setRealtime(ms): sets CLOCK_REALTIME to ms since the epoch (a clone resumes with its template's clock).
+static napi_value js_set_realtime(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  double ms = -1;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1) napi_typeof(env, argv[0], &t);
+  if (t == napi_number) napi_get_value_double(env, argv[0], &ms);
+  if (t != napi_number || !(ms > 0)) return throw_type(env, "setRealtime", "ms must be a positive number");
+  struct timespec ts;
+  ts.tv_sec = (time_t)(ms / 1000);
+  ts.tv_nsec = (long)((ms - (double)ts.tv_sec * 1000) * 1e6);
+  if (ts.tv_nsec < 0) ts.tv_nsec = 0;
+  if (ts.tv_nsec > 999999999) ts.tv_nsec = 999999999;
+  if (clock_settime(CLOCK_REALTIME, &ts) < 0) return throw_errno(env, "clock_settime", errno);
+  return make_undefined(env);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -638,6 +695,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"deviceFilterIds", js_device_filter_ids},
       {"bpfProgramExists", js_bpf_program_exists},
       {"nsType", js_ns_type},
+      {"reseedRandom", js_reseed_random},
+      {"setRealtime", js_set_realtime},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -141,10 +141,25 @@ export interface RoutesMessage {
   routes: NetRoute[];
 }
 
+/**
+ * What makes a VM cloned from a template its own (Kata's factory does the same after a clone): the
+ * template's CRNG state and clock are every clone's until these are applied.
+ */
+export interface CloneIdentity {
+  /** Host random bytes (base64, 64-4096 bytes): credited to the guest's pool, then the CRNG reseeds. */
+  entropy: string;
+  /** The host's clock (ms since the epoch) when the request was made. */
+  timeMs: number;
+  /** The guest kernel's hostname (the sandbox's). */
+  hostname: string;
+}
+
 /** Every RPC the agent serves: name → [request, response]. */
 export interface AgentApi {
   /** Liveness; also what the host waits for after boot. */
   ping: [Empty, GuestDetails];
+  /** A clone's first call: fresh entropy, the host's clock, its own hostname → the guest's clock (ms). */
+  adoptClone: [CloneIdentity, { timeMs: number }];
   /** Mount a share in the guest outside any container (e.g. the sandbox share after a template clone). */
   addMount: [GuestMount, Empty];
   /** Runs the engine in the guest up to the init blocking before exec (OCI "created"). */

@@ -11,6 +11,7 @@ import { AGENT_PORT_NAME, type GuestDetails } from "../agent/api";
 import { type AgentHandlers, serve } from "../agent/server";
 import { VERSION } from "../version";
 import { ContainerManager, DEFAULT_STATE_ROOT } from "./containers";
+import { adoptClone } from "./identity";
 import { GuestNetwork } from "./network";
 import { findPort, readsSettled, servePort } from "./port";
 import { warmUp } from "./warmup";
@@ -98,6 +99,7 @@ async function main(): Promise<void> {
   };
   const handlers: AgentHandlers = {
     ping: async () => details,
+    adoptClone: async (req) => adoptClone(req),
     addMount: async (m) => {
       await manager.addMount(m);
       return {};

@@ -44,6 +44,12 @@ export interface StartVmOptions {
   readyTimeoutMs?: number;
   /** The jail's uid/gid when [hypervisor.qemu] rootless (default: rootless_user's, created if missing). */
   jailUser?: { uid: number; gid: number };
+  /**
+   * VM templating (src/factory). "template": guest RAM in `memoryFile`, shared (the template VM boots
+   * normally and is saved later). "clone": `memoryFile` mapped copy-on-write and the device state read
+   * from `stateFile` (QEMU does not boot a kernel); startVm returns once the clone runs.
+   */
+  template?: { mode: "template" | "clone"; memoryFile: string; stateFile?: string };
   /** Warnings (TCG fallback, missing TSC frequency) go here; default: dropped. */
   onWarning?: (message: string) => void;
 }

@@ -8,6 +8,7 @@ import { accessSync, constants, existsSync, readFileSync, statSync } from "node:
 import { arch, cpus, release } from "node:os";
 import type { Accel, HypervisorKind, RuntimeConfig } from "../config/config";
 import { firstLine } from "../errors";
+import { findTemplate } from "../factory/template";
 import { describeJail, jailReport } from "../hypervisor/jail";
 import { DEFAULT_TIMEOUT_MS, probeKvm } from "../sys/kvm";
 
@@ -292,6 +293,15 @@ export async function runHostChecks(config: RuntimeConfig, opts: CheckOptions = 
         "info",
         `virtiofsd: root (it serves every owner's files), its own mount namespace and seccomp filter, ${j.sandboxCgroupOnly ? "sandbox cgroup" : "caller's cgroup"}`,
       );
+  }
+
+  if (vm && config.factory.enableTemplate) {
+    // A missing or stale template is a cold boot per create, not a failure: a warning.
+    const t = findTemplate(config, accelerator === "kvm" ? "kvm" : "tcg");
+    if (t.ok) add("factory", "info", `VM template: ${t.files.dir} (created ${t.meta.created})`);
+    else add("factory", "warn", `VM template: ${t.why}; create boots cold`);
+    if (config.factory.vmCacheNumber > 0)
+      add("factory", "warn", "vm_cache_number: the VM cache is not implemented; create clones the template");
   }
 
   const cg = facts.cgroup;

@@ -91,7 +91,7 @@ export const vmBackend: Backend = {
       make: (store, foreground, createHooks) =>
         span("vm.create", { container: id }, async () => {
           if (ownSandbox) {
-            const sup = await startSupervisor(sandbox, ctx.configPath, netns, cgroup);
+            const sup = await startSupervisor(sandbox, ctx.configPath, netns, cgroup, ctx.warn);
             ctx.debug?.("sandbox supervisor ready", { sandbox: sandboxId, pid: sup.pid });
             supervisorStarted = true;
             record.engine.supervisor = sup;

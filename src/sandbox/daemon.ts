@@ -4,9 +4,12 @@
 // answers and the control socket listens, or "error: <one line>\n". The VM boot lives here; tests may
 // pass their own boot (test/support/hostagent-supervisor.ts), or set KATA_TS_SUPERVISOR_AGENT=socket:PATH
 // to use a guest agent already serving on a host unix socket.
+import { randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
+import type { CloneIdentity } from "../agent/api";
 import { processConfig, type RuntimeConfig } from "../config/config";
 import { firstLine } from "../errors";
+import type { StartVmOptions, Vm } from "../hypervisor/driver";
 import { describeJail, ensureJailUser } from "../hypervisor/jail";
 import type { ShareSpec } from "../hypervisor/qemu/cmdline";
 import { sharedFsFor, type Virtiofsd } from "../hypervisor/virtiofsd";
@@ -21,6 +24,15 @@ import { type Booted, Supervisor, type VmHandle } from "./supervisor";
 function arg(argv: string[], name: string): string | undefined {
   const i = argv.indexOf(name);
   return i >= 0 ? argv[i + 1] : undefined;
+}
+
+/** A warning for the CLI that started us (it prints it as its own), before the final line. */
+function warnCaller(line: string): void {
+  try {
+    writeSync(3, `warning: ${line}\n`);
+  } catch {
+    // fd 3 is gone: the warning is in our log only
+  }
 }
 
 function report(line: string): void {
@@ -78,50 +90,69 @@ async function bootVm(
   const stopDaemon = async () => {
     await vfsd?.stop(2000);
   };
-  let vm: Awaited<ReturnType<typeof startVm>>;
+  const vmOptions = {
+    id: sandboxId,
+    dir: paths.vmDir,
+    config: config.hypervisor,
+    shares: [share],
+    netns: net?.netns,
+    nics: qemuNics(net),
+    jailUser,
+    onWarning: log,
+  };
+  let vm: Awaited<ReturnType<typeof startVm>> | undefined;
+  if (config.factory.enableTemplate) {
+    vm = await cloneFromTemplate(
+      config,
+      vmOptions,
+      { nics: net?.endpoints.length ?? 0, virtioFs: fs === "virtio-fs" },
+      log,
+    );
+  }
+  const cloned = vm !== undefined;
   try {
-    vm = await startVm({
-      id: sandboxId,
-      dir: paths.vmDir,
-      config: config.hypervisor,
-      shares: [share],
-      netns: net?.netns,
-      nics: qemuNics(net),
-      jailUser,
-      onWarning: log,
-    });
+    vm ??= await startVm(vmOptions);
   } catch (err) {
     vfsd?.kill();
     await stopDaemon();
     throw err;
   }
-  log(`QEMU ${vm.pid} started; VMM jail: ${describeJail(q, config.runtime.sandboxCgroupOnly)}`);
+  const theVm = vm;
+  log(
+    `QEMU ${vm.pid} started${cloned ? " (a template clone)" : ""}; VMM jail: ${describeJail(q, config.runtime.sandboxCgroupOnly)}`,
+  );
   // A virtiofsd that dies under a running guest leaves its file system hanging: end the VM, so the
   // supervisor tells every stand-in, as when QEMU itself dies.
   let stopping = false;
   void vfsd?.waitExit().then(() => {
-    if (!stopping && !vm.exited) {
+    if (!stopping && !theVm.exited) {
       log("virtiofsd exited while the VM runs: stopping the VM");
-      vm.kill();
+      theVm.kill();
     }
   });
   const handle: VmHandle = {
     pid: vm.pid,
     async stop(timeoutMs) {
       stopping = true;
-      const r = await vm.stop(timeoutMs);
+      const r = await theVm.stop(timeoutMs);
       await stopDaemon();
       return r;
     },
     kill() {
       stopping = true;
-      vm.kill();
+      theVm.kill();
       vfsd?.kill();
     },
-    waitExit: () => vm.waitExit(),
+    waitExit: () => theVm.waitExit(),
   };
   try {
     const agent = await connectVmAgent(vm.agentSocket, Math.max(5, config.agent.dialTimeout) * 1000);
+    if (cloned) {
+      // Before anything else runs in it: the clone's own entropy, the host's clock, its hostname.
+      const t1 = Date.now();
+      await agent.request("adoptClone", cloneIdentity(sandboxId), 30_000);
+      log(`factory: clone identity applied in ${Date.now() - t1} ms`);
+    }
     if (net) {
       // The agent answers first (the guest boots meanwhile), so the time below is the setup's own.
       await agent.request("ping", {}, 120_000);
@@ -132,10 +163,59 @@ async function bootVm(
     return { agent, vm: handle, share: { dir: GUEST_SHARED_DIR, mount: guestShareMount(fs) } };
   } catch (err) {
     handle.kill();
-    await vm.waitExit();
+    await theVm.waitExit();
     await stopDaemon();
     throw err;
   }
+}
+
+/**
+ * [factory] enable_template: a clone of the template, or undefined (with a warning for the CLI and the
+ * log) when there is none for this configuration, the sandbox cannot use one, or the restore failed.
+ * Never an error: the caller boots cold.
+ */
+async function cloneFromTemplate(
+  config: RuntimeConfig,
+  vmOptions: Omit<StartVmOptions, "template" | "accel">,
+  sandbox: { nics: number; virtioFs: boolean },
+  log: (m: string) => void,
+): Promise<Vm | undefined> {
+  const { findTemplate, templateAccel, templateRefusal } = await import("../factory/template");
+  const { startVm } = await import("../hypervisor/qemu");
+  const coldBoot = (why: string) => {
+    log(`factory: cold boot: ${why}`);
+    warnCaller(`factory: cold boot: ${why}`);
+    return undefined;
+  };
+  const refusal = templateRefusal(sandbox);
+  if (refusal) return coldBoot(refusal);
+  const accel = await templateAccel(config);
+  const found = findTemplate(config, accel.accel);
+  if (!found.ok) return coldBoot(found.why);
+  const t0 = Date.now();
+  try {
+    const vm = await startVm({
+      ...vmOptions,
+      accel,
+      template: { mode: "clone", memoryFile: found.files.memory, stateFile: found.files.state },
+    });
+    log(`factory: cloned template ${found.files.key} in ${Date.now() - t0} ms`);
+    return vm;
+  } catch (err) {
+    return coldBoot(`restoring template ${found.files.key} failed: ${firstLine((err as Error).message)}`);
+  }
+}
+
+/** The clone's identity: fresh host entropy, the host's clock, a hostname from the sandbox id. */
+function cloneIdentity(sandboxId: string): CloneIdentity {
+  return {
+    entropy: randomBytes(512).toString("base64"),
+    timeMs: Date.now(),
+    hostname: sandboxId
+      .replace(/[^A-Za-z0-9.-]/g, "-")
+      .replace(/^[^A-Za-z0-9]/, "k")
+      .slice(0, 63),
+  };
 }
 
 /** A boot replacing the VM (tests): gets the sandbox paths, returns what the supervisor runs on. */

@@ -201,6 +201,7 @@ export async function startSupervisor(
   configPath?: string,
   netns?: string,
   cgroup?: Omit<SandboxCgroupOptions, "sandboxId">,
+  warn?: (m: string) => void,
 ): Promise<ProcRef> {
   const p = sandboxPaths(s.root, s.id);
   if (existsSync(p.info) || existsSync(p.pidFile) || existsSync(p.cgroup)) {
@@ -241,9 +242,16 @@ export async function startSupervisor(
     pipe.setEncoding("utf8");
     pipe.on("data", (d: string) => {
       buf += d;
-      if (buf.includes("\n")) {
-        clearTimeout(timer);
-        res(buf.slice(0, buf.indexOf("\n")));
+      // "warning: ..." lines (a cold boot instead of a template clone) come before the final line.
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+        const l = buf.slice(0, nl);
+        if (!l.startsWith("warning: ")) {
+          clearTimeout(timer);
+          res(l);
+          return;
+        }
+        warn?.(l.slice("warning: ".length));
+        buf = buf.slice(nl + 1);
       }
     });
     pipe.on("end", () => {

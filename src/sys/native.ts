@@ -57,6 +57,10 @@ export interface NativeAddon {
   bpfProgramExists(id: number): boolean;
   /** The CLONE_NEW* flag of the namespace file at path (ioctl NS_GET_NSTYPE); 0: not a namespace file. */
   nsType(path: string): number;
+  /** Credits bytes to the kernel's entropy pool (RNDADDENTROPY) and reseeds the CRNG (RNDRESEEDCRNG). */
+  reseedRandom(bytes: Buffer): void;
+  /** Sets CLOCK_REALTIME (ms since the epoch). */
+  setRealtime(ms: number): void;
 }
 
 export const ADDON_FILE = "kata_native.node";
@@ -178,4 +182,12 @@ export function bpfProgramExists(id: number): boolean {
 
 export function nsType(path: string): number {
   return native().nsType(path);
+}
+
+export function reseedRandom(bytes: Buffer): void {
+  native().reseedRandom(bytes);
+}
+
+export function setRealtime(ms: number): void {
+  native().setRealtime(ms);
 }

@@ -38,6 +38,32 @@ const value = (argv: string[], flag: string) => {
 };
 
 describe("buildQemuArgs", () => {
+  test("a template maps its RAM file shared; a clone maps it copy-on-write and waits for its state", () => {
+    const t = buildQemuArgs({ ...base, memoryFile: { path: "/t/memory", mode: "template" } });
+    assert.equal(value(t, "-M"), "microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem");
+    assert.ok(
+      values(t, "-object").includes("memory-backend-file,id=mem,size=2048M,mem-path=/t/memory,share=on"),
+    );
+    assert.equal(values(t, "-incoming").length, 0, "a template boots");
+    const c = buildQemuArgs({ ...base, memoryFile: { path: "/t/memory", mode: "clone" }, incoming: true });
+    assert.ok(
+      values(c, "-object").includes("memory-backend-file,id=mem,size=2048M,mem-path=/t/memory,share=off"),
+    );
+    assert.equal(value(c, "-incoming"), "defer");
+    // The clone has exactly the template's devices: only the files behind them differ.
+    const devices = (a: string[]) => values(a, "-device");
+    assert.deepEqual(devices(c), devices(t));
+    assert.throws(
+      () =>
+        buildQemuArgs({
+          ...base,
+          memoryFile: { path: "/t/memory", mode: "clone" },
+          shares: [{ tag: "s", path: "/s", fs: "virtio-fs", socket: "/s.sock" }],
+        }),
+      /cannot use virtio-fs/,
+    );
+  });
+
   test("microvm under TCG: machine options, accel, memory, kernel, initrd, no reboot, no defaults", () => {
     const a = buildQemuArgs(base);
     assert.equal(a[0], "/usr/bin/qemu-system-x86_64");

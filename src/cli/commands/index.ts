@@ -8,6 +8,7 @@ import * as del from "./delete";
 import * as env from "./env";
 import * as events from "./events";
 import * as exec from "./exec";
+import * as factory from "./factory";
 import * as features from "./features";
 import * as guest from "./guest";
 import * as kill from "./kill";
@@ -44,6 +45,7 @@ const commands = [
   events,
   guest,
   network,
+  factory,
 ];
 
 export function registerCommands(program: Command, app: App): void {

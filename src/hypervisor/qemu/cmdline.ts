@@ -85,6 +85,14 @@ export interface QemuLaunch {
   nics?: NicSpec[];
   /** QEMU's seccomp filter (`-sandbox` value, [hypervisor.qemu] seccompsandbox); "" or undefined = none. */
   seccompSandbox?: string;
+  /**
+   * VM templating (src/factory): guest RAM in a file. "template": mapped shared, so the template VM's
+   * RAM ends up in the file; "clone": mapped private (copy-on-write), so the clone starts from the
+   * template's RAM and its own writes stay its own.
+   */
+  memoryFile?: { path: string; mode: "template" | "clone" };
+  /** A clone: QEMU waits for its device state (`-incoming defer`; the driver sends migrate-incoming). */
+  incoming?: boolean;
 }
 
 export function isMicrovm(machineType: string): boolean {
@@ -129,6 +137,10 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
   const shares = l.shares ?? [];
   // A vhost-user device maps guest RAM into virtiofsd: it needs the shared memory backend.
   const sharedMemory = Boolean(l.sharedMemory) || shares.some((s) => s.fs === "virtio-fs");
+  // vhost-user devices cannot be migrated, and a template's memory file is its own backend.
+  if (sharedMemory && l.memoryFile)
+    throw new Error("qemu: a VM template cannot use virtio-fs (shared memory)");
+  const memBackend = sharedMemory || l.memoryFile !== undefined;
   const a: string[] = [l.qemuPath];
   const add = (...xs: string[]) => a.push(...xs);
 
@@ -146,11 +158,11 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
     ];
     const extra = l.machineType.slice("microvm".length).replace(/^,/, "");
     if (extra) opts.push(extra);
-    if (sharedMemory) opts.push("memory-backend=mem");
+    if (memBackend) opts.push("memory-backend=mem");
     add("-M", opts.join(","));
   } else {
     const opts = [l.machineType];
-    if (sharedMemory) opts.push("memory-backend=mem");
+    if (memBackend) opts.push("memory-backend=mem");
     add("-M", opts.join(","));
     // The HPET costs timer exits and is not needed by a paravirtual guest (kvm-clock / TSC).
     add("-no-hpet");
@@ -165,6 +177,14 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
     add("-object", `memory-backend-memfd,id=mem,size=${l.memoryMiB}M,share=on`);
     // microvm's virtio-mmio defaults to legacy (virtio 0.9) transport, which vhost-user-fs refuses.
     if (micro) add("-global", "virtio-mmio.force-legacy=false");
+  }
+  if (l.memoryFile) {
+    // share=on: the template's RAM lands in the file. share=off: the clone maps it copy-on-write.
+    const share = l.memoryFile.mode === "template" ? "on" : "off";
+    add(
+      "-object",
+      `memory-backend-file,id=mem,size=${l.memoryMiB}M,mem-path=${q(l.memoryFile.path)},share=${share}`,
+    );
   }
   add("-kernel", l.kernel);
   if (l.initrd) add("-initrd", l.initrd);
@@ -234,6 +254,8 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
   add("-msg", "timestamp=on");
   // QEMU's own seccomp filter, installed before any guest code runs (part of the VMM jail).
   if (l.seccompSandbox) add("-sandbox", l.seccompSandbox);
+  // A clone: no boot; the device state arrives over QMP (migrate-incoming with an fd passed by getfd).
+  if (l.incoming) add("-incoming", "defer");
   return a;
 }
 

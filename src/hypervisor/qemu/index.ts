@@ -11,6 +11,7 @@ import {
   openSync,
   readFileSync,
   rmSync,
+  statSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
 import type { QemuConfig } from "../../config/config";
@@ -196,6 +197,8 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
     nics: opts.nics,
     debug: opts.debug,
     name: `sandbox-${opts.id}`,
+    memoryFile: opts.template ? { path: opts.template.memoryFile, mode: opts.template.mode } : undefined,
+    incoming: opts.template?.mode === "clone",
   });
   const argv = buildQemuArgs(launch);
   const rng = launch.rngSource ?? "/dev/urandom";
@@ -211,6 +214,8 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
             ...(launch.shares ?? []).map((s) =>
               s.fs === "virtio-fs" && s.socket ? dirname(s.socket) : s.path,
             ),
+            // A template's memory file (QEMU 7.2 opens mem-path read-write even for a private mapping).
+            ...(opts.template ? [opts.template.memoryFile] : []),
           ],
           readable: [launch.kernel, launch.image ?? "", launch.initrd ?? "", opts.config.firmware],
           devices: [
@@ -267,10 +272,66 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
   }
   const vm = new QemuVm(opts.id, child, child.pid!, qmp, accel, argv, paths, exit, jail);
   void vm.waitExit().then(() => qmp.close());
+  if (opts.template?.mode === "clone") {
+    try {
+      await restoreClone(qmp, opts.template.stateFile ?? "", Math.max(1000, deadline - Date.now()));
+    } catch (err) {
+      vm.kill();
+      await vm.waitExit();
+      const why = lastLine(paths.qemuLog);
+      throw new Error(`${(err as Error).message}${why ? ` (${why})` : ""}`);
+    }
+  }
   return vm;
 }
 
 export const qemuDriver: HypervisorDriver = { name: "qemu", startVm };
+
+/**
+ * A clone's start: the template's device state goes in over QMP (the file's fd passed by getfd, so
+ * QEMU's seccomp `spawn=deny` holds and the file need not be in its jail), RAM pages are skipped
+ * (x-ignore-shared: they are in the memory file already), and the vCPUs run once it is loaded.
+ */
+async function restoreClone(qmp: QmpClient, stateFile: string, timeoutMs: number): Promise<void> {
+  const fd = openSync(stateFile, "r");
+  try {
+    await qmp.execute("migrate-set-capabilities", {
+      capabilities: [{ capability: "x-ignore-shared", state: true }],
+    });
+    await qmp.getfd("state", fd);
+  } finally {
+    closeSync(fd);
+  }
+  await qmp.execute("migrate-incoming", { uri: "fd:state" });
+  const done = await qmp.migrationDone(timeoutMs);
+  if (done.status !== "completed")
+    throw new Error(`qemu: restoring the template failed: ${done.error ?? done.status}`);
+  // QEMU starts the vCPUs by itself after an incoming migration (no -S); a paused clone is resumed.
+  const st = await qmp.queryStatus();
+  if (st.status !== "running") await qmp.resume();
+}
+
+/**
+ * Saves a booted template: vCPUs stopped, then its device state written to `stateFile` (its RAM is in
+ * the shared memory file already, so x-ignore-shared leaves it out). QEMU stays paused; the caller quits it.
+ */
+export async function saveTemplate(vm: Vm, stateFile: string, timeoutMs = 60_000): Promise<number> {
+  await vm.qmp.pause();
+  await vm.qmp.execute("migrate-set-capabilities", {
+    capabilities: [{ capability: "x-ignore-shared", state: true }],
+  });
+  const fd = openSync(stateFile, "w", 0o600);
+  try {
+    await vm.qmp.getfd("state", fd);
+  } finally {
+    closeSync(fd);
+  }
+  await vm.qmp.execute("migrate", { uri: "fd:state" });
+  const done = await vm.qmp.migrationDone(timeoutMs);
+  if (done.status !== "completed")
+    throw new Error(`qemu: saving the template failed: ${done.error ?? done.status}`);
+  return statSync(stateFile).size;
+}
 
 /**
  * Spawns a process the caller owns (QEMU, virtiofsd): it dies with the caller (withParentDeathSignal, or

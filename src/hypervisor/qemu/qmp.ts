@@ -6,6 +6,7 @@
 import { EventEmitter } from "node:events";
 import { connect, type Socket } from "node:net";
 import { KataError } from "../../errors";
+import { sendFds } from "../../sys/native";
 
 export interface QmpGreeting {
   QMP: {
@@ -128,6 +129,15 @@ export class QmpClient extends EventEmitter {
 
   /** Runs a command; resolves with its `return` value, rejects with QmpError or a timeout. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs?: number): Promise<T> {
+    return this.send<T>(command, args, timeoutMs, (line) => this.sock.write(line));
+  }
+
+  private send<T>(
+    command: string,
+    args: Record<string, unknown> | undefined,
+    timeoutMs: number | undefined,
+    write: (line: string) => void,
+  ): Promise<T> {
     if (this.closed) return Promise.reject(new Error(`qmp: ${command}: connection closed`));
     const id = String(this.nextId++);
     const msg: Record<string, unknown> = { execute: command, id };
@@ -139,8 +149,39 @@ export class QmpClient extends EventEmitter {
         reject(new Error(`qmp: ${command}: no answer within ${ms} ms`));
       }, ms);
       this.pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
-      this.sock.write(`${JSON.stringify(msg)}\n`);
+      try {
+        write(`${JSON.stringify(msg)}\n`);
+      } catch (err) {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(new Error(`qmp: ${command}: ${(err as Error).message}`));
+      }
     });
+  }
+
+  /**
+   * Hands QEMU an open file under `name` (QMP getfd: the fd rides on the command as SCM_RIGHTS), for a
+   * later `fd:<name>` URI. QEMU never opens the file itself, so it may lie outside its jail.
+   */
+  async getfd(name: string, fd: number): Promise<void> {
+    const raw = (this.sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (raw === undefined || raw < 0) throw new Error("qmp: getfd: the socket has no descriptor");
+    // Nothing else is queued on the socket (commands are small and written at once), so this message
+    // cannot overtake an earlier one.
+    await this.send("getfd", { fdname: name }, undefined, (line) => sendFds(raw, [fd], Buffer.from(line)));
+  }
+
+  /** The migration's status, polled until it is no longer in progress ("completed" or "failed"...). */
+  async migrationDone(timeoutMs: number): Promise<{ status: string; error?: string }> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const m = await this.execute<{ status?: string; "error-desc"?: string }>("query-migrate");
+      const status = m.status ?? "none";
+      if (!["setup", "active", "pre-switchover", "device", "wait-unplug", "none"].includes(status))
+        return { status, error: m["error-desc"] };
+      if (Date.now() > end) return { status: `${status} after ${timeoutMs} ms` };
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
 
   queryStatus(): Promise<QmpStatus> {

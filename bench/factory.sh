@@ -1,0 +1,130 @@
+#!/bin/bash
+# The VM factory (template + clones) against a cold boot, in one run:
+#   (a) the floor: bare QEMU boot to READY (bench/qemu-boot.sh, the same kernel);
+#   (b) `kata-ts run` of busybox `true`, VM cold (enable_template = false);
+#   (t) `kata-ts factory init`: boot + save of the template;
+#   (c) `kata-ts run` of the same bundle from the template (enable_template = true);
+#   memory: PSS (/proc/PID/smaps_rollup) of QEMU and the supervisor of one idle sandbox, cold and clone;
+#   density: D sandboxes from the template running at once, each answering an `exec`: the time to
+#   start them all, their total PSS (QEMU + supervisor + stand-in), then all deleted.
+#
+# usage: bench/factory.sh [-n RUNS] [-d DENSITY] [--kernel PATH] [--image PATH]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+runs=5 density=10 kernel=/var/cache/kata-ts/vmlinux image=/var/cache/kata-ts/kata-ts-guest.img
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n) runs=$2; shift 2 ;;
+    -d) density=$2; shift 2 ;;
+    --kernel) kernel=$2; shift 2 ;;
+    --image) image=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "factory.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for f in "$kernel" "$image" /usr/bin/qemu-system-x86_64; do
+  [ -e "$f" ] || { echo "factory.sh: $f missing (guest/kernel/build.sh, kata-ts guest build)" >&2; exit 1; }
+done
+make -s -C native >/dev/null
+node scripts/build.mjs
+work=$(mktemp -d /tmp/kata-ts-bench-factory-XXXXXX)
+root=$work/root
+export KATA_TS_SUPERVISOR=$repo/dist/kata-supervisor.cjs KATA_TS_NATIVE_DIR=$repo/native/build
+config() { # config FILE ENABLE
+  cat >"$1" <<TOML
+[hypervisor.qemu]
+kernel = "$kernel"
+image = "$image"
+default_memory = 512
+[factory]
+enable_template = $2
+template_path = "$work/templates"
+[runtime]
+hypervisor = "qemu"
+TOML
+}
+config "$work/cold.toml" false
+config "$work/tmpl.toml" true
+kts() { local c=$1; shift; bin/kata-ts --root "$root" --config "$c" "$@"; }
+cleanup() {
+  for d in "$root"/*/; do
+    [ -e "$d/state.json" ] && kts "$work/cold.toml" delete --force "$(basename "$d")" >/dev/null 2>&1 || true
+  done
+  kts "$work/tmpl.toml" factory destroy >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+. bench/lib.sh
+b=$work/bundle
+busybox_bundle "$b" '["true"]'
+s=$work/sleeper
+busybox_bundle "$s" '["sleep", "1000"]'
+
+echo "== (a) floor: bench/qemu-boot.sh -n $runs --kernel $kernel"
+out=$(bench/qemu-boot.sh -n "$runs" --kernel "$kernel" | tee /dev/stderr)
+floor=$(echo "$out" | sed -n 's/.* median_ms=\([0-9]*\).*/\1/p' | head -1)
+
+timed_runs() { # timed_runs CONFIG FILE
+  : >"$2"
+  for i in $(seq "$runs"); do
+    t=$(date +%s%N)
+    kts "$1" run --bundle "$b" "bench-$i-$$" </dev/null >/dev/null 2>&1
+    ms_since "$t" >>"$2"
+  done
+}
+echo "== (b) kata-ts run, cold × $runs"
+timed_runs "$work/cold.toml" "$work/b.txt"
+echo "== (t) factory init"
+t=$(date +%s%N)
+kts "$work/tmpl.toml" factory init
+init_ms=$(ms_since "$t")
+echo "== (c) kata-ts run, from the template × $runs"
+timed_runs "$work/tmpl.toml" "$work/c.txt"
+
+sandbox_pss() { # sandbox_pss CONFIG ID → "qemu supervisor" kB
+  kts "$1" create --bundle "$s" "$2" </dev/null >/dev/null 2>&1
+  kts "$1" start "$2"
+  sleep 2
+  local info=$root/sandboxes/$2/sandbox.json
+  local sup vm
+  sup=$(sed -n 's/.*"supervisorPid":\([0-9]*\).*/\1/p' "$info")
+  vm=$(sed -n 's/.*"vmPid":\([0-9]*\).*/\1/p' "$info")
+  echo "$(pss_kb "$vm") $(pss_kb "$sup")"
+  kts "$1" delete --force "$2"
+}
+read -r cold_qemu cold_sup < <(sandbox_pss "$work/cold.toml" bench-mem-cold)
+read -r clone_qemu clone_sup < <(sandbox_pss "$work/tmpl.toml" bench-mem-clone)
+
+echo "== density: $density sandboxes from the template at once"
+t=$(date +%s%N)
+for i in $(seq "$density"); do
+  kts "$work/tmpl.toml" create --bundle "$s" --pid-file "$work/d$i.pid" "dens-$i-$$" </dev/null >/dev/null 2>&1
+  kts "$work/tmpl.toml" start "dens-$i-$$"
+done
+ok=0
+for i in $(seq "$density"); do
+  [ "$(kts "$work/tmpl.toml" exec "dens-$i-$$" echo ok 2>/dev/null)" = ok ] && ok=$((ok + 1))
+done
+dens_ms=$(ms_since "$t")
+total=0
+for i in $(seq "$density"); do
+  info=$root/sandboxes/dens-$i-$$/sandbox.json
+  for p in $(sed -n 's/.*"supervisorPid":\([0-9]*\).*"vmPid":\([0-9]*\).*/\1 \2/p' "$info") $(cat "$work/d$i.pid"); do
+    total=$((total + $(pss_kb "$p")))
+  done
+done
+for i in $(seq "$density"); do kts "$work/tmpl.toml" delete --force "dens-$i-$$"; done
+
+b_med=$(median <"$work/b.txt")
+c_med=$(median <"$work/c.txt")
+echo
+echo "| measure | value |"
+echo "|---|---|"
+echo "| (a) QEMU boot floor, spawn → READY (median) | ${floor} ms |"
+echo "| (b) run true, VM cold (median; runs: $(tr '\n' ' ' <"$work/b.txt")) | ${b_med} ms ($(awk -v x="$b_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
+echo "| (t) factory init | ${init_ms} ms |"
+echo "| (c) run true from the template (median; runs: $(tr '\n' ' ' <"$work/c.txt")) | ${c_med} ms ($(awk -v x="$c_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
+echo "| PSS per sandbox, cold: QEMU + supervisor | ${cold_qemu} + ${cold_sup} kB |"
+echo "| PSS per sandbox, clone: QEMU + supervisor | ${clone_qemu} + ${clone_sup} kB |"
+echo "| density: $density clones started + exec'd ($ok answered) | ${dens_ms} ms, total PSS $((total / 1024)) MB |"

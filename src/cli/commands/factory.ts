@@ -1,0 +1,91 @@
+// `kata-ts factory init|status|destroy` (Kata's names): the VM template that `create` clones instead of
+// booting when [factory] enable_template is on (src/factory/template.ts).
+import type { Command } from "commander";
+import { processConfig, type RuntimeConfig } from "../../config/config";
+import {
+  destroyTemplates,
+  findTemplate,
+  listTemplates,
+  makeTemplate,
+  templateAccel,
+} from "../../factory/template";
+import { ensureJailUser } from "../../hypervisor/jail";
+import { checkBootFiles } from "../../hypervisor/qemu";
+import { SHARE_TAG } from "../../sandbox/paths";
+import { type App, print } from "../app";
+import { CliError } from "../errors";
+
+function config(app: App): RuntimeConfig {
+  const loaded = processConfig(app.globals().config);
+  for (const w of loaded.warnings) app.logger().warn(w);
+  return loaded.config;
+}
+
+export function register(program: Command, app: App): void {
+  const factory = program
+    .command("factory")
+    .description("manage the VM template that VM containers are cloned from");
+
+  factory
+    .command("init")
+    .description("boot and save the VM template for the current configuration (nothing if it exists)")
+    .action(async () => {
+      const c = config(app);
+      if (c.runtime.hypervisor === "none")
+        throw new CliError('factory init: hypervisor = "none" has no VMs to template');
+      if (c.hypervisor.sharedFs === "virtio-fs")
+        throw new CliError(
+          "factory init: shared_fs = virtio-fs cannot be templated (vhost-user devices do not migrate)",
+        );
+      try {
+        checkBootFiles(c.hypervisor);
+      } catch (err) {
+        throw new CliError(`factory init: ${(err as Error).message}`);
+      }
+      const jailUser = c.hypervisor.rootless ? ensureJailUser(c.hypervisor.rootlessUser) : undefined;
+      const r = await makeTemplate(c, { shareTag: SHARE_TAG, jailUser, log: (m) => app.logger().info(m) });
+      if (!c.factory.enableTemplate)
+        app.logger().warn("factory: enable_template is off in [factory]: create will not use the template");
+      print(
+        r.made
+          ? `template created: ${r.files.dir} (boot ${r.meta.bootMs} ms, save ${r.meta.saveMs} ms)`
+          : `template up to date: ${r.files.dir}`,
+      );
+    });
+
+  factory
+    .command("status")
+    .description("show the template for the current configuration")
+    .option("--json", "print the status as JSON")
+    .action(async (opts: { json?: boolean }) => {
+      const c = config(app);
+      const accel = await templateAccel(c);
+      const found = findTemplate(c, accel.accel);
+      const status = {
+        enableTemplate: c.factory.enableTemplate,
+        templatePath: c.factory.templatePath,
+        templates: listTemplates(c),
+        current: found.ok ? { dir: found.files.dir, ...found.meta } : null,
+        reason: found.ok ? undefined : found.why,
+        vmCacheNumber: c.factory.vmCacheNumber,
+      };
+      if (opts.json) {
+        print(JSON.stringify(status, null, 2));
+        return;
+      }
+      print(`enable_template: ${c.factory.enableTemplate}`);
+      print(`template_path: ${c.factory.templatePath}`);
+      if (found.ok)
+        print(`template: ${found.files.dir} (created ${found.meta.created}, ${found.meta.accel})`);
+      else print(`template: none usable: ${found.why}`);
+      print(`vm_cache_number: ${c.factory.vmCacheNumber} (the VM cache is not implemented)`);
+    });
+
+  factory
+    .command("destroy")
+    .description("remove every template under template_path")
+    .action(() => {
+      const n = destroyTemplates(config(app));
+      print(`removed ${n} template(s)`);
+    });
+}

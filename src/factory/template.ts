@@ -1,0 +1,249 @@
+// The VM template (Kata's factory "template"): a VM booted once until its agent answered, with nothing
+// container-specific inside, then paused and saved as two files: its RAM (memory-backend-file, shared)
+// and its device state (a QEMU migration stream without RAM pages, x-ignore-shared). A sandbox then
+// starts as a clone: QEMU maps the RAM file copy-on-write and loads the device state instead of booting.
+//
+// On disk: <template_path>/<key>/{memory,state,template.json}. The key hashes everything the saved
+// state depends on (QEMU, kernel, image, machine, vCPUs, memory, kernel parameters), so a changed
+// configuration finds no template under its key and a fresh `factory init` makes a new one beside.
+// A template is written in <key>.tmp-<pid> and renamed into place: a reader sees a whole one or none.
+import { createHash } from "node:crypto";
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { AgentClient } from "../agent/client";
+import type { RuntimeConfig } from "../config/config";
+import { KataError } from "../errors";
+import type { Vm } from "../hypervisor/driver";
+import { type AccelChoice, chooseAccel, saveTemplate, startVm } from "../hypervisor/qemu";
+
+/** The format of template.json; a template of another format is stale. */
+const FORMAT = 1;
+/** Boot + agent ready under TCG on a loaded host can take tens of seconds. */
+const TEMPLATE_BOOT_MS = 180_000;
+
+export interface TemplateFiles {
+  dir: string;
+  key: string;
+  memory: string;
+  state: string;
+  meta: string;
+}
+
+/** template.json: what the template was made from, and how. */
+export interface TemplateMeta {
+  format: number;
+  key: string;
+  created: string;
+  accel: "kvm" | "tcg";
+  memoryMiB: number;
+  vcpus: number;
+  /** The 9p share's tag: clones have the same device, backed by their own directory. */
+  shareTag: string;
+  stateBytes: number;
+  /** How long the boot to a ready agent took, and the save (ms). */
+  bootMs: number;
+  saveMs: number;
+}
+
+function fileIdentity(path: string): string {
+  if (!path) return "";
+  const st = statSync(path, { throwIfNoEntry: false });
+  return st ? `${path}:${st.size}:${Math.round(st.mtimeMs)}:${st.ino}` : `${path}:missing`;
+}
+
+/** The template key: a hash of everything a saved VM depends on. */
+export function templateKey(config: RuntimeConfig, accel: "kvm" | "tcg"): string {
+  const q = config.hypervisor;
+  const inputs = {
+    format: FORMAT,
+    accel,
+    qemu: fileIdentity(q.path),
+    kernel: fileIdentity(q.kernel),
+    image: fileIdentity(q.image),
+    initrd: fileIdentity(q.initrd),
+    machineType: q.machineType,
+    vcpus: q.defaultVcpus,
+    memoryMiB: q.defaultMemory,
+    kernelParams: q.kernelParams,
+    debug: q.enableDebug,
+    tcgTbSize: q.tcgTbSize,
+  };
+  return createHash("sha256").update(JSON.stringify(inputs)).digest("hex").slice(0, 16);
+}
+
+export function templateFiles(config: RuntimeConfig, key: string): TemplateFiles {
+  const dir = join(config.factory.templatePath, key);
+  return {
+    dir,
+    key,
+    memory: join(dir, "memory"),
+    state: join(dir, "state"),
+    meta: join(dir, "template.json"),
+  };
+}
+
+/** The accelerator a template (and its clones) is made for: the one a cold boot would use. */
+export async function templateAccel(config: RuntimeConfig): Promise<AccelChoice> {
+  return chooseAccel(config.hypervisor.accel);
+}
+
+/** Why a sandbox cannot start from the template (undefined: it can). */
+export function templateRefusal(opts: { nics: number; virtioFs: boolean }): string | undefined {
+  if (opts.virtioFs) return "shared_fs = virtio-fs: vhost-user devices cannot be restored from a template";
+  // microvm cannot hot-plug: a clone has exactly the template's devices, and the template has no NIC.
+  if (opts.nics > 0) return `the pod has ${opts.nics} network interface(s) and a template has none`;
+  return undefined;
+}
+
+export type TemplateLookup =
+  | { ok: true; files: TemplateFiles; meta: TemplateMeta }
+  | { ok: false; why: string };
+
+/** The template for this configuration, checked whole (files present, sizes right), or why not. */
+export function findTemplate(config: RuntimeConfig, accel: "kvm" | "tcg"): TemplateLookup {
+  const key = templateKey(config, accel);
+  const files = templateFiles(config, key);
+  let meta: TemplateMeta;
+  try {
+    meta = JSON.parse(readFileSync(files.meta, "utf8")) as TemplateMeta;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") {
+      const others = listTemplates(config).filter((k) => k !== key);
+      return {
+        ok: false,
+        why: others.length
+          ? `the template is stale (the kernel, image or VM configuration changed): run \`kata-ts factory init\``
+          : `no template at ${config.factory.templatePath}: run \`kata-ts factory init\``,
+      };
+    }
+    return { ok: false, why: `template ${files.meta} is unreadable: ${(err as Error).message}` };
+  }
+  if (meta.format !== FORMAT || meta.key !== key) return { ok: false, why: `template ${files.dir} is stale` };
+  const mem = statSync(files.memory, { throwIfNoEntry: false });
+  if (!mem || mem.size !== meta.memoryMiB * 1024 * 1024)
+    return {
+      ok: false,
+      why: `template ${files.dir} is corrupt: its memory file is missing or of the wrong size`,
+    };
+  const st = statSync(files.state, { throwIfNoEntry: false });
+  if (!st || st.size !== meta.stateBytes)
+    return {
+      ok: false,
+      why: `template ${files.dir} is corrupt: its state file is missing or of the wrong size`,
+    };
+  return { ok: true, files, meta };
+}
+
+/** The keys of the templates under template_path (finished ones only). */
+export function listTemplates(config: RuntimeConfig): string[] {
+  try {
+    return readdirSync(config.factory.templatePath).filter((n) => /^[0-9a-f]{16}$/.test(n));
+  } catch {
+    return [];
+  }
+}
+
+export interface MakeTemplateOptions {
+  /** The 9p share's tag (the sandbox share's): the device must exist in the template for clones. */
+  shareTag: string;
+  /** The jail's uid/gid when [hypervisor.qemu] rootless. */
+  jailUser?: { uid: number; gid: number };
+  log?: (m: string) => void;
+}
+
+/**
+ * Boots and saves the template of this configuration (nothing when a whole one exists). The VM
+ * directory (sockets, logs) is a temporary one beside the template, removed at the end.
+ */
+export async function makeTemplate(
+  config: RuntimeConfig,
+  o: MakeTemplateOptions,
+): Promise<{ files: TemplateFiles; meta: TemplateMeta; made: boolean }> {
+  const accel = await templateAccel(config);
+  const found = findTemplate(config, accel.accel);
+  if (found.ok) return { files: found.files, meta: found.meta, made: false };
+  const files = templateFiles(config, templateKey(config, accel.accel));
+  const tmp = `${files.dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(join(tmp, "share"), { recursive: true, mode: 0o700 });
+  const vmDir = join(tmp, "vm");
+  // Made empty here (QEMU grows it to the RAM size): the jail binds files that exist.
+  writeFileSync(join(tmp, "memory"), "", { mode: 0o600 });
+  let vm: Vm | undefined;
+  try {
+    const t0 = Date.now();
+    vm = await startVm({
+      id: `template-${files.key}`,
+      dir: vmDir,
+      config: config.hypervisor,
+      accel,
+      shares: [{ tag: o.shareTag, path: join(tmp, "share"), fs: "virtio-9p" }],
+      template: { mode: "template", memoryFile: join(tmp, "memory") },
+      jailUser: o.jailUser,
+      onWarning: o.log,
+    });
+    // The agent answers: the guest is booted and idle. The host hangs up before the save, so the
+    // template holds no connection (each clone's host connects afresh; the agent takes it as a new one).
+    const agent = await AgentClient.connect(vm.agentSocket, { timeoutMs: TEMPLATE_BOOT_MS });
+    try {
+      await agent.call("ping", {}, { timeoutMs: TEMPLATE_BOOT_MS });
+    } finally {
+      agent.close();
+    }
+    // The guest agent sees the hang-up (a read of 0 bytes) and goes back to polling the port.
+    await new Promise((r) => setTimeout(r, 200));
+    const bootMs = Date.now() - t0;
+    const t1 = Date.now();
+    const stateBytes = await saveTemplate(vm, join(tmp, "state"));
+    const saveMs = Date.now() - t1;
+    await vm.stop(5000);
+    vm = undefined;
+    const meta: TemplateMeta = {
+      format: FORMAT,
+      key: files.key,
+      created: new Date().toISOString(),
+      accel: accel.accel,
+      memoryMiB: config.hypervisor.defaultMemory,
+      vcpus: config.hypervisor.defaultVcpus,
+      shareTag: o.shareTag,
+      stateBytes,
+      bootMs,
+      saveMs,
+    };
+    writeFileSync(join(tmp, "template.json"), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o600 });
+    rmSync(vmDir, { recursive: true, force: true });
+    rmSync(join(tmp, "share"), { recursive: true, force: true });
+    // A concurrent init may have finished first: its template is as good as ours.
+    rmSync(files.dir, { recursive: true, force: true });
+    renameSync(tmp, files.dir);
+    o.log?.(
+      `template ${files.key}: booted in ${bootMs} ms, saved in ${saveMs} ms (${stateBytes} bytes of state)`,
+    );
+    return { files, meta, made: true };
+  } catch (err) {
+    if (vm) {
+      vm.kill();
+      await vm.waitExit();
+    }
+    rmSync(tmp, { recursive: true, force: true });
+    throw new KataError(`factory init: ${(err as Error).message}`);
+  }
+}
+
+/** Removes every template (and unfinished one) under template_path; returns how many. */
+export function destroyTemplates(config: RuntimeConfig): number {
+  let n = 0;
+  let names: string[] = [];
+  try {
+    names = readdirSync(config.factory.templatePath);
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    if (!/^[0-9a-f]{16}(\.tmp-\d+)?$/.test(name)) continue; // not ours: left alone
+    rmSync(join(config.factory.templatePath, name), { recursive: true, force: true });
+    n++;
+  }
+  return n;
+}

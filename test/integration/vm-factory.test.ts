@@ -1,0 +1,256 @@
+// The VM template (factory) with real VMs: no template → a cold boot with a warning; `factory init`
+// boots and saves one; containers then start from clones of it (the supervisor's log says so) and
+// work; two clones read different /dev/urandom bytes and have the host's clock; a changed kernel
+// command line gets a template of its own; a truncated or garbled template means a cold boot with a
+// warning, never a failed create; kill -9 of a clone's QEMU then `delete --force` and `factory destroy`
+// leave nothing (leak scanner, template directory).
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import {
+  appendFileSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { defaultSpec } from "../../src/oci/defaults";
+import { sandboxPaths } from "../../src/sandbox/paths";
+import {
+  alive,
+  BIN,
+  busyboxRootfs,
+  type CliResult,
+  kata,
+  sleep,
+  tempDir,
+  until,
+  vmTestEnv,
+  vmTestKernel,
+  writeVmTestConfig,
+} from "../helpers";
+import { assertNoLeaks, snapshotHost } from "../leaks";
+
+const QEMU = "/usr/bin/qemu-system-x86_64";
+const KERNEL = vmTestKernel();
+const missing = [QEMU, KERNEL, "/bin/busybox"].filter((f) => !existsSync(f));
+const skip =
+  process.getuid?.() !== 0 ? "needs root" : missing.length > 0 ? `missing ${missing.join(", ")}` : false;
+
+const tmp = tempDir("kata-vm-factory-");
+const root = join(tmp.path, "root");
+const templates = join(tmp.path, "templates");
+const env = vmTestEnv();
+const SUFFIX = Math.random().toString(36).slice(2, 8);
+let CONFIG = "";
+
+function cli(args: string[], config = CONFIG): CliResult {
+  return kata(["--root", root, "--config", config, ...args], { env });
+}
+
+function bundle(id: string, script: string, ownUts = true): string {
+  const dir = join(tmp.path, id);
+  busyboxRootfs(join(dir, "rootfs"));
+  const spec = defaultSpec();
+  spec.process = {
+    ...(spec.process as NonNullable<typeof spec.process>),
+    terminal: false,
+    args: ["/bin/sh", "-c", script],
+  };
+  spec.root = { path: "rootfs", readonly: false };
+  if (!ownUts) {
+    // The guest's own UTS namespace: the container sees the guest kernel's hostname.
+    spec.hostname = undefined;
+    spec.linux = { ...spec.linux, namespaces: spec.linux?.namespaces?.filter((n) => n.type !== "uts") };
+  }
+  writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
+  return dir;
+}
+
+/** `run` of a one-shot container, then the leak scanner. */
+function runOnce(
+  name: string,
+  script: string,
+  ownUts = true,
+): { r: CliResult; id: string; before: ReturnType<typeof snapshotHost> } {
+  const id = `kfa-${name}-${SUFFIX}`;
+  const b = bundle(id, script, ownUts);
+  const before = snapshotHost();
+  const r = cli(["run", "--bundle", b, id]);
+  assertNoLeaks(before, { root, bundle: b, id });
+  return { r, id, before };
+}
+
+/** `create` with the container's stdio on files (the stand-in keeps them open while it runs). */
+function create(id: string, b: string): CliResult {
+  const out = join(tmp.path, `${id}.out`);
+  const err = join(tmp.path, `${id}.err`);
+  const r = spawnSync(BIN, ["--root", root, "--config", CONFIG, "create", "--bundle", b, id], {
+    env,
+    stdio: ["ignore", openSync(out, "w"), openSync(err, "w")],
+    timeout: 120_000,
+  });
+  return { code: r.status ?? 1, stdout: readFileSync(out, "utf8"), stderr: readFileSync(err, "utf8") };
+}
+
+interface Status {
+  templates: string[];
+  current: { dir: string; key: string } | null;
+  reason?: string;
+}
+
+function status(config = CONFIG): Status {
+  const r = cli(["factory", "status", "--json"], config);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Status;
+}
+
+describe("VM factory: template and clones", { skip }, () => {
+  before(async () => {
+    CONFIG = await writeVmTestConfig(tmp.path, KERNEL);
+    appendFileSync(CONFIG, `[factory]\nenable_template = true\ntemplate_path = "${templates}"\n`);
+  });
+  after(() => {
+    cli(["factory", "destroy"]);
+    tmp.cleanup();
+  });
+
+  test("no template: the container runs from a cold boot, with a warning naming `factory init`", () => {
+    const { r } = runOnce("cold", "echo cold-ok");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /cold-ok/);
+    assert.match(r.stderr, /factory: cold boot: no template at .*kata-ts factory init/);
+  });
+
+  test("factory init saves a template; a second init leaves it as it is", () => {
+    const r = cli(["factory", "init"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /template created: /);
+    const s = status();
+    assert.ok(s.current, s.reason);
+    assert.equal(s.templates.length, 1);
+    const files = readdirSync(s.current.dir).sort();
+    assert.deepEqual(files, ["memory", "state", "template.json"]);
+    // Nothing of the template VM stays: no QEMU with the template's name, no temporary directory.
+    assert.equal(readdirSync(templates).length, 1);
+    const again = cli(["factory", "init"]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /template up to date/);
+  });
+
+  test("clones run containers; two clones read different random bytes and keep the host's clock", async () => {
+    // A clone resumes with the template's clock: give the template an age the check below would see.
+    const made = Date.parse(
+      (
+        JSON.parse(readFileSync(join(status().current?.dir ?? "", "template.json"), "utf8")) as {
+          created: string;
+        }
+      ).created,
+    );
+    await sleep(Math.max(0, made + 5000 - Date.now()));
+    const script =
+      "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s; cat /proc/sys/kernel/hostname";
+    const outs: { bytes: string; guest: number; from: number; to: number; host: string }[] = [];
+    for (const n of [1, 2]) {
+      const from = Date.now() / 1000;
+      const { r, id } = runOnce(`clone${n}`, script, false);
+      const to = Date.now() / 1000;
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stderr, /cold boot/, "a template exists: no cold boot");
+      const [bytes, secs, host] = r.stdout.trim().split("\n");
+      assert.match(bytes, /^[0-9a-f]{64}$/);
+      outs.push({ bytes, guest: Number(secs), from, to, host });
+      assert.equal(host, id, "the clone's kernel hostname is its sandbox's");
+    }
+    assert.notEqual(outs[0].bytes, outs[1].bytes, "two clones must not share their CRNG state");
+    for (const o of outs) {
+      // `date +%s` is whole seconds: within 1 s of the host's interval around the run.
+      assert.ok(
+        o.guest >= Math.floor(o.from) - 1 && o.guest <= Math.ceil(o.to) + 1,
+        `guest ${o.guest}, host ${o.from}..${o.to}`,
+      );
+    }
+  });
+
+  test("the supervisor log of a clone says it was cloned, and the create took no cold boot", async () => {
+    const id = `kfa-log-${SUFFIX}`;
+    const b = bundle(id, "sleep 60");
+    const before = snapshotHost();
+    const c = create(id, b);
+    assert.equal(c.code, 0, c.stderr);
+    try {
+      const log = readFileSync(sandboxPaths(root, id).log, "utf8");
+      assert.match(log, /factory: cloned template [0-9a-f]{16} in \d+ ms/);
+      assert.match(log, /factory: clone identity applied/);
+      assert.match(log, /\(a template clone\)/);
+    } finally {
+      const d = cli(["delete", "--force", id]);
+      assert.equal(d.code, 0, d.stderr);
+    }
+    assertNoLeaks(before, { root, bundle: b, id });
+  });
+
+  test("a changed kernel command line has no template until init makes a second one", () => {
+    const changed = join(tmp.path, "changed.toml");
+    writeFileSync(
+      changed,
+      readFileSync(CONFIG, "utf8").replace(
+        "[hypervisor.qemu]",
+        '[hypervisor.qemu]\nkernel_params = "loglevel=4"',
+      ),
+    );
+    const s = status(changed);
+    assert.equal(s.current, null);
+    assert.match(s.reason ?? "", /stale/);
+    const r = cli(["factory", "init"], changed);
+    assert.equal(r.code, 0, r.stderr);
+    const after = status(changed);
+    assert.ok(after.current);
+    assert.equal(after.templates.length, 2);
+    assert.notEqual(after.current.key, status().current?.key);
+  });
+
+  test("a corrupt template (truncated, then garbled) means a cold boot with a warning", () => {
+    const s = status();
+    assert.ok(s.current);
+    const state = join(s.current.dir, "state");
+    const good = readFileSync(state);
+    try {
+      truncateSync(state, 100);
+      const t = runOnce("trunc", "echo trunc-ok").r;
+      assert.equal(t.code, 0, t.stderr);
+      assert.match(t.stdout, /trunc-ok/);
+      assert.match(t.stderr, /factory: cold boot: template .* is corrupt/);
+      // Same size, wrong bytes: only QEMU's restore can tell, and it fails.
+      writeFileSync(state, Buffer.alloc(good.length, 0x5a));
+      const g = runOnce("garbled", "echo garbled-ok").r;
+      assert.equal(g.code, 0, g.stderr);
+      assert.match(g.stdout, /garbled-ok/);
+      assert.match(g.stderr, /factory: cold boot: restoring template [0-9a-f]{16} failed/);
+    } finally {
+      writeFileSync(state, good);
+    }
+  });
+
+  test("kill -9 of a clone's QEMU: delete --force and factory destroy leave nothing", async () => {
+    const id = `kfa-kill-${SUFFIX}`;
+    const b = bundle(id, "sleep 60");
+    const before = snapshotHost();
+    const c = create(id, b);
+    assert.equal(c.code, 0, c.stderr);
+    const pid = Number(readFileSync(join(sandboxPaths(root, id).vmDir, "qemu.pid"), "utf8").trim());
+    assert.ok(alive(pid));
+    process.kill(pid, "SIGKILL");
+    await until("QEMU gone", () => !alive(pid));
+    const d = cli(["delete", "--force", id]);
+    assert.equal(d.code, 0, d.stderr);
+    assertNoLeaks(before, { root, bundle: b, id });
+    const r = cli(["factory", "destroy"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /removed 2 template\(s\)/);
+    assert.deepEqual(readdirSync(templates), []);
+  });
+});
