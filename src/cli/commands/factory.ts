@@ -48,7 +48,7 @@ export function register(program: Command, app: App): void {
         app.logger().warn("factory: enable_template is off in [factory]: create will not use the template");
       print(
         r.made
-          ? `template created: ${r.files.dir} (boot ${r.meta.bootMs} ms, save ${r.meta.saveMs} ms)`
+          ? `template created: ${r.files.dir} (boot ${r.meta.bootMs} ms, warm-up ${r.meta.warmUpMs} ms, save ${r.meta.saveMs} ms)`
           : `template up to date: ${r.files.dir}`,
       );
     });
