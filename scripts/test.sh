@@ -9,3 +9,5 @@ npx biome check src test scripts bench
 npx depcruise src --config .dependency-cruiser.cjs
 npx tsc --noEmit
 node scripts/run-tests.mjs all
+# The VM-mode engine tests again with the VM factory on (containers start from template clones).
+KATA_TS_ENGINE_FACTORY=1 node scripts/run-tests.mjs integration engines-vm

@@ -302,6 +302,13 @@ describe("container engines drive kata-ts in VM mode", {
         // ps --format json gives host pids the shim knows: the init's stand-in is the task's pid.
         const ps = check(c(["task", "ps", id]), "ctr task ps").stdout;
         assert.match(ps, new RegExp(`^${pid}\\s`, "m"), ps);
+        if (FACTORY) {
+          // The sandbox's QEMU is a clone of the template: it loaded its state instead of booting.
+          const qemu = processesUnder(BASE).find((p) => p.cmdline.includes(`-name sandbox-${id} `));
+          assert.ok(qemu, "the container's QEMU");
+          assert.match(qemu.cmdline, /-incoming defer/);
+          assert.match(qemu.cmdline, /memory-backend-file,.*share=off/);
+        }
       } finally {
         c(["task", "kill", "-s", "SIGKILL", id]);
         c(["task", "rm", "-f", id]);
