@@ -2,6 +2,7 @@
 import { execFileSync, type SpawnSyncReturns, spawnSync } from "node:child_process";
 import {
   copyFileSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -13,6 +14,8 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { loadConfig } from "../src/config/config";
+import { defaultSpec } from "../src/oci/defaults";
+import type { Spec } from "../src/oci/spec";
 import { recvFds } from "../src/sys/native";
 
 export const REPO = resolve(__dirname, "..");
@@ -128,6 +131,31 @@ export function vmTestEnv(): NodeJS.ProcessEnv {
     KATA_TS_SUPERVISOR: join(REPO, "dist", "kata-supervisor.cjs"),
     KATA_TS_NATIVE_DIR: join(REPO, "native", "build"),
   };
+}
+
+/** Why VM-mode tests cannot run here (root, QEMU, the guest kernel, busybox), or false. */
+export function vmTestSkip(kernel = vmTestKernel()): string | false {
+  const missing = ["/usr/bin/qemu-system-x86_64", kernel, "/bin/busybox"].filter((f) => !existsSync(f));
+  if (process.getuid?.() !== 0) return "needs root";
+  return missing.length > 0 ? `missing ${missing.join(", ")}` : false;
+}
+
+/**
+ * A bundle at `dir`: a busybox rootfs and the default spec running `sh -c script` without a terminal;
+ * `edit` changes the spec before it is written.
+ */
+export function shellBundle(dir: string, script: string, edit: (spec: Spec) => void = () => {}): string {
+  busyboxRootfs(join(dir, "rootfs"));
+  const spec = defaultSpec();
+  spec.process = {
+    ...(spec.process as NonNullable<typeof spec.process>),
+    terminal: false,
+    args: ["/bin/sh", "-c", script],
+  };
+  spec.root = { path: "rootfs", readonly: false };
+  edit(spec);
+  writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
+  return dir;
 }
 
 /** The guest kernel VM-mode tests boot: $KATA_TS_TEST_KERNEL, else the shipped configuration's. */

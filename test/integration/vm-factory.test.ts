@@ -6,39 +6,27 @@
 // leave nothing (leak scanner, template directory).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import {
-  appendFileSync,
-  existsSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  truncateSync,
-  writeFileSync,
-} from "node:fs";
+import { appendFileSync, openSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { defaultSpec } from "../../src/oci/defaults";
 import { sandboxPaths } from "../../src/sandbox/paths";
 import {
   alive,
   BIN,
-  busyboxRootfs,
   type CliResult,
   kata,
+  shellBundle,
   sleep,
   tempDir,
   until,
   vmTestEnv,
   vmTestKernel,
+  vmTestSkip,
   writeVmTestConfig,
 } from "../helpers";
 import { assertNoLeaks, snapshotHost } from "../leaks";
 
-const QEMU = "/usr/bin/qemu-system-x86_64";
-const KERNEL = vmTestKernel();
-const missing = [QEMU, KERNEL, "/bin/busybox"].filter((f) => !existsSync(f));
-const skip =
-  process.getuid?.() !== 0 ? "needs root" : missing.length > 0 ? `missing ${missing.join(", ")}` : false;
+const skip = vmTestSkip();
 
 const tmp = tempDir("kata-vm-factory-");
 const root = join(tmp.path, "root");
@@ -52,22 +40,12 @@ function cli(args: string[], config = CONFIG): CliResult {
 }
 
 function bundle(id: string, script: string, ownUts = true): string {
-  const dir = join(tmp.path, id);
-  busyboxRootfs(join(dir, "rootfs"));
-  const spec = defaultSpec();
-  spec.process = {
-    ...(spec.process as NonNullable<typeof spec.process>),
-    terminal: false,
-    args: ["/bin/sh", "-c", script],
-  };
-  spec.root = { path: "rootfs", readonly: false };
-  if (!ownUts) {
+  return shellBundle(join(tmp.path, id), script, (spec) => {
+    if (ownUts) return;
     // The guest's own UTS namespace: the container sees the guest kernel's hostname.
     spec.hostname = undefined;
     spec.linux = { ...spec.linux, namespaces: spec.linux?.namespaces?.filter((n) => n.type !== "uts") };
-  }
-  writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
-  return dir;
+  });
 }
 
 /** `run` of a one-shot container, then the leak scanner. */
@@ -110,7 +88,7 @@ function status(config = CONFIG): Status {
 
 describe("VM factory: template and clones", { skip }, () => {
   before(async () => {
-    CONFIG = await writeVmTestConfig(tmp.path, KERNEL);
+    CONFIG = await writeVmTestConfig(tmp.path, vmTestKernel());
     appendFileSync(CONFIG, `[factory]\nenable_template = true\ntemplate_path = "${templates}"\n`);
   });
   after(() => {

@@ -21,14 +21,13 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
 import { JAIL_CAPS, lookupUser } from "../../src/hypervisor/jail";
-import { defaultSpec } from "../../src/oci/defaults";
 import {
   alive,
   BIN,
-  busyboxRootfs,
   type CliResult,
   kata,
   REPO,
+  shellBundle,
   tempDir,
   until,
   writeVmTestConfig,
@@ -61,20 +60,11 @@ function cli(config: string, args: string[]): CliResult {
 
 /** A bundle whose rootfs holds a root-owned 0600 /secret; relative cgroupsPath (below our own cgroup). */
 function bundle(id: string, script: string): string {
-  const dir = join(tmp.path, id);
-  busyboxRootfs(join(dir, "rootfs"));
-  writeFileSync(join(dir, "rootfs", "secret"), "root only\n");
-  chmodSync(join(dir, "rootfs", "secret"), 0o600);
-  const spec = defaultSpec();
-  spec.process = {
-    ...(spec.process as NonNullable<typeof spec.process>),
-    terminal: false,
-    args: ["/bin/sh", "-c", script],
-  };
-  spec.root = { path: "rootfs", readonly: false };
-  spec.linux = { ...spec.linux, cgroupsPath: `kata-ts-jail-${id}` };
-  writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
-  return dir;
+  return shellBundle(join(tmp.path, id), script, (spec) => {
+    writeFileSync(join(tmp.path, id, "rootfs", "secret"), "root only\n");
+    chmodSync(join(tmp.path, id, "rootfs", "secret"), 0o600);
+    spec.linux = { ...spec.linux, cgroupsPath: `kata-ts-jail-${id}` };
+  });
 }
 
 function status(pid: number, key: string): string {
