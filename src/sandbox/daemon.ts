@@ -100,24 +100,24 @@ async function bootVm(
     jailUser,
     onWarning: log,
   };
-  let vm: Awaited<ReturnType<typeof startVm>> | undefined;
-  if (config.factory.enableTemplate) {
-    vm = await cloneFromTemplate(
-      config,
-      vmOptions,
-      { nics: net?.endpoints.length ?? 0, virtioFs: fs === "virtio-fs" },
-      log,
-    );
-  }
-  const cloned = vm !== undefined;
+  // [factory] enable_template: a clone of the template when this sandbox can use one, else a cold boot.
+  const clone = config.factory.enableTemplate
+    ? await cloneFromTemplate(
+        config,
+        vmOptions,
+        { nics: net?.endpoints.length ?? 0, virtioFs: fs === "virtio-fs" },
+        log,
+      )
+    : undefined;
+  const cloned = clone !== undefined;
+  let vm: Vm;
   try {
-    vm ??= await startVm(vmOptions);
+    vm = clone ?? (await startVm(vmOptions));
   } catch (err) {
     vfsd?.kill();
     await stopDaemon();
     throw err;
   }
-  const theVm = vm;
   log(
     `QEMU ${vm.pid} started${cloned ? " (a template clone)" : ""}; VMM jail: ${describeJail(q, config.runtime.sandboxCgroupOnly)}`,
   );
@@ -125,25 +125,25 @@ async function bootVm(
   // supervisor tells every stand-in, as when QEMU itself dies.
   let stopping = false;
   void vfsd?.waitExit().then(() => {
-    if (!stopping && !theVm.exited) {
+    if (!stopping && !vm.exited) {
       log("virtiofsd exited while the VM runs: stopping the VM");
-      theVm.kill();
+      vm.kill();
     }
   });
   const handle: VmHandle = {
     pid: vm.pid,
     async stop(timeoutMs) {
       stopping = true;
-      const r = await theVm.stop(timeoutMs);
+      const r = await vm.stop(timeoutMs);
       await stopDaemon();
       return r;
     },
     kill() {
       stopping = true;
-      theVm.kill();
+      vm.kill();
       vfsd?.kill();
     },
-    waitExit: () => theVm.waitExit(),
+    waitExit: () => vm.waitExit(),
   };
   try {
     const agent = await connectVmAgent(vm.agentSocket, Math.max(5, config.agent.dialTimeout) * 1000);
@@ -163,7 +163,7 @@ async function bootVm(
     return { agent, vm: handle, share: { dir: GUEST_SHARED_DIR, mount: guestShareMount(fs) } };
   } catch (err) {
     handle.kill();
-    await theVm.waitExit();
+    await vm.waitExit();
     await stopDaemon();
     throw err;
   }

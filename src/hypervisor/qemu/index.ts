@@ -288,20 +288,29 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
 export const qemuDriver: HypervisorDriver = { name: "qemu", startVm };
 
 /**
+ * Both ends of a template's state: RAM pages are left out of the stream (x-ignore-shared: they are in
+ * the memory file), and the state file is handed to QEMU as fd "state" (opened here: "r" for a clone,
+ * "w" for the template's save), for the `fd:state` migration URI.
+ */
+async function handOverStateFile(qmp: QmpClient, stateFile: string, mode: "r" | "w"): Promise<void> {
+  await qmp.execute("migrate-set-capabilities", {
+    capabilities: [{ capability: "x-ignore-shared", state: true }],
+  });
+  const fd = openSync(stateFile, mode, 0o600);
+  try {
+    await qmp.getfd("state", fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * A clone's start: the template's device state goes in over QMP (the file's fd passed by getfd, so
  * QEMU's seccomp `spawn=deny` holds and the file need not be in its jail), RAM pages are skipped
  * (x-ignore-shared: they are in the memory file already), and the vCPUs run once it is loaded.
  */
 async function restoreClone(qmp: QmpClient, stateFile: string, timeoutMs: number): Promise<void> {
-  const fd = openSync(stateFile, "r");
-  try {
-    await qmp.execute("migrate-set-capabilities", {
-      capabilities: [{ capability: "x-ignore-shared", state: true }],
-    });
-    await qmp.getfd("state", fd);
-  } finally {
-    closeSync(fd);
-  }
+  await handOverStateFile(qmp, stateFile, "r");
   await qmp.execute("migrate-incoming", { uri: "fd:state" });
   const done = await qmp.migrationDone(timeoutMs);
   if (done.status !== "completed")
@@ -317,15 +326,7 @@ async function restoreClone(qmp: QmpClient, stateFile: string, timeoutMs: number
  */
 export async function saveTemplate(vm: Vm, stateFile: string, timeoutMs = 60_000): Promise<number> {
   await vm.qmp.pause();
-  await vm.qmp.execute("migrate-set-capabilities", {
-    capabilities: [{ capability: "x-ignore-shared", state: true }],
-  });
-  const fd = openSync(stateFile, "w", 0o600);
-  try {
-    await vm.qmp.getfd("state", fd);
-  } finally {
-    closeSync(fd);
-  }
+  await handOverStateFile(vm.qmp, stateFile, "w");
   await vm.qmp.execute("migrate", { uri: "fd:state" });
   const done = await vm.qmp.migrationDone(timeoutMs);
   if (done.status !== "completed")
