@@ -6,7 +6,15 @@
 // leave nothing (leak scanner, template directory).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { appendFileSync, openSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { sandboxPaths } from "../../src/sandbox/paths";
@@ -74,6 +82,30 @@ function create(id: string, b: string): CliResult {
   return { code: r.status ?? 1, stdout: readFileSync(out, "utf8"), stderr: readFileSync(err, "utf8") };
 }
 
+/** Processes whose command line names the template directory (a template VM, or a clone's QEMU). */
+function templateProcesses(): string[] {
+  const out: string[] = [];
+  for (const p of readdirSync("/proc").filter((e) => /^\d+$/.test(e))) {
+    try {
+      const cmd = readFileSync(`/proc/${p}/cmdline`, "utf8").replace(/\0/g, " ");
+      if (cmd.includes(`${templates}/`)) out.push(`${p}: ${cmd}`);
+    } catch {
+      // gone while we looked
+    }
+  }
+  return out;
+}
+
+/** A container that sleeps, created from the template, with a host snapshot taken before. */
+function createSleeper(name: string) {
+  const id = `kfa-${name}-${SUFFIX}`;
+  const b = bundle(id, "sleep 60");
+  const before = snapshotHost();
+  const c = create(id, b);
+  assert.equal(c.code, 0, c.stderr);
+  return { id, b, before };
+}
+
 interface Status {
   templates: string[];
   current: { dir: string; key: string } | null;
@@ -103,6 +135,37 @@ describe("VM factory: template and clones", { skip }, () => {
     assert.match(r.stderr, /factory: cold boot: no template at .*kata-ts factory init/);
   });
 
+  test("bad input: a QEMU that fails, or virtio-fs, is one line and leaves no template directory", () => {
+    const broken = join(tmp.path, "broken.toml");
+    writeFileSync(
+      broken,
+      readFileSync(CONFIG, "utf8").replace("[hypervisor.qemu]", '[hypervisor.qemu]\npath = "/bin/false"'),
+    );
+    const r = cli(["factory", "init"], broken);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /factory init: qemu: \/bin\/false exited during start/);
+    assert.equal(
+      r.stderr
+        .trim()
+        .split("\n")
+        .filter((l) => !/level=info/.test(l)).length,
+      1,
+      r.stderr,
+    );
+    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+    const vfs = join(tmp.path, "vfs.toml");
+    writeFileSync(
+      vfs,
+      readFileSync(CONFIG, "utf8").replace("[hypervisor.qemu]", '[hypervisor.qemu]\nshared_fs = "virtio-fs"'),
+    );
+    const v = cli(["factory", "init"], vfs);
+    assert.notEqual(v.code, 0);
+    assert.match(v.stderr, /factory init: shared_fs = virtio-fs cannot be templated/);
+    // Nothing was made or left: no template (finished or half-made), no process.
+    assert.deepEqual(existsSync(templates) ? readdirSync(templates) : [], []);
+    assert.deepEqual(templateProcesses(), []);
+  });
+
   test("factory init saves a template; a second init leaves it as it is", () => {
     const r = cli(["factory", "init"]);
     assert.equal(r.code, 0, r.stderr);
@@ -113,6 +176,7 @@ describe("VM factory: template and clones", { skip }, () => {
     const files = readdirSync(s.current.dir).sort();
     assert.deepEqual(files, ["memory", "state", "template.json"]);
     // Nothing of the template VM stays: no QEMU with the template's name, no temporary directory.
+    assert.deepEqual(templateProcesses(), []);
     assert.equal(readdirSync(templates).length, 1);
     const again = cli(["factory", "init"]);
     assert.equal(again.code, 0, again.stderr);
@@ -154,11 +218,7 @@ describe("VM factory: template and clones", { skip }, () => {
   });
 
   test("the supervisor log of a clone says it was cloned, and the create took no cold boot", async () => {
-    const id = `kfa-log-${SUFFIX}`;
-    const b = bundle(id, "sleep 60");
-    const before = snapshotHost();
-    const c = create(id, b);
-    assert.equal(c.code, 0, c.stderr);
+    const { id, b, before } = createSleeper("log");
     try {
       const log = readFileSync(sandboxPaths(root, id).log, "utf8");
       assert.match(log, /factory: cloned template [0-9a-f]{16} in \d+ ms/);
@@ -214,11 +274,7 @@ describe("VM factory: template and clones", { skip }, () => {
   });
 
   test("kill -9 of a clone's QEMU: delete --force and factory destroy leave nothing", async () => {
-    const id = `kfa-kill-${SUFFIX}`;
-    const b = bundle(id, "sleep 60");
-    const before = snapshotHost();
-    const c = create(id, b);
-    assert.equal(c.code, 0, c.stderr);
+    const { id, b, before } = createSleeper("kill");
     const pid = Number(readFileSync(join(sandboxPaths(root, id).vmDir, "qemu.pid"), "utf8").trim());
     assert.ok(alive(pid));
     process.kill(pid, "SIGKILL");
