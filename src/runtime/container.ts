@@ -9,9 +9,10 @@ import { containerKind } from "../oci/annotations";
 import type { HookName, Spec } from "../oci/spec";
 import { rfc3339Nano } from "../oci/state";
 import { parseConfigJson, validateSpec } from "../oci/validate";
+import { writeFileAtomic } from "../sys/files";
 import { runHooks } from "./hooks";
 import type { ContainerStatus } from "./status";
-import { type ContainerRecord, type HypervisorKind, writeFileAtomic } from "./store";
+import type { ContainerRecord, HypervisorKind } from "./store";
 
 /** The bundle's config.json, validated; runc's wording when it is missing. */
 function loadBundle(bundle: string): Spec {

@@ -4,21 +4,12 @@
 //   <root>/<id>/exec.fifo    present between create and start (owned by the engine)
 // The CLI is stateless between calls; this directory is the only memory it has.
 
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { KataError } from "../errors";
 import { validateContainerId } from "../oci/id";
 import type { Spec } from "../oci/spec";
+import { writeFileAtomic } from "../sys/files";
 import { flock } from "../sys/native";
 
 export type HypervisorKind = "none" | "qemu";
@@ -157,24 +148,5 @@ export class StateStore {
     } finally {
       closeSync(fd); // closing drops the flock
     }
-  }
-}
-
-/** temp file in the same directory + fsync + rename. */
-export function writeFileAtomic(path: string, data: string, mode = 0o600): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", mode);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    renameSync(tmp, path);
-  } catch (err) {
-    // e.g. --pid-file naming a directory: the caller gets the error, the host no stray temp file.
-    rmSync(tmp, { force: true });
-    throw err;
   }
 }

@@ -3,12 +3,13 @@
 // facts, and the teardown of whatever a dead or wedged sandbox left behind. The runtime's VM backend
 // (src/runtime/vm.ts) calls these; it never touches sandbox files itself.
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { constants } from "node:os";
 import { join, resolve } from "node:path";
 import { KataError } from "../errors";
 import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
+import { writeFileAtomic } from "../sys/files";
 import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
 import { findProcesses, processAlive, processStartTime } from "../sys/proc";
 import {
@@ -106,40 +107,44 @@ export interface SandboxProcs {
   cgroup?: ReturnType<typeof readSandboxCgroup>;
 }
 
+/** A "PID START" file (supervisor.pid, virtiofsd.pid); undefined when missing or not (yet) whole. */
+function readPidFile(path: string): ProcRef | undefined {
+  try {
+    const [pid, start] = readFileSync(path, "utf8").trim().split(" ").map(Number);
+    return Number.isInteger(pid) && pid > 0 && Number.isFinite(start) ? { pid, start } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function readSandboxInfo(s: SandboxRef): SandboxProcs {
   const p = sandboxPaths(s.root, s.id);
   const out: SandboxProcs = { cgroup: readSandboxCgroup(p) };
-  try {
-    const [pid, start] = readFileSync(p.virtiofsdPid, "utf8").trim().split(" ").map(Number);
-    if (pid > 0) out.virtiofsd = { pid, start };
-  } catch {
-    // no virtio-fs daemon (9p, or not started yet)
-  }
+  // absent: no virtio-fs daemon (9p, or not started yet)
+  out.virtiofsd = readPidFile(p.virtiofsdPid);
   try {
     const i = JSON.parse(readFileSync(p.info, "utf8")) as SandboxInfo;
     out.supervisor = { pid: i.supervisorPid, start: i.supervisorStart };
     if (i.vmPid) out.vm = { pid: i.vmPid, start: i.vmStart };
   } catch {
-    // Not written yet (killed while booting): the supervisor writes its pid file first thing.
-    try {
-      const [pid, start] = readFileSync(p.pidFile, "utf8").trim().split(" ").map(Number);
-      out.supervisor = { pid, start };
-    } catch {
-      // not even that: looked for by argv below
-    }
+    // Not written yet (killed while booting): the CLI writes the pid file right after the spawn and the
+    // supervisor again first thing; when neither has, it is looked for by argv below.
+    out.supervisor = readPidFile(p.pidFile);
   }
-  if (!out.supervisor) {
-    // Nothing on disk yet: the CLI that spawned it was killed before either of them wrote the pid file.
+  if (!alive(out.supervisor)) {
+    // Nothing whole on disk yet (the CLI that spawned it was killed before either of them wrote the pid
+    // file), or a recorded pid that is gone: whatever runs with this sandbox's argv is the supervisor.
     const root = resolve(s.root);
-    out.supervisor = findProcesses((argv) => {
-      const at = argv.indexOf("--sandbox");
-      return (
-        at > 0 &&
-        argv[at + 1] === s.id &&
-        argv.some((a) => a.endsWith(SUPERVISOR_BUNDLE)) &&
-        argv[argv.indexOf("--root") + 1] === root
-      );
-    })[0];
+    out.supervisor =
+      findProcesses((argv) => {
+        const at = argv.indexOf("--sandbox");
+        return (
+          at > 0 &&
+          argv[at + 1] === s.id &&
+          argv.some((a) => a.endsWith(SUPERVISOR_BUNDLE)) &&
+          argv[argv.indexOf("--root") + 1] === root
+        );
+      })[0] ?? out.supervisor;
   }
   if (!out.vm) {
     // QEMU writes its own pid file as soon as it runs.
@@ -231,7 +236,7 @@ export async function startSupervisor(
   }
   const ref = { pid: child.pid ?? 0, start: processStartTime(child.pid ?? 0) ?? 0 };
   // Written by us too, at once: a CLI killed right after this line still leaves a findable pid.
-  writeFileSync(p.pidFile, `${ref.pid} ${ref.start}\n`);
+  writeFileAtomic(p.pidFile, `${ref.pid} ${ref.start}\n`);
   const pipe = child.stdio[3] as NodeJS.ReadableStream;
   const line = await new Promise<string>((res) => {
     let buf = "";

@@ -3,12 +3,13 @@
 // The CLI talks to it over <sandbox>/supervisor.sock (./protocol); stand-ins connect to the same socket
 // and pass their stdio fds. It exits after the sandbox's last container is deleted, or when the VM
 // dies (after telling every stand-in, so engines see the containers exit).
-import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import type { GuestDetails, GuestMount } from "../agent/api";
 import { firstLine } from "../errors";
 import { guestNetworkOp } from "../network";
 import type { Spec } from "../oci/spec";
+import { writeFileAtomic } from "../sys/files";
 import { closeFd, isErrno, recvFds } from "../sys/native";
 import { processStartTime } from "../sys/proc";
 import type { ProcessStdio, SandboxAgent } from "./agent";
@@ -134,7 +135,7 @@ export class Supervisor {
     if (!existsSync(p.dir)) throw new Error(`sandbox directory ${p.dir} was removed while starting`);
     mkdirSync(p.shared, { recursive: true, mode: 0o711 });
     mkdirSync(p.sockDir, { recursive: true, mode: 0o700 });
-    writeFileSync(p.pidFile, `${process.pid} ${processStartTime(process.pid) ?? 0}\n`);
+    writeFileAtomic(p.pidFile, `${process.pid} ${processStartTime(process.pid) ?? 0}\n`);
     const booted = await this.opts.boot(p);
     this.agent = booted.agent;
     this.vm = booted.vm;
@@ -171,7 +172,7 @@ export class Supervisor {
       sockDir: this.paths.sockDir,
       vmDir: this.paths.vmDir,
     };
-    writeFileSync(this.paths.info, `${JSON.stringify(info)}\n`);
+    writeFileAtomic(this.paths.info, `${JSON.stringify(info)}\n`, 0o644);
   }
 
   private armIdle(): void {

@@ -1,10 +1,13 @@
 // Pure logic of the sandbox supervisor: where a sandbox's files go (socket path limit), what a container
 // spec becomes in the guest, mountinfo parsing for cleanup, and the control protocol client.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import type { Namespace, Spec } from "../../src/oci/spec";
+import { readSandboxInfo, SUPERVISOR_BUNDLE } from "../../src/sandbox/launch";
 import {
   GUEST_SHARED_DIR,
   guestRootfs,
@@ -186,5 +189,41 @@ describe("control protocol client", () => {
     await assert.rejects(SupervisorClient.connect("/nonexistent/supervisor.sock"), {
       message: "sandbox supervisor at /nonexistent/supervisor.sock: ENOENT",
     });
+  });
+});
+
+describe("finding a sandbox's supervisor", () => {
+  // CI once left a supervisor behind after `delete --force` of a create killed mid-way: a pid file read
+  // while half-written (empty) counted as a record, so the search by argv never ran.
+  test("an empty or torn pid file does not hide a live supervisor: it is found by its argv", async () => {
+    const tmp = tempDir("kata-sup-find-");
+    try {
+      const root = join(tmp.path, "root");
+      const p = sandboxPaths(root, "sb1");
+      mkdirSync(p.dir, { recursive: true });
+      const bundle = join(tmp.path, SUPERVISOR_BUNDLE);
+      writeFileSync(bundle, "setTimeout(() => {}, 60_000);\n");
+      const child = spawn(process.execPath, [bundle, "--root", root, "--sandbox", "sb1"], {
+        stdio: "ignore",
+      });
+      try {
+        await new Promise((r) => child.once("spawn", r));
+        for (const content of ["", "0", `${child.pid}`, "garbage\n"]) {
+          writeFileSync(p.pidFile, content);
+          assert.equal(
+            readSandboxInfo({ root, id: "sb1" }).supervisor?.pid,
+            child.pid,
+            `pid file "${content}"`,
+          );
+        }
+        // Another sandbox's id or root is not this one's supervisor.
+        assert.equal(readSandboxInfo({ root, id: "sb2" }).supervisor, undefined);
+        assert.equal(readSandboxInfo({ root: `${root}x`, id: "sb1" }).supervisor, undefined);
+      } finally {
+        child.kill("SIGKILL");
+      }
+    } finally {
+      tmp.cleanup();
+    }
   });
 });

@@ -9,8 +9,8 @@ import {
   ContainerNotFound,
   type ContainerRecord,
   StateStore,
-  writeFileAtomic,
 } from "../../src/runtime/store";
+import { writeFileAtomic } from "../../src/sys/files";
 import { findProcesses, parseProcStat, processAlive, processStartTime } from "../../src/sys/proc";
 import { tempDir } from "../helpers";
 
