@@ -36,8 +36,6 @@ export type ContainerState =
   | "CONTAINER_RUNNING"
   | "CONTAINER_EXITED"
   | "CONTAINER_UNKNOWN";
-/** int64/uint64 in a request: a number or a decimal string. Replies carry them as decimal strings. */
-type Int64 = number | string;
 type Labels = Record<string, string>;
 
 export interface NamespaceOption {
@@ -58,14 +56,8 @@ export interface PodSandboxConfig {
   metadata: PodSandboxMetadata;
   hostname?: string;
   logDirectory?: string;
-  dnsConfig?: { servers?: string[]; searches?: string[]; options?: string[] };
   labels?: Labels;
-  annotations?: Labels;
-  linux?: {
-    cgroupParent?: string;
-    securityContext?: { namespaceOptions?: NamespaceOption; privileged?: boolean };
-    sysctls?: Labels;
-  };
+  linux?: { cgroupParent?: string; securityContext?: { namespaceOptions?: NamespaceOption } };
 }
 
 export interface ContainerMetadata {
@@ -77,19 +69,8 @@ export interface ContainerConfig {
   metadata: ContainerMetadata;
   image: { image: string; annotations?: Labels };
   command?: string[];
-  args?: string[];
-  workingDir?: string;
-  envs?: { key: string; value: string }[];
-  labels?: Labels;
-  annotations?: Labels;
   logPath?: string;
-  stdin?: boolean;
-  stdinOnce?: boolean;
-  tty?: boolean;
-  linux?: {
-    resources?: { cpuPeriod?: Int64; cpuQuota?: Int64; cpuShares?: Int64; memoryLimitInBytes?: Int64 };
-    securityContext?: { privileged?: boolean; namespaceOptions?: NamespaceOption };
-  };
+  linux?: { securityContext?: { namespaceOptions?: NamespaceOption } };
 }
 
 export interface VersionResponse {
@@ -124,7 +105,6 @@ export interface PodSandbox {
 export interface PodSandboxFilter {
   id?: string;
   state?: { state: PodSandboxState };
-  labelSelector?: Labels;
 }
 
 export interface Container {
@@ -143,7 +123,6 @@ export interface ContainerFilter {
   id?: string;
   state?: { state: ContainerState };
   podSandboxId?: string;
-  labelSelector?: Labels;
 }
 
 export interface ContainerStatus {
