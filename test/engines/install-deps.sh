@@ -9,9 +9,10 @@
 #   runc            reference runtime the harness is validated with (KATA_TS_ENGINE_RUNTIME=/usr/sbin/runc)
 #   crun            second reference runtime (optional comparisons; needs a private mount ns, see README)
 #   bsdutils        `script` (gives exec -it a pty); file: static-binary check in setup.sh
+#   containernetworking-plugins  CNI bridge, host-local, loopback in /usr/lib/cni (the CRI test, test/support/cri.ts)
 # The packages' postinst scripts do not start daemons here (no systemd; policy-rc.d).
 set -euo pipefail
-PKGS=(podman conmon containerd docker.io busybox-static runc crun bsdutils file)
+PKGS=(podman conmon containerd docker.io busybox-static runc crun bsdutils file containernetworking-plugins)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
