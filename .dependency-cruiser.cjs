@@ -9,7 +9,8 @@
 //   factory                               the VM template (boot once, save, clone)
 //   hypervisor, network                   QEMU/virtiofsd; the pod network in the VM
 //   engine, agent                         the container engine; the host-guest contract and wire
-//   oci, sys, config, log                 OCI types and rules, native and /proc access, settings, logs
+//   oci, sys, config, log, ttrpc          OCI types and rules, native and /proc access, settings, logs;
+//                                         containerd's ttrpc and the shim v2 protobuf schemas
 //   errors.ts, version.ts                 the error base and one-line messages; the build's version
 const LAYERS = [
   ["cli"],
@@ -19,7 +20,7 @@ const LAYERS = [
   ["factory"],
   ["hypervisor", "network"],
   ["engine", "agent"],
-  ["oci", "sys", "config", "log"],
+  ["oci", "sys", "config", "log", "ttrpc"],
   ["errors.ts", "version.ts"],
 ];
 
