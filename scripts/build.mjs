@@ -29,6 +29,12 @@ const common = {
 await build({ ...common, entryPoints: ["src/cli/entry.ts"], outfile: "dist/kata-ts.cjs" });
 // The sandbox supervisor (VM mode): a separate bundle, so the CLI never loads its code.
 await build({ ...common, entryPoints: ["src/sandbox/main.ts"], outfile: "dist/kata-supervisor.cjs" });
+// containerd's shim v2 (the Kubernetes path): one long-lived process per pod.
+await build({
+  ...common,
+  entryPoints: ["src/shim/entry.ts"],
+  outfile: "dist/containerd-shim-kata-ts-v2.cjs",
+});
 // The guest agent (runs inside the VM): its own bundle, copied into the guest image.
 await build({ ...common, entryPoints: ["src/guest/main.ts"], outfile: "dist/kata-agent.cjs" });
 

@@ -25,6 +25,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 make -s -C native
 node scripts/build.mjs
+# containerd finds a runtime v2 shim on its PATH by name (runtime_type io.containerd.kata-ts.v2).
+ln -sfn "$PWD/bin/containerd-shim-kata-ts-v2" /usr/local/bin/containerd-shim-kata-ts-v2
 
 # The guest: kernel (~10 min on 2 idle cores the first time) and image, both cached under
 # /var/cache/kata-ts keyed by their inputs, so later runs take well under a second.

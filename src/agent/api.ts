@@ -88,6 +88,8 @@ export interface ListProcessesResponse {
 export interface StatsContainerResponse {
   /** runc's `events --stats` data object (cpu, memory, pids, blkio), as read from the guest's cgroups. */
   data: Record<string, unknown>;
+  /** OOM kills in the container's guest cgroup so far (the shim's /tasks/oom events). */
+  oomKills?: number;
 }
 
 export interface ResizeRequest extends ProcessRef {

@@ -18,6 +18,7 @@ import type {
   ProcessStarted,
   ResizeRequest,
   SignalProcessRequest,
+  StatsContainerResponse,
   StdioStreams,
   UpdateContainerRequest,
 } from "../agent/api";
@@ -448,9 +449,10 @@ export class ContainerManager {
     this.get(req.containerId).cgroup.update(req.resources);
   }
 
-  async stats(ref: ContainerRef): Promise<{ data: Record<string, unknown> }> {
+  async stats(ref: ContainerRef): Promise<StatsContainerResponse> {
+    const cg = this.get(ref.containerId).cgroup;
     // stringifyExact keeps u64 values that are BigInts; JSON numbers beyond 2^53 lose precision here.
-    return { data: JSON.parse(stringifyExact(runcStatsData(this.get(ref.containerId).cgroup.stats()))) };
+    return { data: JSON.parse(stringifyExact(runcStatsData(cg.stats()))), oomKills: cg.oomKills() };
   }
 
   async listProcesses(req: ListProcessesRequest): Promise<ListProcessesResponse> {

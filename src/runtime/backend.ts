@@ -73,5 +73,5 @@ export interface Backend {
   stats(ctx: RuntimeContext, record: ContainerRecord): Promise<CgroupStats>;
   statsSync(ctx: RuntimeContext, record: ContainerRecord): CgroupStats;
   /** OOM kills so far, for `events`; undefined when the backend cannot see them. */
-  oomKills(ctx: RuntimeContext, record: ContainerRecord): number | undefined;
+  oomKills(ctx: RuntimeContext, record: ContainerRecord): Promise<number | undefined>;
 }

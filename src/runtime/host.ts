@@ -133,6 +133,7 @@ export const hostBackend: Backend = {
             consoleSocket: o.consoleSocket ? resolve(o.consoleSocket) : undefined,
             noPivot: o.noPivot,
             preserveFds: o.preserveFds,
+            launch: o.stdio ? (lo) => launch({ ...lo, stdio: o.stdio }) : undefined,
             sessionKeyring: o.noNewKeyring ? undefined : `_ses.${record.id}`,
             noted: (pid) => {
               record.pid = pid;
@@ -237,6 +238,7 @@ export const hostBackend: Backend = {
     const launched = await launch({
       phase1: plan.phase1,
       preserveFds: o.preserveFds,
+      stdio: o.stdio,
       wait: !o.detach,
       expectReady: false,
       onPid: (pid) => {
@@ -263,7 +265,7 @@ export const hostBackend: Backend = {
   },
   stats: async (ctx, record) => managerOf(record, ctx.warn).stats(),
   statsSync: (ctx, record): CgroupStats => managerOf(record, ctx.warn).stats(),
-  oomKills: (ctx, record) => managerOf(record, ctx.warn).oomKills(),
+  oomKills: async (ctx, record) => managerOf(record, ctx.warn).oomKills(),
 };
 
 /** runc's ps table: run `ps` with the given arguments (default -ef) and keep the header and our pids. */

@@ -237,20 +237,24 @@ export class ExecError extends KataError {
   }
 }
 
-/** exec: a new process in a running container. Foreground: returns its exit code; detached: 0. */
-/** exec: a new process in a running container. Foreground: returns its exit code; detached: 0. */
-export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
-  let p: Started;
+/** Starts a new process in a running container; the caller waits for it (`exited`) or releases it. */
+export async function startExec(ctx: RuntimeContext, o: ExecOptions): Promise<Started> {
   try {
     const store = new StateStore(ctx.root);
     const record = store.read(o.id);
     checkTransition("exec", containerStatus(store, record), o.id, o.ignorePaused);
-    p = await backendOf(record).exec(ctx, record, o);
+    const p = await backendOf(record).exec(ctx, record, o);
     ctx.debug?.("exec process started", { id: o.id, ...p.fields });
     writePidFile(o.pidFile, p.pid);
+    return p;
   } catch (err) {
     throw new ExecError(err instanceof Error ? err.message : String(err));
   }
+}
+
+/** exec: a new process in a running container. Foreground: returns its exit code; detached: 0. */
+export async function execInContainer(ctx: RuntimeContext, o: ExecOptions): Promise<number> {
+  const p = await startExec(ctx, o);
   if (o.detach) {
     p.release();
     return 0;

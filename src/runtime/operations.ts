@@ -189,6 +189,12 @@ export function containerStats(ctx: OpsContext, id: string): CgroupStats {
   return backendOf(record).statsSync(ctx, record);
 }
 
+/** OOM kills so far in a live container (undefined when its backend cannot see them). */
+export function containerOomKills(ctx: OpsContext, id: string): Promise<number | undefined> {
+  const record = new StateStore(ctx.root).read(id);
+  return backendOf(record).oomKills(ctx, record);
+}
+
 /** Go duration strings as runc's --interval takes them: "5s", "500ms", "1m30s", "2h". */
 export function parseDuration(text: string): number {
   const units: Record<string, number> = {
@@ -231,7 +237,7 @@ export async function streamEvents(ctx: OpsContext, id: string, o: EventsOptions
   if (containerStatus(store, record) === "stopped")
     throw new KataError(`container with id ${id} is not running`);
   const backend = backendOf(record);
-  let ooms = backend.oomKills(ctx, record);
+  let ooms = await backend.oomKills(ctx, record);
   let nextStats = Date.now() + o.intervalMs;
   const tick = Math.min(o.intervalMs, 250);
   for (;;) {
@@ -246,7 +252,7 @@ export async function streamEvents(ctx: OpsContext, id: string, o: EventsOptions
     }
     if (containerStatus(store, current) === "stopped") return;
     try {
-      const n = backend.oomKills(ctx, record);
+      const n = await backend.oomKills(ctx, record);
       if (n !== undefined && ooms !== undefined && n > ooms) o.write(oomEvent(id));
       ooms = n;
       if (Date.now() >= nextStats) {

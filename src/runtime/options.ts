@@ -21,7 +21,11 @@ export interface CreateOptions {
   preserveFds?: number;
   /** --no-new-keyring: keep the caller's session keyring. */
   noNewKeyring?: boolean;
+  /** The process's stdin, stdout, stderr in place of the caller's fds 0-2 (the shim's fifos and pipes). */
+  stdio?: ProcessStdio;
 }
+
+export type ProcessStdio = [number, number, number];
 
 export interface RunOptions extends CreateOptions {
   detach?: boolean;
@@ -39,4 +43,5 @@ export interface ExecOptions {
   subCgroups?: Record<string, string>;
   /** exec --ignore-paused: exec into a paused container (the process starts frozen, as with runc). */
   ignorePaused?: boolean;
+  stdio?: ProcessStdio;
 }

@@ -104,7 +104,7 @@ export const vmBackend: Backend = {
             });
           }
           const terminal = Boolean(spec.process?.terminal);
-          const s = await spawnStandin(sandbox, id, "", terminal, o.consoleSocket, foreground);
+          const s = await spawnStandin(sandbox, id, "", terminal, o.consoleSocket, foreground, o.stdio);
           standin = s;
           record.pid = s.ref.pid;
           record.pidStartTime = s.ref.start;
@@ -187,6 +187,7 @@ export const vmBackend: Backend = {
       Boolean(o.process.terminal),
       o.consoleSocket,
       !o.detach,
+      o.stdio,
     );
     const p = started(s, { exec: execId, standin: s.ref.pid });
     try {
@@ -229,6 +230,7 @@ export const vmBackend: Backend = {
   statsSync: (ctx, record) =>
     supervisorCallSync(socketOf(ctx, record), "stats", { containerId: record.id })
       .data as unknown as CgroupStats,
-  // No OOM events from the guest yet.
-  oomKills: () => undefined,
+  /** The guest cgroup's OOM kills (undefined from an agent that does not count them). */
+  oomKills: async (ctx, record) =>
+    (await sandboxCall(sandboxOf(ctx, record), "stats", { containerId: record.id })).oomKills,
 };

@@ -324,10 +324,11 @@ export async function spawnStandin(
   terminal: boolean,
   consoleSocket: string | undefined,
   foreground = false,
+  given?: [number, number, number],
 ): Promise<StandinChild> {
   const bin = standinBinary();
   const sock = sandboxPaths(s.root, s.id).socket;
-  let stdio: ("inherit" | number)[] = ["inherit", "inherit", "inherit"];
+  let stdio: ("inherit" | number)[] = given ?? ["inherit", "inherit", "inherit"];
   let slave: number | undefined;
   let master: number | undefined;
   if (terminal) {

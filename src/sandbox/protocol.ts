@@ -30,7 +30,7 @@ export interface ControlOps {
   pause: [{ containerId: string }, Empty];
   resume: [{ containerId: string }, Empty];
   update: [{ containerId: string; resources: LinuxResources }, Empty];
-  stats: [{ containerId: string }, { data: Record<string, unknown> }];
+  stats: [{ containerId: string }, { data: Record<string, unknown>; oomKills?: number }];
   /** Guest pids; with psArgs also the guest's `ps` output (unfiltered). */
   ps: [{ containerId: string; psArgs?: string[] }, { pids: number[]; table?: string }];
   /** Removes the container from the guest and unshares its rootfs; the last one stops the sandbox. */
