@@ -52,9 +52,8 @@ export async function createContainer(
   store.create(record);
   try {
     return await store.withLock(o.id, async () => {
-      const init = await creation.make(store, wait, async (pid) => {
-        await hostHooks("prestart", record, "created", pid);
-        await hostHooks("createRuntime", record, "created", pid);
+      const init = await creation.make(store, wait, async (pid, kinds = ["prestart", "createRuntime"]) => {
+        for (const kind of kinds) await hostHooks(kind, record, "created", pid);
       });
       store.write(record);
       writePidFile(o.pidFile, record.pid);
