@@ -53,7 +53,8 @@ export async function createContainer(
   try {
     return await store.withLock(o.id, async () => {
       const init = await creation.make(store, wait, async (pid, kinds = ["prestart", "createRuntime"]) => {
-        for (const kind of kinds) await hostHooks(kind, record, "created", pid);
+        // runc 1.1.5 gives these hooks status "creating" (measured), as the spec says of create.
+        for (const kind of kinds) await hostHooks(kind, record, "creating", pid);
       });
       store.write(record);
       writePidFile(o.pidFile, record.pid);

@@ -145,7 +145,7 @@ describe("prestart hooks before the VM, in the sandbox's network namespace", { s
       pid: number;
     };
     assert.equal(state.id, id);
-    assert.equal(state.status, "created");
+    assert.equal(state.status, "creating");
     assert.equal(state.bundle, b);
     assert.equal(alive(state.pid), false, "the process that stood in the netns for the hooks is gone");
     const made = join(root, "sandboxes", id, "netns");
