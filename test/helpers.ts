@@ -5,6 +5,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readFileSync,
   rmSync,
   symlinkSync,
@@ -131,6 +132,28 @@ export function vmTestEnv(): NodeJS.ProcessEnv {
     KATA_TS_SUPERVISOR: join(REPO, "dist", "kata-supervisor.cjs"),
     KATA_TS_NATIVE_DIR: join(REPO, "native", "build"),
   };
+}
+
+/**
+ * `kata-ts create` (VM-mode environment) with the container's stdio on files in `dir` (<id>.out,
+ * <id>.err): the stand-in keeps them open while the container runs, so a pipe would hold the call until
+ * then. `stdout`/`stderr` are what the files held when create returned; `out` names the output file.
+ */
+export function createOnFiles(
+  globalArgs: string[],
+  bundle: string,
+  id: string,
+  dir: string,
+  timeoutMs = 180_000,
+): CliResult & { out: string } {
+  const out = join(dir, `${id}.out`);
+  const err = join(dir, `${id}.err`);
+  const r = spawnSync(BIN, [...globalArgs, "create", "--bundle", bundle, id], {
+    env: vmTestEnv(),
+    stdio: ["ignore", openSync(out, "w"), openSync(err, "w")],
+    timeout: timeoutMs,
+  });
+  return { code: r.status ?? 1, stdout: readFileSync(out, "utf8"), stderr: readFileSync(err, "utf8"), out };
 }
 
 /** Why VM-mode tests cannot run here (root, QEMU, the guest kernel, busybox), or false. */

@@ -40,13 +40,15 @@ export function specNetns(spec: { linux?: { namespaces?: { type: string; path?: 
 
 /**
  * The netns whose interfaces become the sandbox VM's NICs, by `internetworking_model` ([runtime]):
- * "tcfilter" — the spec's; "none" — no NICs (the VM has only lo); "macvtap" is refused in one line.
+ * "tcfilter" — the spec's, or the one kata-ts `made` for a spec asking for a new one (VM mode, prestart
+ * hooks: src/sandbox/netns.ts); "none" — no NICs (the VM has only lo); "macvtap" is refused in one line.
  */
 export function sandboxNetns(
   spec: Parameters<typeof specNetns>[0],
   model: "tcfilter" | "macvtap" | "none",
+  made?: string,
 ): string | undefined {
-  const netns = specNetns(spec);
+  const netns = specNetns(spec) ?? made;
   if (!netns || model === "none") return undefined;
   if (model !== "tcfilter")
     throw new Error(`internetworking_model = "${model}" is not supported: use "tcfilter" or "none"`);

@@ -27,18 +27,19 @@ export interface Started {
   fields: Record<string, string | number>;
 }
 
+/** The create-time host hooks of the kinds given (default both, runc's order), with `pid` in their state. */
+export type CreateHooks = (pid?: number, kinds?: readonly CreateHookKind[]) => Promise<void>;
+export type CreateHookKind = "prestart" | "createRuntime";
+
 /** One create in progress: made in the container's lock, unwound if anything after it fails. */
 export interface Creation {
   /**
    * Makes the container up to its init waiting for `start`; sets record.pid and record.engine and runs
-   * `createHooks` (prestart, createRuntime) once the init's pid is known. `foreground`: `run` without
-   * --detach (this CLI waits for the init and may hold its terminal).
+   * `createHooks` (prestart, createRuntime), each kind once, in that order: the host backend once the
+   * init's pid is known, the VM backend a sandbox's prestart hooks before its VM (docs/sandbox.md).
+   * `foreground`: `run` without --detach (this CLI waits for the init and may hold its terminal).
    */
-  make(
-    store: StateStore,
-    foreground: boolean,
-    createHooks: (pid?: number) => Promise<void>,
-  ): Promise<Started>;
+  make(store: StateStore, foreground: boolean, createHooks: CreateHooks): Promise<Started>;
   /** Undoes whatever make() did (the state directory is the caller's). */
   unwind(): Promise<void>;
 }

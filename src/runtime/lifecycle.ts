@@ -52,9 +52,9 @@ export async function createContainer(
   store.create(record);
   try {
     return await store.withLock(o.id, async () => {
-      const init = await creation.make(store, wait, async (pid) => {
-        await hostHooks("prestart", record, "created", pid);
-        await hostHooks("createRuntime", record, "created", pid);
+      const init = await creation.make(store, wait, async (pid, kinds = ["prestart", "createRuntime"]) => {
+        // runc 1.1.5 gives these hooks status "creating" (measured), as the spec says of create.
+        for (const kind of kinds) await hostHooks(kind, record, "creating", pid);
       });
       store.write(record);
       writePidFile(o.pidFile, record.pid);

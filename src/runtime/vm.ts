@@ -18,6 +18,7 @@ import { sandboxNetns } from "../network";
 import {
   destroySandbox,
   killRef,
+  prepareSandboxDir,
   readSandboxInfo,
   type SandboxRef,
   STANDIN_BINARY,
@@ -29,6 +30,7 @@ import {
   startSupervisor,
   waitGone,
 } from "../sandbox/launch";
+import { joinMadeNetns, makesNetns, prestartBeforeVm } from "../sandbox/netns";
 import { sandboxPaths } from "../sandbox/paths";
 import { supervisorCallSync } from "../sandbox/protocol";
 import { closeFd } from "../sys/native";
@@ -70,12 +72,14 @@ export const vmBackend: Backend = {
     const ownSandbox = record.containerType === "sandbox";
     // A missing kernel or image, or a shared fs this build cannot serve (none), fails here in one line,
     // before a supervisor is spawned for nothing.
-    let netns: string | undefined;
+    let model: Parameters<typeof sandboxNetns>[1] = "none";
     let cgroup: { cgroupsPath?: string; systemd?: boolean; warn?: (m: string) => void } | undefined;
     if (ownSandbox) {
       const { config } = processConfig(ctx.configPath);
       const hv = config.hypervisor;
-      netns = sandboxNetns(spec, config.runtime.internetworkingModel);
+      model = config.runtime.internetworkingModel;
+      // Refused here, before anything is made (a netns kata-ts would make for prestart hooks counts).
+      sandboxNetns(spec, model, makesNetns(spec) ? sandboxPaths(ctx.root, sandboxId).netns : undefined);
       if (config.runtime.sandboxCgroupOnly)
         cgroup = { cgroupsPath: spec.linux?.cgroupsPath, systemd: ctx.systemdCgroup, warn: ctx.warn };
       if (hv.sharedFs === "none")
@@ -87,10 +91,18 @@ export const vmBackend: Backend = {
     let standin: StandinChild | undefined;
     let inGuest = false;
     let supervisorStarted = false;
+    // The network namespace kata-ts made for the sandbox (a new one asked for, prestart hooks).
+    let madeNetns: string | undefined;
     return {
       make: (store, foreground, createHooks) =>
         span("vm.create", { container: id }, async () => {
           if (ownSandbox) {
+            await prepareSandboxDir(sandbox, ctx.warn);
+            // Prestart hooks before QEMU, with the sandbox's netns named by the state's pid: docker's
+            // libnetwork-setkey moves the container's veth there, and microvm cannot hot-plug the NIC
+            // later (as Kata v1 did; docs/sandbox.md "Prestart hooks before the VM").
+            madeNetns = await prestartBeforeVm(sandbox, spec, (pid) => createHooks(pid, ["prestart"]));
+            const netns = sandboxNetns(spec, model, madeNetns);
             const sup = await startSupervisor(sandbox, ctx.configPath, netns, cgroup, ctx.warn);
             ctx.debug?.("sandbox supervisor ready", { sandbox: sandboxId, pid: sup.pid });
             supervisorStarted = true;
@@ -122,12 +134,19 @@ export const vmBackend: Backend = {
           );
           early.catch(() => {});
           await Promise.race([
-            sandboxCall(sandbox, "createContainer", { containerId: id, spec, rootfs }, 120_000),
+            sandboxCall(
+              sandbox,
+              "createContainer",
+              // A netns kata-ts made is the VM's network: the container joins it (guest: root netns).
+              { containerId: id, spec: joinMadeNetns(spec, madeNetns), rootfs },
+              120_000,
+            ),
             early,
           ]);
           inGuest = true;
           ctx.debug?.("container created in the guest", { id, standin: record.pid });
-          await createHooks();
+          // A sandbox's prestart hooks ran before its VM (above).
+          await createHooks(undefined, ownSandbox ? ["createRuntime"] : undefined);
           s.child.removeAllListeners("exit");
           const init = started(s, { standin: s.ref.pid });
           // The stand-in outlives this CLI (the engine's subreaper adopts it); `run` holds it to wait.

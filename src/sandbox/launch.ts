@@ -198,8 +198,20 @@ export async function destroySandbox(
 }
 
 /**
- * Starts the sandbox supervisor (detached) and waits until it reports ready or fails. `cgroup`
- * (sandbox_cgroup_only): the sandbox's cgroup is made first; the supervisor moves itself into it.
+ * The sandbox's directory, fresh: what a previous sandbox of this id left when it died without cleanup
+ * (its processes, cgroup, network namespace) would confuse this one and goes first. Before anything of
+ * the new sandbox is made in it (its network namespace, then the supervisor).
+ */
+export async function prepareSandboxDir(s: SandboxRef, warn?: (m: string) => void): Promise<void> {
+  const p = sandboxPaths(s.root, s.id);
+  if ([p.info, p.pidFile, p.cgroup, p.netns].some((f) => existsSync(f))) await destroySandbox(s, 0, {}, warn);
+  mkdirSync(p.dir, { recursive: true, mode: 0o711 });
+}
+
+/**
+ * Starts the sandbox supervisor (detached) and waits until it reports ready or fails; the directory is
+ * prepareSandboxDir's. `cgroup` (sandbox_cgroup_only): the sandbox's cgroup is made first; the
+ * supervisor moves itself into it.
  */
 export async function startSupervisor(
   s: SandboxRef,
@@ -209,10 +221,6 @@ export async function startSupervisor(
   warn?: (m: string) => void,
 ): Promise<ProcRef> {
   const p = sandboxPaths(s.root, s.id);
-  if (existsSync(p.info) || existsSync(p.pidFile) || existsSync(p.cgroup)) {
-    // A previous sandbox of this id died without cleanup: its leftovers would confuse this one.
-    await destroySandbox(s, 0, {}, cgroup?.warn);
-  }
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
   if (cgroup) {
     try {

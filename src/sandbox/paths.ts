@@ -34,6 +34,11 @@ export interface SandboxPaths {
   virtiofsdLog: string;
   /** The sandbox's cgroup as created ([runtime] sandbox_cgroup_only): what delete removes. */
   cgroup: string;
+  /**
+   * A network namespace kata-ts made for the sandbox (a bind mount of it; VM mode, a spec asking for a
+   * new netns that has prestart hooks): unmounted with the rest of the directory's mounts.
+   */
+  netns: string;
 }
 
 export function sandboxPaths(root: string, sandboxId: string): SandboxPaths {
@@ -58,6 +63,7 @@ export function sandboxPaths(root: string, sandboxId: string): SandboxPaths {
     virtiofsdPid: join(dir, "virtiofsd.pid"),
     virtiofsdLog: join(dir, "virtiofsd.log"),
     cgroup: join(dir, "cgroup.json"),
+    netns: join(dir, "netns"),
   };
 }
 

@@ -1,7 +1,7 @@
 // Real engines driving kata-ts in VM mode: every container (or pod) runs in its own QEMU guest. The
 // same harness as engines.test.ts (test/engines/setup.sh, runtime-wrap.sh, teardown.sh), with a
 // `hypervisor = "qemu"` configuration. Each VM boot costs 3-10 s under TCG (more on a loaded host), so
-// the scenarios share containers: 6 VMs in all (podman 2, ctr 2, docker 2); one podman pod (infra +
+// the scenarios share containers: 7 VMs in all (podman 2, ctr 2, docker 3); one podman pod (infra +
 // two members + one failing member) is ONE of them.
 //
 // Env: KATA_TS_ENGINE_VM_CONFIG=file   kata-ts config to use instead of the default VM config (kernel
@@ -26,6 +26,7 @@ import {
   entries,
   formatTimings,
   IMAGE,
+  inode,
   mountsUnder,
   processesUnder,
   RuntimeLog,
@@ -73,6 +74,21 @@ function bootId(who: string, out: string): string {
   assert.notEqual(m[0], hostBootId, `${who} runs under the host kernel, not in a VM`);
   bootIds.push({ who, id: m[0] });
   return m[0];
+}
+
+/** The host's network interfaces. */
+function hostLinks(): string[] {
+  const out = check(sh("ip", ["-j", "link", "show"], { timeoutMs: 10_000 }), "ip link").stdout;
+  return (JSON.parse(out) as { ifname: string }[]).map((l) => l.ifname);
+}
+
+/** Network namespaces bind-mounted at or below `base` (nsfs mounts in this mount namespace). */
+function nsfsMountsUnder(base: string): string[] {
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => / - nsfs /.test(l))
+    .map((l) => l.split(" ")[4])
+    .filter((mp) => mp === base || mp.startsWith(`${base}/`));
 }
 
 function vmConfig(): string {
@@ -356,6 +372,83 @@ describe("container engines drive kata-ts in VM mode", {
         docker(["rm", "-f", id]);
       }
     });
+
+    scenario(
+      "docker",
+      "user-defined bridge network: the guest's eth0 has docker's address and reaches the gateway; nothing left",
+      async () => {
+        // docker gives the spec a new netns and moves the veth into the netns of the prestart hook
+        // state's pid (libnetwork-setkey): kata-ts runs that hook before QEMU, in a netns it makes.
+        const net = `ktnet-${process.pid}`;
+        const subnet = `10.${100 + (process.pid % 50)}.${(process.pid >> 6) % 250}.0/24`;
+        const id = `ktvm-docker-net-${process.pid}`;
+        const ours = (l: string) => /^(veth|br-)/.test(l);
+        const linksBefore = hostLinks().filter(ours);
+        check(
+          docker(["network", "create", "--driver", "bridge", "--subnet", subnet, net], 60_000),
+          "network create",
+        );
+        let sandboxKey = "";
+        let qemu: number | undefined;
+        try {
+          check(
+            docker([
+              "run",
+              "-d",
+              "--runtime",
+              "kata-ts",
+              "--network",
+              net,
+              "--name",
+              id,
+              IMAGE,
+              "sleep",
+              "1000",
+            ]),
+            "docker run -d --network",
+          );
+          standins.add(Number(inspect(dockerCli(), id, "{{.State.Pid}}")));
+          // What docker assigned (the network's IPAM config names only the subnet).
+          const [ip, prefix, gateway] = inspect(
+            dockerCli(),
+            id,
+            `{{with index .NetworkSettings.Networks "${net}"}}{{.IPAddress}} {{.IPPrefixLen}} {{.Gateway}}{{end}}`,
+          ).split(" ");
+          assert.ok(gateway, "docker's gateway");
+          assert.ok(ip?.startsWith(subnet.slice(0, subnet.lastIndexOf("."))), `docker's address ${ip}`);
+          const e = docker([
+            "exec",
+            id,
+            "sh",
+            "-c",
+            `${BOOT_ID}; ip -4 addr show eth0; ping -c1 -W2 ${gateway}`,
+          ]);
+          assert.equal(e.code, 0, `${e.stdout}${e.stderr}`);
+          bootId("docker --network", e.stdout);
+          assert.match(e.stdout, new RegExp(`inet ${ip.replace(/\./g, "\\.")}/${prefix} `), e.stdout);
+          assert.match(e.stdout, / 1 packets received/, e.stdout);
+          // QEMU runs in docker's sandbox netns: the one the hook's pid named, whose veth is the NIC.
+          sandboxKey = inspect(dockerCli(), id, "{{.NetworkSettings.SandboxKey}}");
+          const longId = inspect(dockerCli(), id, "{{.Id}}");
+          qemu = processesUnder(BASE).find((p) => p.cmdline.includes(`-name sandbox-${longId} `))?.pid;
+          assert.ok(qemu, "the container's QEMU");
+          assert.equal(inode(`/proc/${qemu}/ns/net`), inode(sandboxKey), "QEMU is in the container's netns");
+        } finally {
+          docker(["rm", "-f", id]);
+          docker(["network", "rm", net], 60_000);
+        }
+        await waitFor("QEMU to exit", () => (existsSync(`/proc/${qemu}`) ? undefined : true), 30_000);
+        assert.deepEqual(
+          hostLinks().filter((l) => ours(l) && !linksBefore.includes(l)),
+          [],
+          "a veth or bridge left on the host",
+        );
+        // docker unmounts the sandbox key (its file goes in libnetwork's 60 s garbage collection); the
+        // runtime's own netns (<root>/sandboxes/<id>/netns) went with the sandbox.
+        assert.deepEqual(nsfsMountsUnder(BASE), [], "a network namespace is still mounted");
+        assert.ok(sandboxKey.startsWith(`${BASE}/`), sandboxKey);
+      },
+    );
   });
 
   it("one VM per sandbox, and nothing left: no stand-in, supervisor, QEMU, mount or runtime state", async () => {

@@ -575,7 +575,8 @@ describe("hooks around the lifecycle (hypervisor = none)", { skip }, () => {
     assert.ok(kinds.includes("poststart") && kinds.at(-1) === "poststop", kinds.join(","));
     const hostMnt = readlinkSync("/proc/self/ns/mnt");
     const byKind = Object.fromEntries(lines.map((l) => [l.split(" ")[0], l]));
-    assert.match(byKind.prestart, /"status":"created"/);
+    assert.match(byKind.prestart, /"status":"creating"/, "runc 1.1.5: creating");
+    assert.match(byKind.createRuntime, /"status":"creating"/);
     assert.ok(byKind.prestart.endsWith(hostMnt), "prestart runs in the runtime's mount namespace");
     assert.match(byKind.createContainer, /"status":"creating"/);
     assert.ok(

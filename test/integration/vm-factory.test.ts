@@ -5,23 +5,14 @@
 // warning, never a failed create; kill -9 of a clone's QEMU then `delete --force` and `factory destroy`
 // leave nothing (leak scanner, template directory).
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import {
-  appendFileSync,
-  existsSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  truncateSync,
-  writeFileSync,
-} from "node:fs";
+import { appendFileSync, existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { sandboxPaths } from "../../src/sandbox/paths";
 import {
   alive,
-  BIN,
   type CliResult,
+  createOnFiles,
   kata,
   shellBundle,
   sleep,
@@ -72,14 +63,7 @@ function runOnce(
 
 /** `create` with the container's stdio on files (the stand-in keeps them open while it runs). */
 function create(id: string, b: string): CliResult {
-  const out = join(tmp.path, `${id}.out`);
-  const err = join(tmp.path, `${id}.err`);
-  const r = spawnSync(BIN, ["--root", root, "--config", CONFIG, "create", "--bundle", b, id], {
-    env,
-    stdio: ["ignore", openSync(out, "w"), openSync(err, "w")],
-    timeout: 120_000,
-  });
-  return { code: r.status ?? 1, stdout: readFileSync(out, "utf8"), stderr: readFileSync(err, "utf8") };
+  return createOnFiles(["--root", root, "--config", CONFIG], b, id, tmp.path, 120_000);
 }
 
 /** Processes whose command line names the template directory (a template VM, or a clone's QEMU). */

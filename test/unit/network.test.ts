@@ -19,6 +19,7 @@ import { parseIngressDevices, parseInterfaces, parseRoutes } from "../../src/net
 import { tapNames, tcfilterSetup, tcfilterTeardown } from "../../src/network/tcfilter";
 import type { Spec } from "../../src/oci/spec";
 import { parseRoutesInput } from "../../src/runtime/network";
+import { joinMadeNetns, makesNetns } from "../../src/sandbox/netns";
 import { guestSpec } from "../../src/sandbox/supervisor";
 import type { NetnsRunner } from "../../src/sys/netns";
 import { tempDir } from "../helpers";
@@ -439,6 +440,40 @@ describe("internetworking_model", () => {
       /^Error: internetworking_model = "macvtap" is not supported: use "tcfilter" or "none"$/,
     );
     assert.equal(sandboxNetns({ linux: { namespaces: [{ type: "network" }] } }, "macvtap"), undefined);
+  });
+
+  test("a netns kata-ts made (new netns + prestart hooks): the NICs' source; the guest drops the entry", () => {
+    const fresh = {
+      ociVersion: "1.0.2",
+      root: { path: "rootfs" },
+      linux: { namespaces: [{ type: "pid" }, { type: "network" }] },
+    } as Spec;
+    assert.equal(makesNetns(fresh), false, "no prestart hook: nothing could add an interface");
+    const docker = { ...fresh, hooks: { prestart: [{ path: "/usr/bin/dockerd" }] } } as Spec;
+    assert.equal(makesNetns(docker), true);
+    assert.equal(makesNetns({ ...docker, linux: { namespaces: [{ type: "pid" }] } }), false, "host network");
+    const joined = { ...docker, linux: { namespaces: [{ type: "network", path: "/run/netns/p" }] } } as Spec;
+    assert.equal(makesNetns(joined), false, "the engine's netns by path");
+    assert.equal(sandboxNetns(docker, "tcfilter", "/r/sandboxes/c1/netns"), "/r/sandboxes/c1/netns");
+    assert.equal(sandboxNetns(joined, "tcfilter", "/r/sandboxes/c1/netns"), "/run/netns/p");
+    assert.equal(sandboxNetns(docker, "none", "/r/sandboxes/c1/netns"), undefined);
+    assert.throws(() => sandboxNetns(docker, "macvtap", "/r/sandboxes/c1/netns"), /macvtap/);
+    const sent = joinMadeNetns(docker, "/r/sandboxes/c1/netns");
+    assert.deepEqual(sent.linux?.namespaces, [
+      { type: "pid" },
+      { type: "network", path: "/r/sandboxes/c1/netns" },
+    ]);
+    assert.deepEqual(
+      docker.linux?.namespaces,
+      [{ type: "pid" }, { type: "network" }],
+      "the record's spec is unchanged",
+    );
+    assert.deepEqual(
+      guestSpec(sent, "c1").spec.linux?.namespaces,
+      [{ type: "pid" }],
+      "the guest's root netns",
+    );
+    assert.equal(joinMadeNetns(docker, undefined), docker);
   });
 });
 
