@@ -13,6 +13,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { findProcesses } from "../../src/sys/proc";
 import { formatTimings, mountsUnder, processesUnder, type Timing } from "../engines/harness";
 import { alive, sleep } from "../helpers";
 import { skipUnless } from "../probes";
@@ -370,6 +371,50 @@ describe("CRI: containerd 1.6 drives a runtime handler", { skip: skipUnless(PRER
           if (existsSync(dir)) rmdirSync(dir);
         }
       });
+
+      if (handler === "kata-ts")
+        step(
+          "kill -9 of the pod's shim, then StopPodSandbox + RemovePodSandbox, leaves nothing",
+          async () => {
+            const config = cri.podConfig("pod-shim-crash");
+            const pod = await cri.client.runPodSandbox(config, handler, { timeoutMs: POD_MS });
+            const cid = await cri.client.createContainer(
+              pod,
+              cri.containerConfig("victim", ["sleep", "1000"]),
+              config,
+              { timeoutMs: CALL_MS },
+            );
+            await cri.client.startContainer(cid, { timeoutMs: CALL_MS });
+            // Anything on the host naming the pod or its container: the shim, the sandbox supervisor, QEMU.
+            const ofPod = () =>
+              findProcesses((argv) => argv.some((a) => a.includes(pod) || a.includes(cid))).map((p) => p.pid);
+            const shim = processesUnder(cri.base).find(
+              (p) => p.cmdline.includes("containerd-shim-kata-ts-v2") && p.cmdline.includes(pod),
+            );
+            assert.ok(shim, "no shim serves the pod");
+            assert.ok(ofPod().length > 1, "the pod has no process besides its shim");
+            process.kill(shim.pid, "SIGKILL");
+
+            await cri.client.stopPodSandbox(pod, { timeoutMs: POD_MS });
+            await cri.client.removePodSandbox(pod, { timeoutMs: POD_MS });
+            assert.deepEqual(await cri.client.listPodSandbox({ id: pod }), []);
+            for (let i = 0; i < 200 && ofPod().length; i++) await sleep(50);
+            assert.deepEqual(ofPod(), [], "processes of the crashed pod left");
+            const state = "/run/kata-ts-shim/state/k8s.io";
+            const left = existsSync(state) ? readdirSync(state).filter((n) => n === pod || n === cid) : [];
+            assert.deepEqual(left, [], "kata-ts state of the crashed pod left");
+            assert.deepEqual(
+              mountsUnder(cri.base).filter((m) => m.includes(pod) || m.includes(cid)),
+              [],
+              "mounts of the crashed pod left",
+            );
+            for (const h of cgroupHierarchies()) {
+              const dir = join(h, config.linux!.cgroupParent!);
+              assert.deepEqual(subdirs(dir), [], `cgroups left under ${dir}`);
+              if (existsSync(dir)) rmdirSync(dir);
+            }
+          },
+        );
     });
   }
 });
