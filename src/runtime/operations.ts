@@ -181,11 +181,23 @@ export async function updateContainer(
 
 // ---- stats and events ----
 
-export function containerStats(ctx: OpsContext, id: string): CgroupStats {
+function liveRecord(ctx: OpsContext, id: string): ContainerRecord {
   const store = new StateStore(ctx.root);
   const record = store.read(id);
   if (containerStatus(store, record) === "stopped")
     throw new KataError(`container with id ${id} is not running`);
+  return record;
+}
+
+/** A live container's cgroup stats, for a long-lived caller (the shim): VM mode asks without blocking. */
+export function containerStats(ctx: OpsContext, id: string): Promise<CgroupStats> {
+  const record = liveRecord(ctx, id);
+  return backendOf(record).stats(ctx, record);
+}
+
+/** The same for the CLI's synchronous printers. */
+export function containerStatsSync(ctx: OpsContext, id: string): CgroupStats {
+  const record = liveRecord(ctx, id);
   return backendOf(record).statsSync(ctx, record);
 }
 
@@ -268,5 +280,5 @@ export async function streamEvents(ctx: OpsContext, id: string, o: EventsOptions
 
 /** `events --stats`: the one stats event line of a running container. */
 export function containerStatsEvent(ctx: OpsContext, id: string): string {
-  return statsEvent(id, containerStats(ctx, id));
+  return statsEvent(id, containerStatsSync(ctx, id));
 }

@@ -380,11 +380,11 @@ export class TaskService {
 
   private async pause(r: Msg, pause: boolean): Promise<Msg> {
     this.task(r.id);
-    if (pause) await pauseContainer(this.ctx, r.id);
-    else await resumeContainer(this.ctx, r.id);
-    if (pause)
-      await this.events.publish("/tasks/paused", "containerd.events.TaskPaused", { container_id: r.id });
-    else await this.events.publish("/tasks/resumed", "containerd.events.TaskResumed", { container_id: r.id });
+    await (pause ? pauseContainer : resumeContainer)(this.ctx, r.id);
+    const [topic, type] = pause
+      ? ["/tasks/paused", "containerd.events.TaskPaused"]
+      : ["/tasks/resumed", "containerd.events.TaskResumed"];
+    await this.events.publish(topic, type, { container_id: r.id });
     return {};
   }
 
@@ -397,7 +397,9 @@ export class TaskService {
 
   private async stats(r: Msg): Promise<Msg> {
     this.task(r.id);
-    return { stats: packAny("io.containerd.cgroups.v1.Metrics", metricsOf(containerStats(this.ctx, r.id))) };
+    return {
+      stats: packAny("io.containerd.cgroups.v1.Metrics", metricsOf(await containerStats(this.ctx, r.id))),
+    };
   }
 
   private async shutdown(r: Msg): Promise<Msg> {
