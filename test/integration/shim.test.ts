@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { findProcesses } from "../../src/sys/proc";
-import { processesUnder } from "../engines/harness";
+import { mountsUnder, processesUnder } from "../engines/harness";
 import { sleep } from "../helpers";
 import { skipUnless } from "../probes";
 import {
@@ -95,6 +95,22 @@ describe("containerd shim v2: ctr drives kata-ts", { skip, timeout: 600_000 }, (
     assert.equal(r.out, "to-out\n");
     assert.match(r.err, /to-err/);
     await assertNothingLeft("after run --rm");
+  });
+
+  it("bad input: a missing executable fails in one line, and leaves no shim, state or mount", async () => {
+    const mountsBefore = readFileSync("/proc/self/mountinfo", "utf8").split("\n").length;
+    const r = run("bad", hostConfig, ["--rm"], ["/no/such/program"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.err, /no\/such\/program/);
+    assert.doesNotMatch(r.err, /\n\s+at /, "a stack trace reached the user");
+    ctr(["container", "rm", "bad"]);
+    await assertNothingLeft("after a failed create");
+    assert.deepEqual(mountsUnder(base), [], "mounts left under the test's directory");
+    assert.equal(
+      readFileSync("/proc/self/mountinfo", "utf8").split("\n").length,
+      mountsBefore,
+      "the caller's mount table changed",
+    );
   });
 
   it("a detached task: exec (exit code, stdin to EOF), ps, pause/resume, metrics, kill, delete", async () => {
