@@ -9,10 +9,10 @@ import {
   HANDLERS,
   startCriContainerd,
 } from "../test/support/cri";
+import { takeRuns } from "./args";
 
 const argv = process.argv.slice(2);
-const n = argv.indexOf("-n");
-const RUNS = n >= 0 ? Number(argv.splice(n, 2)[1]) : 5;
+const RUNS = takeRuns(argv, 5);
 const handlers = argv.length ? argv : ["runc"];
 const SHIM_DIR = process.env.KATA_TS_CRI_SHIM_DIR || DEFAULT_SHIM_DIR;
 // A kata-ts pod boots a VM: deadlines are generous.
@@ -28,7 +28,6 @@ function median(xs: number[]): number {
 }
 
 async function main(): Promise<number> {
-  if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error("-n takes a whole number >= 1");
   for (const h of handlers)
     if (!(HANDLERS as readonly string[]).includes(h))
       throw new Error(`unknown handler ${h} (${HANDLERS.join(", ")})`);

@@ -47,6 +47,11 @@ export interface QemuConfig {
   blockDeviceDriver: (typeof BLOCK_DEVICE_DRIVERS)[number];
   enableIothreads: boolean;
   validHypervisorPaths: string[];
+  /**
+   * Which io.katacontainers.config.hypervisor.* annotations a sandbox may set (regular expressions over the
+   * name after the prefix, matched whole; Kata's key). kata-ts obeys default_memory and default_vcpus.
+   */
+  enableAnnotations: string[];
   /** "auto" = KVM when a probe guest really runs fast, TCG otherwise. */
   accel: Accel;
   /** MiB of TCG translation cache (QEMU's tb-size); 0 = QEMU's default (1 GiB). TCG only. */
@@ -152,6 +157,7 @@ export const DEFAULT_CONFIG: RuntimeConfig = {
     blockDeviceDriver: "virtio-blk",
     enableIothreads: false,
     validHypervisorPaths: ["/usr/bin/qemu-system-x86_64"],
+    enableAnnotations: ["default_memory", "default_vcpus"],
     accel: "auto",
     tcgTbSize: 64,
     seccompsandbox: "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
@@ -257,6 +263,7 @@ export const SCHEMA: Section[] = [
       f("block_device_driver", E(BLOCK_DEVICE_DRIVERS)),
       f("enable_iothreads", B),
       f("valid_hypervisor_paths", L),
+      f("enable_annotations", L),
       f("accel", E(ACCELS)),
       f("tcg_tb_size", U),
       f("seccompsandbox", S),

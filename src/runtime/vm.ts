@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { processConfig } from "../config/config";
+import { sandboxVmSize, type VmSize } from "../config/sizing";
 import type { CgroupStats } from "../engine/cgroups";
 import { EXEC_FIFO } from "../engine/container";
 import { KataError } from "../errors";
@@ -74,12 +75,15 @@ export const vmBackend: Backend = {
     // before a supervisor is spawned for nothing.
     let model: Parameters<typeof sandboxNetns>[1] = "none";
     let cgroup: { cgroupsPath?: string; systemd?: boolean; warn?: (m: string) => void } | undefined;
+    let size: VmSize | undefined;
     if (ownSandbox) {
       const { config } = processConfig(ctx.configPath);
       const hv = config.hypervisor;
       model = config.runtime.internetworkingModel;
       // Refused here, before anything is made (a netns kata-ts would make for prestart hooks counts).
       sandboxNetns(spec, model, makesNetns(spec) ? sandboxPaths(ctx.root, sandboxId).netns : undefined);
+      // The pod's own VM size (Kata's annotations), refused here in one line when not allowed.
+      size = sandboxVmSize(spec.annotations, hv);
       if (config.runtime.sandboxCgroupOnly)
         cgroup = { cgroupsPath: spec.linux?.cgroupsPath, systemd: ctx.systemdCgroup, warn: ctx.warn };
       if (hv.sharedFs === "none")
@@ -103,7 +107,13 @@ export const vmBackend: Backend = {
             // later (as Kata v1 did; docs/sandbox.md "Prestart hooks before the VM").
             madeNetns = await prestartBeforeVm(sandbox, spec, (pid) => createHooks(pid, ["prestart"]));
             const netns = sandboxNetns(spec, model, madeNetns);
-            const sup = await startSupervisor(sandbox, ctx.configPath, netns, cgroup, ctx.warn);
+            const sup = await startSupervisor(sandbox, {
+              configPath: ctx.configPath,
+              netns,
+              cgroup,
+              size,
+              warn: ctx.warn,
+            });
             ctx.debug?.("sandbox supervisor ready", { sandbox: sandboxId, pid: sup.pid });
             supervisorStarted = true;
             record.engine.supervisor = sup;

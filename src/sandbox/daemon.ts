@@ -1,6 +1,6 @@
-// The supervisor process: `kata-supervisor --root R --sandbox ID [--config FILE] [--netns PATH]`, started
-// detached (setsid) by the CLI's create (src/sandbox/launch.ts) with stdout/stderr on
-// <sandbox>/supervisor.log and a pipe on fd 3 on which it reports readiness: "ok\n" once the agent
+// The supervisor process: `kata-supervisor --root R --sandbox ID [--config FILE] [--netns PATH]
+// [--memory MIB --vcpus N]`, started detached (setsid) by the CLI's create (src/sandbox/launch.ts) with
+// stdout/stderr on <sandbox>/supervisor.log and a pipe on fd 3 on which it reports readiness: "ok\n" once the agent
 // answers and the control socket listens, or "error: <one line>\n". The VM boot lives here; tests may
 // pass their own boot (test/support/hostagent-supervisor.ts), or set KATA_TS_SUPERVISOR_AGENT=socket:PATH
 // to use a guest agent already serving on a host unix socket.
@@ -226,8 +226,12 @@ async function run(argv: string[], testBoot?: TestBoot): Promise<void> {
   const sandboxId = arg(argv, "--sandbox");
   const configPath = arg(argv, "--config");
   const netns = arg(argv, "--netns");
+  const memory = Number(arg(argv, "--memory") ?? 0);
+  const vcpus = Number(arg(argv, "--vcpus") ?? 0);
   if (!root || !sandboxId)
-    throw new Error("usage: kata-supervisor --root DIR --sandbox ID [--config FILE] [--netns PATH]");
+    throw new Error(
+      "usage: kata-supervisor --root DIR --sandbox ID [--config FILE] [--netns PATH] [--memory MIB --vcpus N]",
+    );
   const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
   // Into the sandbox's cgroup (sandbox_cgroup_only) before anything is started: QEMU and virtiofsd,
   // our children, are born in it.
@@ -245,7 +249,12 @@ async function run(argv: string[], testBoot?: TestBoot): Promise<void> {
         return { agent, share: { dir: paths.shared }, ownsAgent: false };
       }
       const { config } = processConfig(configPath);
-      return bootVm(sandboxId, paths, config, log, netns);
+      // The size the sandbox's annotations asked for (checked by the CLI): this VM's own defaults, so a
+      // template of another size is not cloned (the factory then boots cold, and says why).
+      const own = structuredClone(config);
+      if (memory > 0) own.hypervisor.defaultMemory = memory;
+      if (vcpus > 0) own.hypervisor.defaultVcpus = vcpus;
+      return bootVm(sandboxId, paths, own, log, netns);
     },
   });
   process.on("SIGTERM", () => void sup.shutdown(0));

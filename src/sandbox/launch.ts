@@ -7,6 +7,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from
 import { connect } from "node:net";
 import { constants } from "node:os";
 import { join, resolve } from "node:path";
+import type { VmSize } from "../config/sizing";
 import { KataError } from "../errors";
 import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
 import { writeFileAtomic } from "../sys/files";
@@ -208,18 +209,23 @@ export async function prepareSandboxDir(s: SandboxRef, warn?: (m: string) => voi
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
 }
 
+export interface SupervisorOptions {
+  configPath?: string;
+  /** The pod's network namespace: its interfaces become the VM's NICs, which must exist at QEMU's start. */
+  netns?: string;
+  /** sandbox_cgroup_only: the sandbox's cgroup is made first; the supervisor moves itself into it. */
+  cgroup?: Omit<SandboxCgroupOptions, "sandboxId">;
+  /** The VM's size when the sandbox's annotations asked for one (config/sizing.ts). */
+  size?: VmSize;
+  warn?: (m: string) => void;
+}
+
 /**
  * Starts the sandbox supervisor (detached) and waits until it reports ready or fails; the directory is
- * prepareSandboxDir's. `cgroup` (sandbox_cgroup_only): the sandbox's cgroup is made first; the
- * supervisor moves itself into it.
+ * prepareSandboxDir's.
  */
-export async function startSupervisor(
-  s: SandboxRef,
-  configPath?: string,
-  netns?: string,
-  cgroup?: Omit<SandboxCgroupOptions, "sandboxId">,
-  warn?: (m: string) => void,
-): Promise<ProcRef> {
+export async function startSupervisor(s: SandboxRef, o: SupervisorOptions = {}): Promise<ProcRef> {
+  const { configPath, netns, cgroup, size, warn } = o;
   const p = sandboxPaths(s.root, s.id);
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
   if (cgroup) {
@@ -234,8 +240,8 @@ export async function startSupervisor(
   // An absolute root: `delete` may look for this process by its argv before it has written its pid.
   const args = [supervisorScript(), "--root", resolve(s.root), "--sandbox", s.id];
   if (configPath) args.push("--config", resolve(configPath));
-  // The pod's network namespace: its interfaces become the VM's NICs, which must exist at QEMU's start.
   if (netns) args.push("--netns", netns);
+  if (size) args.push("--memory", String(size.memoryMiB), "--vcpus", String(size.vcpus));
   let child: ChildProcess;
   try {
     child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", logFd, logFd, "pipe"] });

@@ -10,6 +10,7 @@
 //      KATA_TS_CRI_LOG_LEVEL=debug         containerd's log level (its log is printed when a step fails)
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
+import { get } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -27,6 +28,7 @@ import {
   type Handler,
   type PodSandboxConfig,
   startCriContainerd,
+  streamExec,
 } from "../support/cri";
 
 const SELECTED = (process.env.KATA_TS_CRI_HANDLERS || HANDLERS.join(",")).split(",").map((s) => s.trim());
@@ -44,6 +46,26 @@ const CALL_MS = 90_000;
 const STEP_MS = 240_000;
 
 const timings: Timing[] = [];
+
+/** The kata-ts pod asks for a VM of this many MiB (the configuration's default is 2048). */
+const POD_VM_MIB = 768;
+const MEMORY_ANNOTATION = "io.katacontainers.config.hypervisor.default_memory";
+
+/** One GET with a short deadline: the status and the body. */
+function httpGet(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = get(url, { timeout: 3000 }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => {
+        body += d;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("timeout", () => req.destroy(new Error(`GET ${url}: no answer in 3 s`)));
+    req.on("error", reject);
+  });
+}
 
 /** The netns path, the host-side veth and the sandbox's host pid, from containerd's verbose pod info. */
 interface PodHostFacts {
@@ -174,6 +196,8 @@ describe("CRI: containerd 1.6 drives a runtime handler", { skip: skipUnless(PRER
 
       step("RunPodSandbox: the pod is ready, with an IP from the bridge's subnet", async () => {
         podConfig = cri.podConfig(`pod-${handler}`);
+        // Kata's sizing annotation (containerd passes it on: pod_annotations). runc has no VM to size.
+        if (handler === "kata-ts") podConfig.annotations = { [MEMORY_ANNOTATION]: String(POD_VM_MIB) };
         podId = await cri.client.runPodSandbox(podConfig, handler, { timeoutMs: POD_MS });
         const { status, info } = await cri.client.podSandboxStatus(podId, true);
         assert.equal(status.state, "SANDBOX_READY");
@@ -240,6 +264,35 @@ describe("CRI: containerd 1.6 drives a runtime handler", { skip: skipUnless(PRER
         assert.match(r.out, /1 packets received/);
       });
 
+      step("the pod IP answers HTTP from the host (a server in the first container)", async () => {
+        const first = need("container", containers[0] ?? "");
+        const serve = await exec(first, [
+          "sh",
+          "-c",
+          "mkdir -p /tmp/pub && echo from-the-pod >/tmp/pub/index.html && httpd -p 0.0.0.0:8081 -h /tmp/pub",
+        ]);
+        assert.equal(serve.code, 0, serve.err);
+        let got: { status: number; body: string } | Error = new Error("not tried");
+        for (let i = 0; i < 50; i++) {
+          got = await httpGet(`http://${need("pod IP", podIp)}:8081/`).catch((e: Error) => e);
+          if (!(got instanceof Error)) break;
+          await sleep(200);
+        }
+        assert.ok(!(got instanceof Error), `GET from the host: ${got}`);
+        assert.deepEqual(got, { status: 200, body: "from-the-pod\n" });
+      });
+
+      if (handler === "kata-ts")
+        step("the pod's VM has the memory its annotation asked for, not default_memory", async () => {
+          const r = await exec(need("container", containers[0] ?? ""), ["cat", "/proc/meminfo"]);
+          const kib = Number(/^MemTotal:\s+(\d+) kB/m.exec(r.out)?.[1]);
+          // The guest kernel keeps some of the RAM for itself: MemTotal is a little under the VM's size.
+          assert.ok(
+            kib > (POD_VM_MIB - 128) * 1024 && kib <= POD_VM_MIB * 1024,
+            `MemTotal ${kib} kB for a ${POD_VM_MIB} MiB VM`,
+          );
+        });
+
       step("ExecSync passes the exit code and both output streams through", async () => {
         const first = need("container", containers[0] ?? "");
         const r = await exec(first, ["sh", "-c", "echo out; echo err >&2; exit 7"]);
@@ -248,6 +301,25 @@ describe("CRI: containerd 1.6 drives a runtime handler", { skip: skipUnless(PRER
         // A command that cannot be exec'd is a failed call (as the kubelet sees it), not an exit code.
         await assert.rejects(exec(first, ["/no/such/binary"]), /CRI ExecSync: .*\/no\/such\/binary/);
       });
+
+      step(
+        "Exec, streamed over WebSocket (remotecommand v4): stdout, stderr, stdin and the exit code",
+        async () => {
+          const first = need("container", containers[0] ?? "");
+          const url = await cri.client.exec(first, ["sh", "-c", "echo out; echo err >&2; exit 3"]);
+          assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/exec\//);
+          assert.deepEqual(await streamExec(url), { stdout: "out\n", stderr: "err\n", exitCode: 3 });
+          // stdin: one line through to the process (head exits after it, so no EOF is needed).
+          const echo = await cri.client.exec(first, ["head", "-n", "1"], { stdin: true });
+          assert.deepEqual(await streamExec(echo, "through-stdin\n"), {
+            stdout: "through-stdin\n",
+            stderr: "",
+            exitCode: 0,
+          });
+          // A URL is good for one attach only (the kubelet's token cache).
+          await assert.rejects(streamExec(url), /streamed exec/);
+        },
+      );
 
       step(
         "a second container shares the pod's network (same IP and MAC, the first's localhost server)",

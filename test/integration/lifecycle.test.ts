@@ -444,6 +444,32 @@ describe("lifecycle (hypervisor = none)", { skip }, () => {
     assert.equal(existsSync(join(env.root, "sandboxes", "vmfs")), false);
   });
 
+  test("VM mode: a sizing annotation out of bounds or not enabled is refused in one line, nothing left", () => {
+    const conf = join(env.dir, "sizing.toml");
+    writeFileSync(
+      conf,
+      '[runtime]\nhypervisor = "qemu"\n[hypervisor.qemu]\nenable_annotations = ["default_memory"]\n',
+    );
+    const cases: [string, string, string, RegExp][] = [
+      ["small", "default_memory", "64", /default_memory: 64 MiB is less than the minimum of 256 MiB/],
+      ["nan", "default_memory", "lots", /default_memory: "lots" is not a positive integer/],
+      ["cpus", "default_vcpus", "1", /default_vcpus is not enabled: see enable_annotations/],
+    ];
+    for (const [name, key, value, re] of cases) {
+      const b = makeBundle(env, name, (s) => {
+        s.process.args = ["true"];
+        s.annotations = { [`io.katacontainers.config.hypervisor.${key}`]: value };
+      });
+      const r = cli(env, ["create", "-b", b, name], { globals: ["--root", env.root, "--config", conf] });
+      assert.equal(r.code, 1, `${name}: ${r.stderr}`);
+      assert.equal(r.stderr.trim().split("\n").length, 1, `${name}: ${r.stderr}`);
+      assert.match(r.stderr, re);
+      assert.equal(existsSync(join(env.root, name)), false, `${name}: state left`);
+      assert.equal(existsSync(join(env.root, "sandboxes", name)), false, `${name}: sandbox dir left`);
+      assert.deepEqual(cgroupDirs(name), [], `${name}: cgroups left`);
+    }
+  });
+
   test('hypervisor = "qemu" with a missing guest kernel: one-line error naming it, nothing left', () => {
     const b = makeBundle(env, "vm", (s) => {
       s.process.args = ["true"];

@@ -23,6 +23,7 @@ import {
 import { delimiter, join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import WebSocket from "ws";
 import { mountsUnder, processesUnder } from "../engines/harness";
 import { alive, busyboxRootfs, REPO, sleep } from "../helpers";
 import { all, executable, type Finding } from "../probes";
@@ -57,6 +58,8 @@ export interface PodSandboxConfig {
   hostname?: string;
   logDirectory?: string;
   labels?: Labels;
+  /** Passed on to the runtime only when the handler's pod_annotations lets them (io.katacontainers.*). */
+  annotations?: Labels;
   linux?: { cgroupParent?: string; securityContext?: { namespaceOptions?: NamespaceOption } };
 }
 
@@ -140,6 +143,13 @@ export interface ContainerStatus {
   labels: Labels;
   annotations: Labels;
   logPath: string;
+}
+
+/** What a streamed exec gave: its output streams and its exit code (from the error channel's status). */
+export interface StreamedExec {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
 }
 
 export interface ExecSyncResponse {
@@ -326,6 +336,25 @@ export class CriClient {
   /** Runs `cmd` in the container; `timeoutSec` is the CRI's own timeout (0: none), the call's deadline is apart. */
   execSync(containerId: string, cmd: string[], timeoutSec = 0, opts?: CallOpts): Promise<ExecSyncResponse> {
     return this.call(this.runtime, "ExecSync", { containerId, cmd, timeout: timeoutSec }, opts);
+  }
+
+  /** Exec: the URL on containerd's streaming server where the process's streams are served (streamExec). */
+  async exec(
+    containerId: string,
+    cmd: string[],
+    streams: { stdin?: boolean; tty?: boolean } = {},
+    opts?: CallOpts,
+  ): Promise<string> {
+    const req = {
+      containerId,
+      cmd,
+      tty: !!streams.tty,
+      stdin: !!streams.stdin,
+      stdout: true,
+      stderr: !streams.tty,
+    };
+    const r = await this.call<{ url: string }>(this.runtime, "Exec", req, opts);
+    return r.url;
   }
 
   async containerStats(containerId: string, opts?: CallOpts): Promise<ContainerStats> {
@@ -834,4 +863,59 @@ export async function startCriContainerd(base: string, opts: CriOptions = {}): P
     await stop().catch((s: Error) => console.error(s.message));
     throw e;
   }
+}
+
+// ---- streamed exec: the kubelet's remotecommand protocol over WebSocket ------------------------------------
+
+/** The WebSocket subprotocol of Kubernetes' remotecommand v4: one channel byte, then the data. */
+const EXEC_PROTOCOL = "v4.channel.k8s.io";
+enum Channel {
+  Stdin = 0,
+  Stdout = 1,
+  Stderr = 2,
+  /** v4: a JSON metav1.Status when the process ends ("Success", or "Failure" with cause ExitCode). */
+  Status = 3,
+}
+
+/**
+ * Attaches to an Exec URL as `kubectl exec` does (WebSocket, remotecommand v4, the protocol the streaming
+ * server of containerd 1.6 speaks besides SPDY), writes `stdin` if given (the process must not wait for
+ * EOF: v4 cannot close stdin alone) and collects the output until the server closes.
+ */
+export function streamExec(url: string, stdin?: string, timeoutMs = 60_000): Promise<StreamedExec> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url.replace(/^http/, "ws"), [EXEC_PROTOCOL]);
+    const out = { stdout: "", stderr: "" };
+    let status:
+      | { status?: string; message?: string; details?: { causes?: { reason?: string; message?: string }[] } }
+      | undefined;
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`streamed exec at ${url}: no end within ${timeoutMs} ms`));
+    }, timeoutMs);
+    ws.on("open", () => {
+      if (ws.protocol !== EXEC_PROTOCOL) reject(new Error(`the server chose protocol "${ws.protocol}"`));
+      if (stdin !== undefined) ws.send(Buffer.concat([Buffer.from([Channel.Stdin]), Buffer.from(stdin)]));
+    });
+    ws.on("message", (data: Buffer) => {
+      if (data.length === 0) return;
+      const body = data.subarray(1).toString("utf8");
+      if (data[0] === Channel.Stdout) out.stdout += body;
+      else if (data[0] === Channel.Stderr) out.stderr += body;
+      else if (data[0] === Channel.Status && body) status = JSON.parse(body);
+    });
+    ws.on("error", (e) => {
+      clearTimeout(timer);
+      reject(new Error(`streamed exec at ${url}: ${e.message}`));
+    });
+    ws.on("close", () => {
+      clearTimeout(timer);
+      if (!status) return reject(new Error(`streamed exec at ${url}: closed without a status`));
+      if (status.status === "Success") return resolve({ ...out, exitCode: 0 });
+      const code = status.details?.causes?.find((c) => c.reason === "ExitCode")?.message;
+      if (code === undefined)
+        return reject(new Error(`streamed exec at ${url}: ${status.message ?? JSON.stringify(status)}`));
+      resolve({ ...out, exitCode: Number(code) });
+    });
+  });
 }
