@@ -65,6 +65,8 @@ async function main(): Promise<void> {
     ctr(
       "run",
       "-d",
+      "--fifo-dir",
+      join(base, "fifo"),
       "--runtime",
       "io.containerd.kata-ts.v2",
       "--runtime-config-path",

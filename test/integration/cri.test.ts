@@ -375,6 +375,30 @@ describe("CRI: containerd 1.6 drives a runtime handler", { skip: skipUnless(PRER
         assert.ok(BigInt(stats.cpu?.usageCoreNanoSeconds?.value ?? "0") > 0n, JSON.stringify(stats.cpu));
       });
 
+      step("UpdateContainerResources: the container's own cgroup gets the new limits", async () => {
+        const second = need("second container", containers[1] ?? "");
+        // The container's view of its own cgroup: v2 in the guest (kata-ts), v1 on this host (runc), where
+        // cpu and cpuacct may share one hierarchy ("cpu,cpuacct", with "cpu" a link to it).
+        const read = async () => {
+          const r = await exec(second, [
+            "sh",
+            "-c",
+            "cd /sys/fs/cgroup; if [ -f memory.max ]; then cat memory.max; cut -d ' ' -f 1 cpu.max; " +
+              "else cat memory/memory.limit_in_bytes; cat cpu*/cpu.cfs_quota_us | head -n 1; fi",
+          ]);
+          assert.equal(r.code, 0, r.err);
+          return r.out.trim().split("\n");
+        };
+        const bytes = 200 * 1024 * 1024;
+        assert.notDeepEqual(await read(), [String(bytes), "50000"]);
+        await cri.client.updateContainerResources(
+          second,
+          { memoryLimitInBytes: String(bytes), cpuPeriod: "100000", cpuQuota: "50000", cpuShares: "512" },
+          { timeoutMs: CALL_MS },
+        );
+        assert.deepEqual(await read(), [String(bytes), "50000"]);
+      });
+
       step("StopContainer (grace 0) + RemoveContainer of the second: exit 137, then gone", async () => {
         const second = need("second container", containers[1] ?? "");
         await cri.client.stopContainer(second, 0, { timeoutMs: CALL_MS });

@@ -36,6 +36,8 @@ describe("containerd shim v2: ctr drives kata-ts", { skip, timeout: 600_000 }, (
   const shimDir = join(base, "shim");
   const hostConfig = join(base, "host.toml");
   const vmConfig = join(base, "vm.toml");
+  // ctr's stdio fifos (by default in /run/containerd/fifo, where a detached task's would outlive the test).
+  const fifoDir = join(base, "fifo");
   let cri: CriContainerd;
 
   /** One ctr call; stdout+stderr and the exit code. */
@@ -49,7 +51,19 @@ describe("containerd shim v2: ctr drives kata-ts", { skip, timeout: 600_000 }, (
   }
   const run = (id: string, config: string, extra: string[], cmd: string[], input?: string) =>
     ctr(
-      ["run", "--runtime", RUNTIME, "--runtime-config-path", config, ...extra, BUSYBOX_IMAGE, id, ...cmd],
+      [
+        "run",
+        "--fifo-dir",
+        fifoDir,
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        config,
+        ...extra,
+        BUSYBOX_IMAGE,
+        id,
+        ...cmd,
+      ],
       input,
     );
 
@@ -118,12 +132,23 @@ describe("containerd shim v2: ctr drives kata-ts", { skip, timeout: 600_000 }, (
     const [shim] = shims();
     assert.ok(shim, "no shim process serves the task");
 
-    const e = ctr(["task", "exec", "--exec-id", "e1", "det", "sh", "-c", "echo in-exec; exit 5"]);
+    const e = ctr([
+      "task",
+      "exec",
+      "--fifo-dir",
+      fifoDir,
+      "--exec-id",
+      "e1",
+      "det",
+      "sh",
+      "-c",
+      "echo in-exec; exit 5",
+    ]);
     assert.equal(e.code, 5, e.err);
     assert.equal(e.out, "in-exec\n");
     // stdin reaches the process, and its EOF does too (else cat never ends and ctr times out)
     const s = ctr(
-      ["task", "exec", "--exec-id", "e2", "det", "sh", "-c", "cat; echo done"],
+      ["task", "exec", "--fifo-dir", fifoDir, "--exec-id", "e2", "det", "sh", "-c", "cat; echo done"],
       "line1\nline2\n",
       20_000,
     );

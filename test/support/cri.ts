@@ -357,6 +357,15 @@ export class CriClient {
     return r.url;
   }
 
+  /** UpdateContainerResources with Linux resources (int64 fields as decimal strings, as proto-loader has them). */
+  async updateContainerResources(
+    containerId: string,
+    linux: { memoryLimitInBytes?: string; cpuPeriod?: string; cpuQuota?: string; cpuShares?: string },
+    opts?: CallOpts,
+  ): Promise<void> {
+    await this.call(this.runtime, "UpdateContainerResources", { containerId, linux }, opts);
+  }
+
   async containerStats(containerId: string, opts?: CallOpts): Promise<ContainerStats> {
     const r = await this.call<{ stats: ContainerStats }>(
       this.runtime,
