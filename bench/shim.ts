@@ -94,10 +94,10 @@ async function main(): Promise<void> {
     });
     const execCycle = async () => {
       const execId = `x${++execs}`;
-      await call("Exec", "ExecProcessRequest", EMPTY, { id: ID, execId, spec });
-      await call("Start", "StartRequest", "containerd.task.v2.StartResponse", { id: ID, execId });
-      await call("Wait", "WaitRequest", "containerd.task.v2.WaitResponse", { id: ID, execId });
-      await call("Delete", "DeleteRequest", "containerd.task.v2.DeleteResponse", { id: ID, execId });
+      await call("Exec", "ExecProcessRequest", EMPTY, { id: ID, exec_id: execId, spec });
+      await call("Start", "StartRequest", "containerd.task.v2.StartResponse", { id: ID, exec_id: execId });
+      await call("Wait", "WaitRequest", "containerd.task.v2.WaitResponse", { id: ID, exec_id: execId });
+      await call("Delete", "DeleteRequest", "containerd.task.v2.DeleteResponse", { id: ID, exec_id: execId });
     };
     // One of each first: connections, caches and the guest's page cache warm, as in a running pod.
     await call("State", "StateRequest", "containerd.task.v2.StateResponse", { id: ID });
@@ -115,7 +115,7 @@ async function main(): Promise<void> {
       [
         "shim Exec (registers the process)",
         await timeAsync(() =>
-          call("Exec", "ExecProcessRequest", EMPTY, { id: ID, execId: `r${++execs}`, spec }),
+          call("Exec", "ExecProcessRequest", EMPTY, { id: ID, exec_id: `r${++execs}`, spec }),
         ),
       ],
       ["shim Exec+Start+Wait+Delete of `true`", await timeAsync(execCycle)],
