@@ -3,6 +3,8 @@
 // both ways: a slow reader on the host stops the guest stream (the agent's flow control stops the
 // workload), a slow guest stops reading the host pipe. Pipes and sockets are opened as non-blocking
 // libuv handles: a blocking read on a quiet stdin must never hold one of libuv's few pool threads.
+
+import { once } from "node:events";
 import { createReadStream, createWriteStream, fstatSync } from "node:fs";
 import { Socket } from "node:net";
 import type { Readable, Writable } from "node:stream";
@@ -83,10 +85,29 @@ export function relayStdio(fds: number[], terminal: boolean, stdio: ProcessStdio
   out(stdio.stdout, outFd);
   out(stdio.stderr, errFd);
   if (terminal && !stdio.stdin && inFd !== undefined) closeFd(inFd);
+  // libuv reopens a pty slave it is given and dup2()s the new one over the fd number, which its close
+  // then leaves open: the slave would stay held here after the process, and the master's reader (the
+  // shim, an engine's console) would never see EIO. Those numbers are closed once the streams are.
+  const slave =
+    terminal && inFd !== undefined ? { rdev: fstatSync(inFd).rdev, fds: [inFd, outFd] } : undefined;
   return {
     drained: Promise.all(done).then(() => {}),
     close() {
       for (const s of opened) s.destroy();
+      if (slave)
+        void Promise.all(opened.map((s) => (s.closed ? undefined : once(s, "close")))).then(() => {
+          for (const fd of slave.fds) closeIfSamePty(fd, slave.rdev);
+        });
     },
   };
+}
+
+/** Closes `fd` if it is still a tty on the device `rdev` (libuv's leftover), never a reused number. */
+function closeIfSamePty(fd: number | undefined, rdev: number): void {
+  if (fd === undefined) return;
+  try {
+    if (isatty(fd) && fstatSync(fd).rdev === rdev) closeFd(fd);
+  } catch {
+    // closed already (libuv used the number itself): nothing of ours is left
+  }
 }

@@ -77,10 +77,13 @@ export function stateRoot(namespace: string): string {
   return join(SHIM_DIR, "state", namespace || "default");
 }
 
-/** The socket of the shim serving `group` (a pod's sandbox id or a lone container's id), unique per containerd. */
+/**
+ * The socket of the shim serving `group` (a pod's sandbox id or a lone container's id), unique per
+ * containerd. 128 bits of the hash: the console sockets in `<socket>.d/` must still fit in sun_path.
+ */
 export function shimSocket(f: Flags, group: string): string {
   const h = createHash("sha256").update(`${f.address}\0${f.namespace}\0${group}`).digest("hex");
-  return join(SHIM_DIR, "s", h);
+  return join(SHIM_DIR, "s", h.slice(0, 32));
 }
 
 function groupOf(bundle: string, id: string): string {

@@ -316,6 +316,30 @@ describe("CRI: containerd 1.6 drives a runtime handler", { skip: skipUnless(PRER
             stderr: "",
             exitCode: 0,
           });
+          // A terminal with stdin, as `kubectl exec -it`: the process's stdio is a pty (the shim's console
+          // socket, named short enough for sun_path with 64-hex ids), the pty echoes the line it reads, and
+          // the stream ends when the process does (the host's pty slave is not held after it).
+          const t0 = performance.now();
+          const tty = await streamExec(
+            await cri.client.exec(first, ["sh", "-c", "tty; read x; echo got-$x"], {
+              tty: true,
+              stdin: true,
+            }),
+            "hi\n",
+          );
+          // The echo of "hi" comes whenever the line arrives: before or after the output of `tty`.
+          const lines = tty.stdout.split("\r\n");
+          assert.deepEqual(lines.slice(-2), ["got-hi", ""], tty.stdout);
+          assert.deepEqual(
+            lines.slice(0, 2).sort(),
+            [lines.find((l) => /^\/dev\/pts\/\d+$/.test(l)), "hi"].sort(),
+            tty.stdout,
+          );
+          assert.equal(tty.exitCode, 0);
+          assert.ok(
+            performance.now() - t0 < 2500,
+            `the terminal exec took ${Math.round(performance.now() - t0)} ms`,
+          );
           // A URL is good for one attach only (the kubelet's token cache).
           await assert.rejects(streamExec(url), /streamed exec/);
         },

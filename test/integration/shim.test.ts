@@ -185,6 +185,45 @@ describe("containerd shim v2: ctr drives kata-ts", { skip, timeout: 600_000 }, (
     await assertNothingLeft("after kill + delete");
   });
 
+  it("run -t: a terminal in the container, and ResizePty brings the caller's window size to it", async () => {
+    // `script` gives ctr a pty of 31x101 as its stdin (the test runner has none). ctr sends ResizePty after
+    // Start (as with runc's shim), so the container asks for its size once that has arrived.
+    const cmd = [
+      "ctr",
+      "--address",
+      cri.socket,
+      "-n",
+      NS,
+      "run",
+      "--rm",
+      "-t",
+      "--fifo-dir",
+      fifoDir,
+      "--runtime",
+      RUNTIME,
+      "--runtime-config-path",
+      hostConfig,
+      BUSYBOX_IMAGE,
+      "tty1",
+      "sh",
+      "-c",
+      "'sleep 1; stty size; tty'",
+    ].join(" ");
+    const r = spawnSync("script", ["-qec", `stty rows 31 cols 101; ${cmd}`, "/dev/null"], {
+      encoding: "utf8",
+      timeout: 60_000,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+    const lines = r.stdout.split(/\r*\n/).map((l) => l.replace(/^\^@/, ""));
+    assert.ok(lines.includes("31 101"), `no 31x101 window in the container: ${JSON.stringify(r.stdout)}`);
+    assert.ok(
+      lines.some((l) => /^\/dev\/pts\/\d+$/.test(l)),
+      `no terminal in the container: ${JSON.stringify(r.stdout)}`,
+    );
+    await assertNothingLeft("after run -t");
+  });
+
   it("a shim killed with SIGKILL: containerd's `shim delete` cleans up the container", async () => {
     assert.equal(run("crash", hostConfig, ["-d"], ["sleep", "1000"]).code, 0);
     const [shim] = shims();

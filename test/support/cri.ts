@@ -900,7 +900,11 @@ export function streamExec(url: string, stdin?: string, timeoutMs = 60_000): Pro
       | undefined;
     const timer = setTimeout(() => {
       ws.terminate();
-      reject(new Error(`streamed exec at ${url}: no end within ${timeoutMs} ms`));
+      reject(
+        new Error(
+          `streamed exec at ${url}: no end within ${timeoutMs} ms; output so far ${JSON.stringify(out)}`,
+        ),
+      );
     }, timeoutMs);
     ws.on("open", () => {
       if (ws.protocol !== EXEC_PROTOCOL) reject(new Error(`the server chose protocol "${ws.protocol}"`));
