@@ -41,6 +41,14 @@ export interface SandboxPaths {
   netns: string;
 }
 
+/**
+ * A short, stable name for a socket (or its directory) derived from a long key: the first `hexDigits` of
+ * its SHA-256. Ids from engines are 64 hex digits and sun_path holds 107 bytes.
+ */
+export function shortSocketName(key: string, hexDigits = 16): string {
+  return createHash("sha256").update(key).digest("hex").slice(0, hexDigits);
+}
+
 export function sandboxPaths(root: string, sandboxId: string): SandboxPaths {
   const dir = join(root, "sandboxes", sandboxId);
   // The VM dir's socket names ("agent.sock", "qmp.sock", "virtiofsd.sock") are no longer than
@@ -48,7 +56,7 @@ export function sandboxPaths(root: string, sandboxId: string): SandboxPaths {
   const short =
     Buffer.byteLength(join(dir, "supervisor.sock")) <= MAX_SOCKET_PATH
       ? dir
-      : join(SHORT_SOCKET_ROOT, createHash("sha256").update(dir).digest("hex").slice(0, 16));
+      : join(SHORT_SOCKET_ROOT, shortSocketName(dir));
   const vmDir = short === dir ? dir : join(short, "vm");
   return {
     dir,

@@ -3,7 +3,6 @@
 // both ways: a slow reader on the host stops the guest stream (the agent's flow control stops the
 // workload), a slow guest stops reading the host pipe. Pipes and sockets are opened as non-blocking
 // libuv handles: a blocking read on a quiet stdin must never hold one of libuv's few pool threads.
-
 import { once } from "node:events";
 import { createReadStream, createWriteStream, fstatSync } from "node:fs";
 import { Socket } from "node:net";
@@ -50,12 +49,19 @@ export function relayStdio(fds: number[], terminal: boolean, stdio: ProcessStdio
   const opened: (Readable | Writable)[] = [];
   const done: Promise<void>[] = [];
   const inFd = fds[0];
+  // libuv reopens a pty slave it is given and dup2()s the new one over the fd number, which its close
+  // then leaves open: the slave would stay held here after the process, and the master's reader (the
+  // shim, an engine's console) would never see EIO. The numbers handed to tty streams are closed once
+  // the streams are (see close()).
+  const ptyRdev = terminal && inFd !== undefined ? fstatSync(inFd).rdev : undefined;
+  const handedToTty: number[] = [];
   const outFd = terminal ? dupFd(fds[0]) : fds[1];
   const errFd = terminal ? undefined : fds[2];
   if (terminal) for (const fd of fds.slice(1)) closeFd(fd);
 
   if (stdio.stdin && inFd !== undefined) {
     const r = fdReadable(inFd);
+    if (terminal) handedToTty.push(inFd);
     opened.push(r);
     r.on("error", () => stdio.stdin?.end());
     r.pipe(stdio.stdin);
@@ -69,6 +75,7 @@ export function relayStdio(fds: number[], terminal: boolean, stdio: ProcessStdio
     }
     const socket = fstatSync(fd).isSocket();
     const w = fdWritable(fd);
+    if (terminal) handedToTty.push(fd);
     opened.push(w);
     // Nobody reads the host side any more (EPIPE): keep draining the guest so the workload is not stuck.
     w.on("error", () => {
@@ -85,26 +92,20 @@ export function relayStdio(fds: number[], terminal: boolean, stdio: ProcessStdio
   out(stdio.stdout, outFd);
   out(stdio.stderr, errFd);
   if (terminal && !stdio.stdin && inFd !== undefined) closeFd(inFd);
-  // libuv reopens a pty slave it is given and dup2()s the new one over the fd number, which its close
-  // then leaves open: the slave would stay held here after the process, and the master's reader (the
-  // shim, an engine's console) would never see EIO. Those numbers are closed once the streams are.
-  const slave =
-    terminal && inFd !== undefined ? { rdev: fstatSync(inFd).rdev, fds: [inFd, outFd] } : undefined;
   return {
     drained: Promise.all(done).then(() => {}),
     close() {
       for (const s of opened) s.destroy();
-      if (slave)
+      if (ptyRdev !== undefined && handedToTty.length)
         void Promise.all(opened.map((s) => (s.closed ? undefined : once(s, "close")))).then(() => {
-          for (const fd of slave.fds) closeIfSamePty(fd, slave.rdev);
+          for (const fd of handedToTty) closeIfSamePty(fd, ptyRdev);
         });
     },
   };
 }
 
 /** Closes `fd` if it is still a tty on the device `rdev` (libuv's leftover), never a reused number. */
-function closeIfSamePty(fd: number | undefined, rdev: number): void {
-  if (fd === undefined) return;
+function closeIfSamePty(fd: number, rdev: number): void {
   try {
     if (isatty(fd) && fstatSync(fd).rdev === rdev) closeFd(fd);
   } catch {

@@ -5,13 +5,12 @@
 //     containerd may keep its end open.
 //   - terminal: the process gets a pty through a console socket of ours; we copy stdin → master and
 //     master → stdout, and ResizePty sets the master's size.
-import { createHash } from "node:crypto";
 import { closeSync, createWriteStream, constants as fsConstants, openSync, type WriteStream } from "node:fs";
 import { open } from "node:fs/promises";
 import { createServer, type Server, Socket } from "node:net";
 import { join } from "node:path";
 import { ReadStream } from "node:tty";
-import { MAX_SOCKET_PATH } from "../sandbox/paths";
+import { MAX_SOCKET_PATH, shortSocketName } from "../sandbox/paths";
 import { closeFd, dupFd, pipe, recvFds, setWinsize } from "../sys/native";
 
 export interface StdioPaths {
@@ -64,8 +63,7 @@ export class ProcessIo {
   static async open(p: StdioPaths, consoleDir: string, name: string): Promise<ProcessIo> {
     const devNull = () => openSync("/dev/null", "r+");
     if (p.terminal) {
-      // Named by a hash: CRI ids are 64 hex digits each, and sun_path holds 107 bytes.
-      const path = join(consoleDir, `${createHash("sha256").update(name).digest("hex").slice(0, 16)}.sock`);
+      const path = join(consoleDir, `${shortSocketName(name)}.sock`);
       if (Buffer.byteLength(path) > MAX_SOCKET_PATH)
         throw new Error(`console socket path too long (${path}): set a shorter KATA_TS_SHIM_DIR`);
       const io = new ProcessIo([devNull(), devNull(), devNull()], path);

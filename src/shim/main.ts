@@ -7,7 +7,6 @@
 //   <shim> ... -id ID                                                   the daemon: serves containerd.task.v2.Task
 // One daemon per pod, driving its sandbox in-process through the runtime library (no CLI per call).
 import { type ChildProcess, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
 import {
   closeSync,
   constants as fsConstants,
@@ -21,6 +20,7 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { containerKind } from "../oci/annotations";
 import { deleteContainer, type RuntimeContext } from "../runtime/lifecycle";
+import { shortSocketName } from "../sandbox/paths";
 import { setChildSubreaper } from "../sys/native";
 import { encode, schema, TtrpcServer, timestamp } from "../ttrpc";
 import { VERSION } from "../version";
@@ -82,8 +82,7 @@ export function stateRoot(namespace: string): string {
  * containerd. 128 bits of the hash: the console sockets in `<socket>.d/` must still fit in sun_path.
  */
 export function shimSocket(f: Flags, group: string): string {
-  const h = createHash("sha256").update(`${f.address}\0${f.namespace}\0${group}`).digest("hex");
-  return join(SHIM_DIR, "s", h.slice(0, 32));
+  return join(SHIM_DIR, "s", shortSocketName(`${f.address}\0${f.namespace}\0${group}`, 32));
 }
 
 function groupOf(bundle: string, id: string): string {
