@@ -6,7 +6,9 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   readFileSync,
+  rmdirSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -185,4 +187,36 @@ export function shellBundle(dir: string, script: string, edit: (spec: Spec) => v
 export function vmTestKernel(): string {
   if (process.env.KATA_TS_TEST_KERNEL) return process.env.KATA_TS_TEST_KERNEL;
   return loadConfig({ explicitPath: join(REPO, "config", "configuration.toml") }).config.hypervisor.kernel;
+}
+
+/** Every mounted cgroup hierarchy under /sys/fs/cgroup (v1 controllers, the hybrid layout's unified/). */
+export function cgroupHierarchies(): string[] {
+  return readdirSync("/sys/fs/cgroup")
+    .map((h) => join("/sys/fs/cgroup", h))
+    .filter((d) => existsSync(join(d, "cgroup.procs")));
+}
+
+/** Removes a cgroup directory tree bottom-up (rmdir only: it fails while a task or child is in it). */
+export function removeCgroupTree(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const e of readdirSync(dir, { withFileTypes: true }))
+    if (e.isDirectory()) removeCgroupTree(join(dir, e.name));
+  try {
+    rmdirSync(dir);
+  } catch {
+    // still in use: reported by the caller's check
+  }
+}
+
+/**
+ * Removes the parent cgroup `rel` ("/k8s.io") that a test's containers made in every hierarchy (runtimes,
+ * runc too, remove only a container's own cgroup). Returns the hierarchies where it is still there.
+ */
+export function removeTestCgroupParent(rel: string): string[] {
+  const left: string[] = [];
+  for (const h of cgroupHierarchies()) {
+    removeCgroupTree(join(h, rel));
+    if (existsSync(join(h, rel))) left.push(join(h, rel));
+  }
+  return left;
 }

@@ -22,7 +22,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { defaultSpec } from "../../src/oci/defaults";
 import type { Namespace } from "../../src/oci/spec";
-import { BIN, tempDir } from "../helpers";
+import { BIN, removeTestCgroupParent, tempDir } from "../helpers";
 
 const KERNEL = "/var/cache/kata-ts/vmlinux";
 const IMAGE = "/var/cache/kata-ts/kata-ts-guest.img";
@@ -140,6 +140,7 @@ describe("pods in VM mode (CLI)", { skip: missing.length > 0 && `missing ${missi
   after(() => {
     for (const id of [M1, M2, P, Q]) kata(["delete", "--force", id], 60_000);
     tmp.cleanup();
+    assert.deepEqual(removeTestCgroupParent("/kata-pod-vm"), [], "cgroups left under /kata-pod-vm");
   });
 
   test("two members share the sandbox's guest, network, ipc and uts (one its pid ns too); ps, kill --all, update and delete stay per container", {

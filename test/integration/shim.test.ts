@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { findProcesses } from "../../src/sys/proc";
 import { mountsUnder, processesUnder } from "../engines/harness";
-import { sleep } from "../helpers";
+import { cgroupHierarchies, removeTestCgroupParent, sleep } from "../helpers";
 import { skipUnless } from "../probes";
 import {
   BUSYBOX_IMAGE,
@@ -71,6 +71,7 @@ describe("containerd shim v2: ctr drives kata-ts", { skip, timeout: 600_000 }, (
   // QEMU runs from the sandbox directory in /run/kata-ts, not under base: any new one counts.
   const qemuPids = () => findProcesses((argv) => argv[0]?.includes("qemu-system") ?? false).map((p) => p.pid);
   let qemusBefore: number[] = [];
+  let madeNsCgroup = false;
   const qemus = () => qemuPids().filter((p) => !qemusBefore.includes(p));
   const entries = (d: string) => (existsSync(d) ? readdirSync(d) : []);
 
@@ -87,6 +88,8 @@ describe("containerd shim v2: ctr drives kata-ts", { skip, timeout: 600_000 }, (
   before(
     async () => {
       qemusBefore = qemuPids();
+      // ctr's containers live in the cgroup /<namespace>/<id>: the parent is ours to remove if we made it.
+      madeNsCgroup = !cgroupHierarchies().some((h) => existsSync(join(h, NS)));
       writeFileSync(hostConfig, '[runtime]\nhypervisor = "none"\n');
       writeFileSync(vmConfig, "");
       cri = await startCriContainerd(join(base, "c"), { env: { KATA_TS_SHIM_DIR: shimDir } });
@@ -98,6 +101,7 @@ describe("containerd shim v2: ctr drives kata-ts", { skip, timeout: 600_000 }, (
     async () => {
       if (cri) await cri.stop();
       assert.deepEqual(processesUnder(base), [], "processes are left under the test's directory");
+      if (madeNsCgroup) assert.deepEqual(removeTestCgroupParent(NS), [], "cgroups left under /k8s.io");
       spawnSync("rm", ["-rf", base]);
     },
     { timeout: 120_000 },

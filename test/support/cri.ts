@@ -25,7 +25,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import WebSocket from "ws";
 import { mountsUnder, processesUnder } from "../engines/harness";
-import { alive, busyboxRootfs, REPO, sleep } from "../helpers";
+import { alive, busyboxRootfs, cgroupHierarchies, REPO, removeCgroupTree, sleep } from "../helpers";
 import { all, executable, type Finding } from "../probes";
 
 // ---- CRI v1 messages (proto-loader's view: camelCase names, enums as strings, int64 as decimal strings) --
@@ -657,24 +657,7 @@ function tail(path: string, lines = 30): string {
   }
 }
 
-/** Every mounted cgroup hierarchy under /sys/fs/cgroup (v1 controllers, the hybrid layout's unified/). */
-export function cgroupHierarchies(): string[] {
-  return readdirSync("/sys/fs/cgroup")
-    .map((h) => join("/sys/fs/cgroup", h))
-    .filter((d) => existsSync(join(d, "cgroup.procs")));
-}
-
-/** Removes a cgroup directory tree bottom-up (rmdir only: it fails while a task or child is in it). */
-function removeCgroupTree(dir: string): void {
-  if (!existsSync(dir)) return;
-  for (const e of readdirSync(dir, { withFileTypes: true }))
-    if (e.isDirectory()) removeCgroupTree(join(dir, e.name));
-  try {
-    rmdirSync(dir);
-  } catch {
-    // still in use: reported by the caller's check
-  }
-}
+export { cgroupHierarchies } from "../helpers";
 
 /** Removes `dir` if it holds nothing but empty directories. */
 function removeIfOnlyEmptyDirs(dir: string): boolean {
