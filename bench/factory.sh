@@ -4,6 +4,8 @@
 #   (b) `kata-ts run` of busybox `true`, VM cold (enable_template = false);
 #   (t) `kata-ts factory init`: boot + save of the template;
 #   (c) `kata-ts run` of the same bundle from the template (enable_template = true);
+#   (k) `kata-ts run` of the same bundle from the VM cache (vm_cache_number = 1, `factory init` as a
+#       server in the background; each run waits, untimed, until the server has a VM ready again);
 #   memory: PSS (/proc/PID/smaps_rollup) of QEMU and the supervisor of one idle sandbox, cold and clone;
 #   density: D sandboxes from the template running at once, each answering an `exec`: the time to
 #   start them all, their total PSS (QEMU + supervisor + stand-in), then all deleted.
@@ -19,7 +21,7 @@ while [ $# -gt 0 ]; do
     -d) density=$2; shift 2 ;;
     --kernel) kernel=$2; shift 2 ;;
     --image) image=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "factory.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -31,7 +33,7 @@ node scripts/build.mjs
 work=$(mktemp -d /tmp/kata-ts-bench-factory-XXXXXX)
 root=$work/root
 export KATA_TS_SUPERVISOR=$repo/dist/kata-supervisor.cjs KATA_TS_NATIVE_DIR=$repo/native/build
-config() { # config FILE ENABLE
+config() { # config FILE ENABLE [CACHE_NUMBER]
   cat >"$1" <<TOML
 [hypervisor.qemu]
 kernel = "$kernel"
@@ -40,17 +42,21 @@ default_memory = 512
 [factory]
 enable_template = $2
 template_path = "$work/templates"
+vm_cache_number = ${3:-0}
+vm_cache_endpoint = "$work/cache.sock"
 [runtime]
 hypervisor = "qemu"
 TOML
 }
 config "$work/cold.toml" false
 config "$work/tmpl.toml" true
+config "$work/cache.toml" true 1
 kts() { local c=$1; shift; bin/kata-ts --root "$root" --config "$c" "$@"; }
 cleanup() {
   for d in "$root"/*/; do
     [ -e "$d/state.json" ] && kts "$work/cold.toml" delete --force "$(basename "$d")" >/dev/null 2>&1 || true
   done
+  kts "$work/cache.toml" factory destroy >/dev/null 2>&1 || true
   kts "$work/tmpl.toml" factory destroy >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -65,9 +71,17 @@ echo "== (a) floor: bench/qemu-boot.sh -n $runs --kernel $kernel"
 out=$(bench/qemu-boot.sh -n "$runs" --kernel "$kernel" | tee /dev/stderr)
 floor=$(echo "$out" | sed -n 's/.* median_ms=\([0-9]*\).*/\1/p' | head -1)
 
+cache_ready() { # waits (untimed) until the cache server has a VM ready
+  for _ in $(seq 600); do
+    [ "$(kts "$work/cache.toml" factory status --json 2>/dev/null | jq -r '.cache.idle // 0')" -ge 1 ] && return 0
+    sleep 0.2
+  done
+  echo "factory.sh: the VM cache has no VM ready after 120 s" >&2; exit 1
+}
 timed_runs() { # timed_runs CONFIG FILE
   : >"$2"
   for i in $(seq "$runs"); do
+    [ "$1" = "$work/cache.toml" ] && cache_ready
     t=$(date +%s%N)
     kts "$1" run --bundle "$b" "bench-$i-$$" </dev/null >/dev/null 2>&1
     ms_since "$t" >>"$2"
@@ -82,7 +96,13 @@ init_ms=$(ms_since "$t")
 echo "== (c) kata-ts run, from the template × $runs"
 timed_runs "$work/tmpl.toml" "$work/c.txt"
 
+echo "== (k) kata-ts run, from the VM cache × $runs"
+kts "$work/cache.toml" factory init >"$work/cache-server.log" 2>&1 &
+server=$!
+timed_runs "$work/cache.toml" "$work/k.txt"
+
 sandbox_pss() { # sandbox_pss CONFIG ID → "qemu supervisor" kB
+  [ "$1" = "$work/cache.toml" ] && cache_ready
   kts "$1" create --bundle "$s" "$2" </dev/null >/dev/null 2>&1
   kts "$1" start "$2"
   sleep 2
@@ -95,6 +115,9 @@ sandbox_pss() { # sandbox_pss CONFIG ID → "qemu supervisor" kB
 }
 read -r cold_qemu cold_sup < <(sandbox_pss "$work/cold.toml" bench-mem-cold)
 read -r clone_qemu clone_sup < <(sandbox_pss "$work/tmpl.toml" bench-mem-clone)
+read -r cached_qemu cached_sup < <(sandbox_pss "$work/cache.toml" bench-mem-cached)
+# The server stops its idle VM on SIGTERM; the template stays for the density run.
+kill "$server"; wait "$server" || true
 
 echo "== density: $density sandboxes from the template at once"
 t=$(date +%s%N)
@@ -118,6 +141,7 @@ for i in $(seq "$density"); do kts "$work/tmpl.toml" delete --force "dens-$i-$$"
 
 b_med=$(median <"$work/b.txt")
 c_med=$(median <"$work/c.txt")
+k_med=$(median <"$work/k.txt")
 echo
 echo "| measure | value |"
 echo "|---|---|"
@@ -125,6 +149,8 @@ echo "| (a) QEMU boot floor, spawn → READY (median) | ${floor} ms |"
 echo "| (b) run true, VM cold (median; runs: $(tr '\n' ' ' <"$work/b.txt")) | ${b_med} ms ($(awk -v x="$b_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| (t) factory init | ${init_ms} ms |"
 echo "| (c) run true from the template (median; runs: $(tr '\n' ' ' <"$work/c.txt")) | ${c_med} ms ($(awk -v x="$c_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
+echo "| (k) run true from the VM cache (median; runs: $(tr '\n' ' ' <"$work/k.txt")) | ${k_med} ms ($(awk -v x="$k_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| PSS per sandbox, cold: QEMU + supervisor | ${cold_qemu} + ${cold_sup} kB |"
 echo "| PSS per sandbox, clone: QEMU + supervisor | ${clone_qemu} + ${clone_sup} kB |"
+echo "| PSS per sandbox, from the cache: QEMU + supervisor | ${cached_qemu} + ${cached_sup} kB |"
 echo "| density: $density clones started + exec'd ($ok answered) | ${dens_ms} ms, total PSS $((total / 1024)) MB |"

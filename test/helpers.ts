@@ -220,3 +220,17 @@ export function removeTestCgroupParent(rel: string): string[] {
   }
   return left;
 }
+
+/** Processes whose command line contains `text` (e.g. a template directory: VMs and supervisors), as "PID: CMDLINE". */
+export function processesNaming(text: string): string[] {
+  const out: string[] = [];
+  for (const p of readdirSync("/proc").filter((e) => /^\d+$/.test(e))) {
+    try {
+      const cmd = readFileSync(`/proc/${p}/cmdline`, "utf8").replace(/\0/g, " ");
+      if (cmd.includes(text)) out.push(`${p}: ${cmd}`);
+    } catch {
+      // gone while we looked
+    }
+  }
+  return out;
+}

@@ -7,9 +7,10 @@
 // state depends on (QEMU, kernel, image, machine, vCPUs, memory, kernel parameters), so a changed
 // configuration finds no template under its key and a fresh `factory init` makes a new one beside.
 // A template is written in <key>.tmp-<pid> and renamed into place: a reader sees a whole one or none.
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { AgentMethod, AgentRequest, AgentResponse, CloneIdentity } from "../agent/api";
 import { AgentClient } from "../agent/client";
 import type { RuntimeConfig } from "../config/config";
 import { KataError } from "../errors";
@@ -238,17 +239,23 @@ export async function makeTemplate(
   }
 }
 
+/** The one agent call the warm-up needs (an AgentClient, or the supervisor's SandboxAgent). */
+export interface AgentCaller {
+  call<M extends AgentMethod>(method: M, req: AgentRequest<M>): Promise<AgentResponse<M>>;
+}
+
 const WARMUP_ID = "kata-ts-template-warmup";
 const WARMUP_ROOT = "/run/kata-ts-template-warmup/rootfs";
 
 /**
- * One throw-away container run to its end and removed inside the template, before it is saved: the
+ * One throw-away container run to its end and removed inside the template, before it is saved (and in
+ * each cached VM while it waits, src/sandbox/slot.ts, since TCG translates anew in every QEMU): the
  * agent's and the engine's first-container code is then compiled (V8) and the helper and busybox are
  * in the guest's page cache in every clone, instead of being done again in each one (the first
  * create in a fresh guest costs about 1.5 s under TCG). Its root is the guest's own read-only root;
  * removeContainer takes its mount, cgroup and state away again, so nothing of it is in the template.
  */
-async function warmUpContainer(agent: AgentClient): Promise<void> {
+export async function warmUpContainer(agent: AgentCaller): Promise<void> {
   const spec = defaultSpec();
   spec.process = {
     ...(spec.process as NonNullable<typeof spec.process>),
@@ -288,4 +295,19 @@ export function destroyTemplates(config: RuntimeConfig): number {
     n++;
   }
   return n;
+}
+
+/**
+ * What makes a clone its own before any container runs in it (the agent's adoptClone): fresh host
+ * entropy, the host's clock, a hostname from the sandbox id.
+ */
+export function cloneIdentity(sandboxId: string): CloneIdentity {
+  return {
+    entropy: randomBytes(512).toString("base64"),
+    timeMs: Date.now(),
+    hostname: sandboxId
+      .replace(/[^A-Za-z0-9.-]/g, "-")
+      .replace(/^[^A-Za-z0-9]/, "k")
+      .slice(0, 63),
+  };
 }

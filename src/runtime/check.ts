@@ -8,7 +8,8 @@ import { accessSync, constants, existsSync, readFileSync, statSync } from "node:
 import { arch, cpus, release } from "node:os";
 import type { Accel, HypervisorKind, RuntimeConfig } from "../config/config";
 import { firstLine } from "../errors";
-import { findTemplate } from "../factory/template";
+import { cacheStatus } from "../factory/cache";
+import { findTemplate, templateKey } from "../factory/template";
 import { describeJail, jailReport } from "../hypervisor/jail";
 import { DEFAULT_TIMEOUT_MS, probeKvm } from "../sys/kvm";
 
@@ -300,8 +301,16 @@ export async function runHostChecks(config: RuntimeConfig, opts: CheckOptions = 
     const t = findTemplate(config, accelerator === "kvm" ? "kvm" : "tcg");
     if (t.ok) add("factory", "info", `VM template: ${t.files.dir} (created ${t.meta.created})`);
     else add("factory", "warn", `VM template: ${t.why}; create boots cold`);
-    if (config.factory.vmCacheNumber > 0)
-      add("factory", "warn", "vm_cache_number: the VM cache is not implemented; create clones the template");
+  }
+  if (vm && config.factory.vmCacheNumber > 0) {
+    // No server (or one of another configuration) means no cached VM: a warning, create still works.
+    const endpoint = config.factory.vmCacheEndpoint;
+    const key = templateKey(config, accelerator === "kvm" ? "kvm" : "tcg");
+    const st = await cacheStatus(endpoint);
+    if (!st) add("factory", "warn", `VM cache: no server on ${endpoint}: run \`kata-ts factory init\``);
+    else if (st.key !== key)
+      add("factory", "warn", `VM cache on ${endpoint} serves another configuration: restart it`);
+    else add("factory", "info", `VM cache on ${endpoint}: ${st.idle} of ${st.number} VMs ready`);
   }
 
   const cg = facts.cgroup;

@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { processConfig } from "../config/config";
+import { processConfig, type RuntimeConfig } from "../config/config";
 import { sandboxVmSize, type VmSize } from "../config/sizing";
 import type { CgroupStats } from "../engine/cgroups";
 import { EXEC_FIFO } from "../engine/container";
@@ -76,6 +76,8 @@ export const vmBackend: Backend = {
     let model: Parameters<typeof sandboxNetns>[1] = "none";
     let cgroup: { cgroupsPath?: string; systemd?: boolean; warn?: (m: string) => void } | undefined;
     let size: VmSize | undefined;
+    // [factory] vm_cache_number: the configuration whose cached VMs this sandbox may take.
+    let cacheFrom: RuntimeConfig | undefined;
     if (ownSandbox) {
       const { config } = processConfig(ctx.configPath);
       const hv = config.hypervisor;
@@ -91,6 +93,9 @@ export const vmBackend: Backend = {
           'shared_fs = "none" is not supported in VM mode: set shared_fs = "virtio-fs" or "virtio-9p" in [hypervisor.qemu]',
         );
       checkBootFiles(hv);
+      // A cached VM has the configuration's default size, 9p and no NIC (the slot refuses a pod with one).
+      const defaultSize = size.memoryMiB === hv.defaultMemory && size.vcpus === hv.defaultVcpus;
+      if (config.factory.vmCacheNumber > 0 && defaultSize && hv.sharedFs !== "virtio-fs") cacheFrom = config;
     }
     let standin: StandinChild | undefined;
     let inGuest = false;
@@ -107,11 +112,18 @@ export const vmBackend: Backend = {
             // later (as Kata v1 did; docs/sandbox.md "Prestart hooks before the VM").
             madeNetns = await prestartBeforeVm(sandbox, spec, (pid) => createHooks(pid, ["prestart"]));
             const netns = sandboxNetns(spec, model, madeNetns);
+            let cache: { endpoint: string; key: string } | undefined;
+            if (cacheFrom) {
+              const { templateAccel, templateKey } = await import("../factory/template");
+              const accel = (await templateAccel(cacheFrom)).accel;
+              cache = { endpoint: cacheFrom.factory.vmCacheEndpoint, key: templateKey(cacheFrom, accel) };
+            }
             const sup = await startSupervisor(sandbox, {
               configPath: ctx.configPath,
               netns,
               cgroup,
               size,
+              cache,
               warn: ctx.warn,
             });
             ctx.debug?.("sandbox supervisor ready", { sandbox: sandboxId, pid: sup.pid });

@@ -2,6 +2,7 @@
 // CLI call (src/sandbox/launch.ts destroySandbox) when the supervisor died without doing so.
 import { existsSync, readdirSync, rmdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { slotDirOf } from "../factory/cache";
 import { teardownSandboxNetwork } from "../network";
 import type { SandboxPaths } from "./paths";
 import { mountsUnder, unmountTree } from "./share";
@@ -13,7 +14,13 @@ import { mountsUnder, unmountTree } from "./share";
 export function cleanupSandboxDir(p: SandboxPaths, all: boolean): void {
   // Taps and tc qdiscs in the pod's netns (recorded in the sandbox dir; QEMU is gone by now).
   teardownSandboxNetwork(p.dir);
+  // A VM from the cache ran in its slot's directory (src/sandbox/slot.ts): it goes with the sandbox.
+  const slot = slotDirOf(p.dir);
   unmountTree(p.dir);
+  if (slot) {
+    unmountTree(slot);
+    if (mountsUnder(slot).length === 0) rmSync(slot, { recursive: true, force: true });
+  }
   if (p.sockDir !== p.dir) rmSync(p.sockDir, { recursive: true, force: true });
   // Never recurse into a directory that still has a mount below it: that would delete a rootfs.
   if (mountsUnder(p.dir).length > 0) return;

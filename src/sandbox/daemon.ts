@@ -4,9 +4,7 @@
 // answers and the control socket listens, or "error: <one line>\n". The VM boot lives here; tests may
 // pass their own boot (test/support/hostagent-supervisor.ts), or set KATA_TS_SUPERVISOR_AGENT=socket:PATH
 // to use a guest agent already serving on a host unix socket.
-import { randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
-import type { CloneIdentity } from "../agent/api";
 import { processConfig, type RuntimeConfig } from "../config/config";
 import { firstLine } from "../errors";
 import type { StartVmOptions, Vm } from "../hypervisor/driver";
@@ -19,7 +17,7 @@ import { connectVmAgent } from "./agent";
 import { joinSandboxCgroup } from "./cgroup";
 import { GUEST_SHARED_DIR, type SandboxPaths, SHARE_TAG, sandboxPaths } from "./paths";
 import { guestShareMount, makeSharedMount } from "./share";
-import { type Booted, Supervisor, type VmHandle } from "./supervisor";
+import { type Booted, Supervisor, serveSandbox, type VmHandle } from "./supervisor";
 
 function arg(argv: string[], name: string): string | undefined {
   const i = argv.indexOf(name);
@@ -150,6 +148,7 @@ async function bootVm(
     if (cloned) {
       // Before anything else runs in it: the clone's own entropy, the host's clock, its hostname.
       const t1 = Date.now();
+      const { cloneIdentity } = await import("../factory/template");
       await agent.request("adoptClone", cloneIdentity(sandboxId), 30_000);
       log(`factory: clone identity applied in ${Date.now() - t1} ms`);
     }
@@ -206,22 +205,12 @@ async function cloneFromTemplate(
   }
 }
 
-/** The clone's identity: fresh host entropy, the host's clock, a hostname from the sandbox id. */
-function cloneIdentity(sandboxId: string): CloneIdentity {
-  return {
-    entropy: randomBytes(512).toString("base64"),
-    timeMs: Date.now(),
-    hostname: sandboxId
-      .replace(/[^A-Za-z0-9.-]/g, "-")
-      .replace(/^[^A-Za-z0-9]/, "k")
-      .slice(0, 63),
-  };
-}
-
 /** A boot replacing the VM (tests): gets the sandbox paths, returns what the supervisor runs on. */
 export type TestBoot = (paths: SandboxPaths) => Promise<Booted>;
 
 async function run(argv: string[], testBoot?: TestBoot): Promise<void> {
+  // A slot of the VM cache: a supervisor started before its sandbox is known (src/sandbox/slot.ts).
+  if (argv.includes("--cache-slot")) return (await import("./slot")).runSlot(argv);
   const root = arg(argv, "--root");
   const sandboxId = arg(argv, "--sandbox");
   const configPath = arg(argv, "--config");
@@ -257,19 +246,8 @@ async function run(argv: string[], testBoot?: TestBoot): Promise<void> {
       return bootVm(sandboxId, paths, own, log, netns);
     },
   });
-  process.on("SIGTERM", () => void sup.shutdown(0));
-  process.on("SIGINT", () => void sup.shutdown(0));
   process.on("SIGHUP", () => {});
-  try {
-    await sup.start();
-  } catch (err) {
-    const msg = firstLine((err as Error).message ?? String(err));
-    log(`start failed: ${msg}`);
-    report(`error: ${msg}`);
-    await sup.shutdown(1);
-    return;
-  }
-  report("ok");
+  await serveSandbox(sup, log, report);
 }
 
 /** Runs the supervisor with this process's arguments (the bundles' entries call this). */

@@ -9,6 +9,7 @@ import { constants } from "node:os";
 import { join, resolve } from "node:path";
 import type { VmSize } from "../config/sizing";
 import { KataError } from "../errors";
+import { cacheRequest, type SlotAssignment, type TakeReply } from "../factory/cache";
 import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
 import { writeFileAtomic } from "../sys/files";
 import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
@@ -217,6 +218,8 @@ export interface SupervisorOptions {
   cgroup?: Omit<SandboxCgroupOptions, "sandboxId">;
   /** The VM's size when the sandbox's annotations asked for one (config/sizing.ts). */
   size?: VmSize;
+  /** [factory] vm_cache_number > 0: ask the cache server first (its endpoint, this config's template key). */
+  cache?: { endpoint: string; key: string };
   warn?: (m: string) => void;
 }
 
@@ -236,6 +239,10 @@ export async function startSupervisor(s: SandboxRef, o: SupervisorOptions = {}):
       throw new KataError(`sandbox ${s.id}: cannot create its cgroup: ${(err as Error).message}`);
     }
   }
+  if (o.cache) {
+    const taken = await takeCachedVm(s, o.cache, netns, warn);
+    if (taken) return taken;
+  }
   const logFd = openSync(p.log, "a", 0o600);
   // An absolute root: `delete` may look for this process by its argv before it has written its pid.
   const args = [supervisorScript(), "--root", resolve(s.root), "--sandbox", s.id];
@@ -252,36 +259,7 @@ export async function startSupervisor(s: SandboxRef, o: SupervisorOptions = {}):
   // Written by us too, at once: a CLI killed right after this line still leaves a findable pid.
   writeFileAtomic(p.pidFile, `${ref.pid} ${ref.start}\n`);
   const pipe = child.stdio[3] as NodeJS.ReadableStream;
-  const line = await new Promise<string>((res) => {
-    let buf = "";
-    const timer = setTimeout(
-      () => res(`error: the sandbox did not become ready within ${SUPERVISOR_READY_MS} ms`),
-      SUPERVISOR_READY_MS,
-    );
-    pipe.setEncoding("utf8");
-    pipe.on("data", (d: string) => {
-      buf += d;
-      // "warning: ..." lines (a cold boot instead of a template clone) come before the final line.
-      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-        const l = buf.slice(0, nl);
-        if (!l.startsWith("warning: ")) {
-          clearTimeout(timer);
-          res(l);
-          return;
-        }
-        warn?.(l.slice("warning: ".length));
-        buf = buf.slice(nl + 1);
-      }
-    });
-    pipe.on("end", () => {
-      clearTimeout(timer);
-      res(
-        buf.includes("\n")
-          ? buf.slice(0, buf.indexOf("\n"))
-          : "error: the sandbox supervisor exited during start",
-      );
-    });
-  });
+  const line = await readinessLine(pipe, "the sandbox supervisor exited during start", warn);
   (pipe as unknown as { destroy(): void }).destroy();
   child.unref();
   if (line !== "ok") {
@@ -298,6 +276,101 @@ export async function startSupervisor(s: SandboxRef, o: SupervisorOptions = {}):
     }
     throw new KataError(`sandbox ${s.id}: ${why}`);
   }
+  return ref;
+}
+
+/**
+ * The supervisor's readiness line on `stream` (its fd 3, or a cache slot's socket): "warning: ..." lines
+ * go to `warn`, the first other line is the answer ("ok", "error: ...", a slot's "refused: ...").
+ */
+function readinessLine(
+  stream: NodeJS.ReadableStream,
+  ended: string,
+  warn?: (m: string) => void,
+): Promise<string> {
+  return new Promise<string>((res) => {
+    let buf = "";
+    const timer = setTimeout(
+      () => res(`error: the sandbox did not become ready within ${SUPERVISOR_READY_MS} ms`),
+      SUPERVISOR_READY_MS,
+    );
+    stream.setEncoding("utf8");
+    stream.on("error", () => {});
+    stream.on("data", (d: string) => {
+      buf += d;
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+        const l = buf.slice(0, nl);
+        if (!l.startsWith("warning: ")) {
+          clearTimeout(timer);
+          res(l);
+          return;
+        }
+        warn?.(l.slice("warning: ".length));
+        buf = buf.slice(nl + 1);
+      }
+    });
+    // "close" too: a socket whose peer vanished may close without an "end".
+    const finish = () => {
+      clearTimeout(timer);
+      res(buf.includes("\n") ? buf.slice(0, buf.indexOf("\n")) : `error: ${ended}`);
+    };
+    stream.on("end", finish);
+    stream.on("close", finish);
+  });
+}
+
+/**
+ * A supervisor from the VM cache (src/factory/cache.ts): one of the server's slots, told this sandbox.
+ * Undefined (with the reason as a warning) when there is no server, no ready VM, or this sandbox cannot
+ * use one: the caller starts a supervisor of its own. A slot that fails after it took the sandbox fails
+ * the create, as a supervisor of its own would.
+ */
+async function takeCachedVm(
+  s: SandboxRef,
+  cache: { endpoint: string; key: string },
+  netns: string | undefined,
+  warn?: (m: string) => void,
+): Promise<ProcRef | undefined> {
+  const p = sandboxPaths(s.root, s.id);
+  let reply: TakeReply;
+  try {
+    reply = await cacheRequest<TakeReply>(cache.endpoint, { op: "take", key: cache.key });
+  } catch (err) {
+    warn?.(
+      `factory: the VM cache at ${cache.endpoint} does not answer (${(err as Error).message}): starting a VM`,
+    );
+    return undefined;
+  }
+  if (!reply.ok) {
+    warn?.(`factory: VM cache: ${reply.why}`);
+    return undefined;
+  }
+  const ref = { pid: reply.pid, start: reply.start };
+  const sock = connect(reply.socket);
+  const connected = await new Promise<boolean>((res) => {
+    sock.once("connect", () => res(true));
+    sock.once("error", () => res(false));
+  });
+  if (!connected) {
+    // The slot died between the server's answer and our call: it never saw this sandbox.
+    warn?.("factory: VM cache: the cached VM went away before it was handed over: starting a VM");
+    return undefined;
+  }
+  const a: SlotAssignment = { root: resolve(s.root), sandboxId: s.id, ...(netns ? { netns } : {}) };
+  sock.write(`${JSON.stringify(a)}\n`);
+  const line = await readinessLine(sock, "the cached VM's supervisor hung up", warn);
+  sock.destroy();
+  if (line.startsWith("refused: ")) {
+    warn?.(`factory: VM cache: ${line.slice("refused: ".length)}: starting a VM`);
+    return undefined;
+  }
+  if (line !== "ok") {
+    killRef(ref);
+    await destroySandbox(s, 5000);
+    throw new KataError(`sandbox ${s.id}: ${line.replace(/^error: /, "")}`);
+  }
+  // The supervisor wrote it too; a later CLI finds the supervisor by this file (its argv names no sandbox).
+  writeFileAtomic(p.pidFile, `${ref.pid} ${ref.start}\n`);
   return ref;
 }
 

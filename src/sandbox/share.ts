@@ -45,6 +45,14 @@ export function makeSharedMount(dir: string): void {
 }
 
 /**
+ * A cached VM's share (src/sandbox/slot.ts) seen at the sandbox's own shared/: a bind of that shared
+ * mount joins its peer group, so container mounts made below shared/ reach the VM's copy too.
+ */
+export function bindShare(source: string, target: string): void {
+  run(["mount", "--bind", source, target]);
+}
+
+/**
  * Bind-mounts `source` (a directory, or a file onto an empty file) at `target`. Read-only: bound and
  * made read-only at a staging point next to the share (`stage`, outside it), then bound from there, so
  * every propagated copy is born read-only.

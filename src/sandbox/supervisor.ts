@@ -631,3 +631,29 @@ export class Supervisor {
     setTimeout(() => process.exit(code), 50);
   }
 }
+
+/**
+ * Starts a supervisor and tells the `create` waiting for it: "ok", or "error: <one line>" after the
+ * supervisor has shut down again. SIGTERM and SIGINT end the sandbox. `report` is the supervisor's fd 3
+ * (src/sandbox/daemon.ts) or, for a cached VM, the connection of the `create` that took it (slot.ts).
+ */
+export async function serveSandbox(
+  sup: Supervisor,
+  log: (m: string) => void,
+  report: (line: string) => void,
+): Promise<void> {
+  process.removeAllListeners("SIGTERM");
+  process.removeAllListeners("SIGINT");
+  process.on("SIGTERM", () => void sup.shutdown(0));
+  process.on("SIGINT", () => void sup.shutdown(0));
+  try {
+    await sup.start();
+  } catch (err) {
+    const msg = firstLine((err as Error).message ?? String(err));
+    log(`start failed: ${msg}`);
+    report(`error: ${msg}`);
+    await sup.shutdown(1);
+    return;
+  }
+  report("ok");
+}

@@ -13,8 +13,12 @@
 //                                      without NICs start from template clones (which share the
 //                                      template's boot id: the boot-id checks cannot tell them apart,
 //                                      so the one-VM-per-sandbox check is skipped)
+//      KATA_TS_ENGINE_FACTORY=cache    the same, plus vm_cache_number = 1: `factory init` runs as the
+//                                      cache server for the whole file; containers without NICs take
+//                                      its ready VMs, the others clone or boot
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -44,7 +48,10 @@ const GUEST_IMAGE = "/var/cache/kata-ts/kata-ts-guest.img";
 const USER_CONFIG = process.env.KATA_TS_ENGINE_VM_CONFIG;
 const SELECTED = (process.env.KATA_TS_ENGINE_ENGINES || "podman,ctr,docker").split(",").map((s) => s.trim());
 const KEEP = process.env.KATA_TS_ENGINE_KEEP === "1";
-const FACTORY = process.env.KATA_TS_ENGINE_FACTORY === "1";
+const FACTORY = ["1", "cache"].includes(process.env.KATA_TS_ENGINE_FACTORY ?? "");
+const CACHE = process.env.KATA_TS_ENGINE_FACTORY === "cache";
+/** The cache server (`factory init` with vm_cache_number), for the whole file. */
+let cacheServer: ChildProcess | undefined;
 const ALL: EngineName[] = ["podman", "ctr", "docker"];
 const missingGuest = USER_CONFIG ? [] : [KERNEL, GUEST_IMAGE].filter((f) => !existsSync(f));
 const skipReason = new Map<EngineName, string | undefined>(
@@ -106,10 +113,23 @@ function vmConfig(): string {
       ...(FACTORY
         ? ["[factory]", "enable_template = true", `template_path = "${join(BASE, "templates")}"`]
         : []),
+      ...(CACHE ? ["vm_cache_number = 1", `vm_cache_endpoint = "${join(BASE, "cache.sock")}"`] : []),
       "",
     ].join("\n"),
   );
   return file;
+}
+
+/** Waits until the cache server has a VM ready (the previous one may just have been taken). */
+async function cacheReady(): Promise<void> {
+  await waitFor(
+    "a ready VM in the cache",
+    () => {
+      const st = sh(BIN, ["--config", vmConfig(), "factory", "status", "--json"], { env, timeoutMs: 10_000 });
+      return (JSON.parse(st.stdout) as { cache: { idle: number } | null }).cache?.idle ? true : undefined;
+    },
+    VM_MS,
+  );
 }
 
 describe("container engines drive kata-ts in VM mode", {
@@ -118,7 +138,7 @@ describe("container engines drive kata-ts in VM mode", {
     (ENABLED.length === 0 && "no engine installed"),
 }, () => {
   before(
-    () => {
+    async () => {
       const r = runScript("setup.sh", [BASE, BIN, ENABLED.join(",")], 180_000, {
         ...process.env,
         KATA_TS_ENGINE_CONFIG: vmConfig(),
@@ -126,9 +146,18 @@ describe("container engines drive kata-ts in VM mode", {
       timings.push({ engine: "all", scenario: "setup.sh", ms: r.ms, ok: r.code === 0 });
       if (r.code !== 0) throw new Error(`setup.sh failed (${r.code}):\n${r.stderr}`);
       env = engineEnv(BASE);
-      if (FACTORY) {
+      if (FACTORY && !CACHE) {
         const f = sh(BIN, ["--config", vmConfig(), "factory", "init"], { env, timeoutMs: VM_MS });
         if (f.code !== 0) throw new Error(`factory init failed (${f.code}):\n${f.stderr}`);
+      }
+      if (CACHE) {
+        const out = openSync(join(BASE, "cache-server.log"), "a");
+        cacheServer = spawn(BIN, ["--config", vmConfig(), "factory", "init"], {
+          env,
+          stdio: ["ignore", out, out],
+        });
+        closeSync(out);
+        await cacheReady();
       }
     },
     { timeout: 200_000 },
@@ -137,7 +166,8 @@ describe("container engines drive kata-ts in VM mode", {
   after(
     () => {
       console.log(formatTimings("engine timings in VM mode", timings));
-      if (FACTORY) sh(BIN, ["--config", vmConfig(), "factory", "destroy"], { env, timeoutMs: 30_000 });
+      if (FACTORY) sh(BIN, ["--config", vmConfig(), "factory", "destroy"], { env, timeoutMs: 60_000 });
+      cacheServer?.kill("SIGKILL");
       if (KEEP) {
         console.log(`KATA_TS_ENGINE_KEEP=1: left ${BASE} in place; run test/engines/teardown.sh ${BASE}`);
         return;
@@ -300,8 +330,9 @@ describe("container engines drive kata-ts in VM mode", {
       bootId("ctr run --rm", r.stdout);
     });
 
-    scenario("ctr", "ctr run -d + task exec (output, exit code) + task ps (the engine's pids)", () => {
+    scenario("ctr", "ctr run -d + task exec (output, exit code) + task ps (the engine's pids)", async () => {
       const id = `ktvm-ctr-d-${process.pid}`;
+      if (CACHE) await cacheReady();
       check(c(["run", "-d", ...runFlags(), IMAGE, id, "sleep", "1000"]), "ctr run -d");
       try {
         const e = c(["task", "exec", "--exec-id", "e1", id, "sh", "-c", `${BOOT_ID}; exit 5`]);
@@ -318,7 +349,15 @@ describe("container engines drive kata-ts in VM mode", {
         // ps --format json gives host pids the shim knows: the init's stand-in is the task's pid.
         const ps = check(c(["task", "ps", id]), "ctr task ps").stdout;
         assert.match(ps, new RegExp(`^${pid}\\s`, "m"), ps);
-        if (FACTORY) {
+        if (CACHE) {
+          // The sandbox took a ready VM from the cache: a slot directory names its sandbox directory.
+          const slots = join(BASE, "templates", "cache");
+          const taken = entries(slots).filter((d) => {
+            const f = join(slots, d, "sandbox");
+            return existsSync(f) && readFileSync(f, "utf8").endsWith(`/${id}`);
+          });
+          assert.equal(taken.length, 1, `no cached VM serves ${id}: ${entries(slots).join(", ")}`);
+        } else if (FACTORY) {
           // The sandbox's QEMU is a clone of the template: it loaded its state instead of booting.
           const qemu = processesUnder(BASE).find((p) => p.cmdline.includes(`-name sandbox-${id} `));
           assert.ok(qemu, "the container's QEMU");
@@ -457,6 +496,12 @@ describe("container engines drive kata-ts in VM mode", {
     const vms = bootIds.filter((b) => b.who !== "pod member b");
     // Template clones share the template's boot id: with the factory on, this check cannot be made.
     if (!FACTORY) assert.equal(new Set(vms.map((b) => b.id)).size, vms.length, JSON.stringify(bootIds));
+    if (CACHE) {
+      // The cache server keeps a VM ready by design: stopped first, it takes its idle VM with it.
+      const d = sh(BIN, ["--config", vmConfig(), "factory", "destroy"], { env, timeoutMs: 60_000 });
+      assert.equal(d.code, 0, d.stderr);
+      assert.match(d.stdout, /stopped the VM cache server/);
+    }
     const left = () =>
       processesUnder(BASE).filter((p) => /kata-supervisor|qemu-system|kata-ts-standin/.test(p.cmdline));
     await waitFor("supervisors and QEMU to exit", () => (left().length ? undefined : true), 30_000).catch(

@@ -14,6 +14,7 @@ import {
   type CliResult,
   createOnFiles,
   kata,
+  processesNaming,
   shellBundle,
   sleep,
   tempDir,
@@ -68,16 +69,7 @@ function create(id: string, b: string): CliResult {
 
 /** Processes whose command line names the template directory (a template VM, or a clone's QEMU). */
 function templateProcesses(): string[] {
-  const out: string[] = [];
-  for (const p of readdirSync("/proc").filter((e) => /^\d+$/.test(e))) {
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, "utf8").replace(/\0/g, " ");
-      if (cmd.includes(`${templates}/`)) out.push(`${p}: ${cmd}`);
-    } catch {
-      // gone while we looked
-    }
-  }
-  return out;
+  return processesNaming(`${templates}/`);
 }
 
 /** A container that sleeps, created from the template, with a host snapshot taken before. */

@@ -1,7 +1,11 @@
 // `kata-ts factory init|status|destroy` (Kata's names): the VM template that `create` clones instead of
-// booting when [factory] enable_template is on (src/factory/template.ts).
+// booting when [factory] enable_template is on (src/factory/template.ts), and with vm_cache_number = N
+// the cache server that keeps N clones ready (src/sandbox/cacheserver.ts): `init` then runs it in the
+// foreground, as Kata's does, until `factory destroy`, SIGTERM or SIGINT.
+import { rmSync } from "node:fs";
 import type { Command } from "commander";
 import { processConfig, type RuntimeConfig } from "../../config/config";
+import { cacheRequest, cacheStatus, cleanCacheLeftovers } from "../../factory/cache";
 import {
   destroyTemplates,
   findTemplate,
@@ -11,7 +15,9 @@ import {
 } from "../../factory/template";
 import { ensureJailUser } from "../../hypervisor/jail";
 import { checkBootFiles } from "../../hypervisor/qemu";
+import { runCacheServer } from "../../sandbox/cacheserver";
 import { SHARE_TAG } from "../../sandbox/paths";
+import { unmountTree } from "../../sandbox/share";
 import { type App, print } from "../app";
 import { CliError } from "../errors";
 
@@ -42,6 +48,22 @@ export function register(program: Command, app: App): void {
       } catch (err) {
         throw new CliError(`factory init: ${(err as Error).message}`);
       }
+      if (c.factory.vmCacheNumber > 0) {
+        try {
+          await runCacheServer({
+            config: c,
+            configPath: app.globals().config,
+            log: (m) => app.logger().info(m),
+            onListening: (st) =>
+              print(
+                `VM cache: keeping ${st.number} VM(s) of template ${st.key} on ${c.factory.vmCacheEndpoint}`,
+              ),
+          });
+        } catch (err) {
+          throw new CliError(`factory init: ${(err as Error).message}`);
+        }
+        return;
+      }
       const jailUser = c.hypervisor.rootless ? ensureJailUser(c.hypervisor.rootlessUser) : undefined;
       const r = await makeTemplate(c, { shareTag: SHARE_TAG, jailUser, log: (m) => app.logger().info(m) });
       if (!c.factory.enableTemplate)
@@ -68,6 +90,8 @@ export function register(program: Command, app: App): void {
         current: found.ok ? { dir: found.files.dir, ...found.meta } : null,
         reason: found.ok ? undefined : found.why,
         vmCacheNumber: c.factory.vmCacheNumber,
+        vmCacheEndpoint: c.factory.vmCacheEndpoint,
+        cache: (await cacheStatus(c.factory.vmCacheEndpoint)) ?? null,
       };
       if (opts.json) {
         print(JSON.stringify(status, null, 2));
@@ -78,14 +102,29 @@ export function register(program: Command, app: App): void {
       if (found.ok)
         print(`template: ${found.files.dir} (created ${found.meta.created}, ${found.meta.accel})`);
       else print(`template: none usable: ${found.why}`);
-      print(`vm_cache_number: ${c.factory.vmCacheNumber} (the VM cache is not implemented)`);
+      print(`vm_cache_number: ${c.factory.vmCacheNumber}`);
+      const st = status.cache;
+      if (st)
+        print(`VM cache: ${st.idle} ready, ${st.booting} starting, ${st.served} served (of ${st.number})`);
+      else if (c.factory.vmCacheNumber > 0) print(`VM cache: no server on ${c.factory.vmCacheEndpoint}`);
     });
 
   factory
     .command("destroy")
-    .description("remove every template under template_path")
-    .action(() => {
-      const n = destroyTemplates(config(app));
+    .description("stop the VM cache server and remove every template under template_path")
+    .action(async () => {
+      const c = config(app);
+      // The server stops its idle VMs; VMs already serving a sandbox stay until that sandbox's delete.
+      // Answered once its idle VMs are stopped (a slot that hangs is killed after 10 s).
+      const stopped = await cacheRequest(c.factory.vmCacheEndpoint, { op: "stop" }, 30_000).then(
+        () => true,
+        () => false,
+      );
+      if (stopped) print(`stopped the VM cache server on ${c.factory.vmCacheEndpoint}`);
+      else rmSync(c.factory.vmCacheEndpoint, { force: true }); // a killed server's socket
+      const slots = await cleanCacheLeftovers(c, unmountTree);
+      if (slots > 0) print(`removed ${slots} cached VM(s)`);
+      const n = destroyTemplates(c);
       print(`removed ${n} template(s)`);
     });
 }
