@@ -10,18 +10,22 @@
 #   density: D sandboxes from the template running at once, each answering an `exec`: the time to
 #   start them all, their total PSS (QEMU + supervisor + stand-in), then all deleted.
 #
-# usage: bench/factory.sh [-n RUNS] [-d DENSITY] [--kernel PATH] [--image PATH]
+#   QEMU's PSS is also split into guest RAM, TCG translation buffer, the kernel file QEMU keeps mapped,
+#   and the rest (bench/lib.sh qemu_pss_parts).
+#
+# usage: bench/factory.sh [-n RUNS] [-d DENSITY] [--kernel PATH] [--image PATH] [--tb-size MIB]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-runs=5 density=10 kernel=/var/cache/kata-ts/vmlinux image=/var/cache/kata-ts/kata-ts-guest.img
+runs=5 density=10 kernel=/var/cache/kata-ts/vmlinux image=/var/cache/kata-ts/kata-ts-guest.img tb=64
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) runs=$2; shift 2 ;;
     -d) density=$2; shift 2 ;;
     --kernel) kernel=$2; shift 2 ;;
     --image) image=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --tb-size) tb=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "factory.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +43,7 @@ config() { # config FILE ENABLE [CACHE_NUMBER]
 kernel = "$kernel"
 image = "$image"
 default_memory = 512
+tcg_tb_size = $tb
 [factory]
 enable_template = $2
 template_path = "$work/templates"
@@ -110,12 +115,12 @@ sandbox_pss() { # sandbox_pss CONFIG ID → "qemu supervisor" kB
   local sup vm
   sup=$(sed -n 's/.*"supervisorPid":\([0-9]*\).*/\1/p' "$info")
   vm=$(sed -n 's/.*"vmPid":\([0-9]*\).*/\1/p' "$info")
-  echo "$(pss_kb "$vm") $(pss_kb "$sup")"
+  echo "$(pss_kb "$vm") $(pss_kb "$sup") $(qemu_pss_parts "$vm" 512 "$tb")"
   kts "$1" delete --force "$2"
 }
-read -r cold_qemu cold_sup < <(sandbox_pss "$work/cold.toml" bench-mem-cold)
-read -r clone_qemu clone_sup < <(sandbox_pss "$work/tmpl.toml" bench-mem-clone)
-read -r cached_qemu cached_sup < <(sandbox_pss "$work/cache.toml" bench-mem-cached)
+read -r cold_qemu cold_sup cold_parts < <(sandbox_pss "$work/cold.toml" bench-mem-cold)
+read -r clone_qemu clone_sup clone_parts < <(sandbox_pss "$work/tmpl.toml" bench-mem-clone)
+read -r cached_qemu cached_sup cached_parts < <(sandbox_pss "$work/cache.toml" bench-mem-cached)
 # The server stops its idle VM on SIGTERM; the template stays for the density run.
 kill "$server"; wait "$server" || true
 
@@ -145,12 +150,13 @@ k_med=$(median <"$work/k.txt")
 echo
 echo "| measure | value |"
 echo "|---|---|"
+echo "| tcg_tb_size | ${tb} MiB |"
 echo "| (a) QEMU boot floor, spawn → READY (median) | ${floor} ms |"
 echo "| (b) run true, VM cold (median; runs: $(tr '\n' ' ' <"$work/b.txt")) | ${b_med} ms ($(awk -v x="$b_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| (t) factory init | ${init_ms} ms |"
 echo "| (c) run true from the template (median; runs: $(tr '\n' ' ' <"$work/c.txt")) | ${c_med} ms ($(awk -v x="$c_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| (k) run true from the VM cache (median; runs: $(tr '\n' ' ' <"$work/k.txt")) | ${k_med} ms ($(awk -v x="$k_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
-echo "| PSS per sandbox, cold: QEMU + supervisor | ${cold_qemu} + ${cold_sup} kB |"
-echo "| PSS per sandbox, clone: QEMU + supervisor | ${clone_qemu} + ${clone_sup} kB |"
-echo "| PSS per sandbox, from the cache: QEMU + supervisor | ${cached_qemu} + ${cached_sup} kB |"
+echo "| PSS per sandbox, cold: QEMU + supervisor (QEMU: guest tcg kernel other) | ${cold_qemu} + ${cold_sup} kB (${cold_parts}) |"
+echo "| PSS per sandbox, clone: QEMU + supervisor (QEMU: guest tcg kernel other) | ${clone_qemu} + ${clone_sup} kB (${clone_parts}) |"
+echo "| PSS per sandbox, from the cache: QEMU + supervisor (QEMU: guest tcg kernel other) | ${cached_qemu} + ${cached_sup} kB (${cached_parts}) |"
 echo "| density: $density clones started + exec'd ($ok answered) | ${dens_ms} ms, total PSS $((total / 1024)) MB |"

@@ -110,11 +110,21 @@ export async function runCacheServer(o: CacheServerOptions): Promise<void> {
     startSlot();
   };
 
+  const script = supervisorScript();
   const startSlot = () => {
     const dir = join(root, randomBytes(8).toString("hex"));
-    mkdirSync(dir, { mode: 0o700 });
-    const logFd = openSync(join(dir, "supervisor.log"), "a", 0o600);
-    const args = [supervisorScript(), "--cache-slot", dir];
+    let logFd: number;
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+      logFd = openSync(join(dir, "supervisor.log"), "a", 0o600);
+    } catch (err) {
+      // The cache's directory is gone or full: no slot now, another try after the pause.
+      log(`cache: cannot make a slot in ${root}: ${(err as Error).message}`);
+      pausedUntil = Date.now() + PAUSE_MS;
+      setTimeout(fill, PAUSE_MS).unref();
+      return;
+    }
+    const args = [script, "--cache-slot", dir];
     if (o.configPath) args.push("--config", resolve(o.configPath));
     let child: ChildProcess;
     try {
@@ -123,7 +133,14 @@ export async function runCacheServer(o: CacheServerOptions): Promise<void> {
       closeSync(logFd);
     }
     child.unref();
-    const link = child.stdio[3] as Socket;
+    child.on("error", (e) => log(`cache: slot ${dir}: ${e.message}`));
+    const link = child.stdio[3] as Socket | null;
+    if (!child.pid || !link) {
+      rmSync(dir, { recursive: true, force: true });
+      pausedUntil = Date.now() + PAUSE_MS;
+      setTimeout(fill, PAUSE_MS).unref();
+      return;
+    }
     const slot: Slot = {
       dir,
       child,
