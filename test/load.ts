@@ -455,6 +455,22 @@ export async function runKillPoint(
     } else verbCode = r.code;
   }
 
+  problems.push(
+    ...(await deleteAndCheck(cli, bundle, id, before, { timeoutMs, allowNetns: opts.allowNetns })),
+  );
+  return { point: p, killed, during, killedAtMs, verbCode, problems };
+}
+
+/** `delete --force` of a container whose verb was killed, then: exit 0, not listed, nothing left. */
+async function deleteAndCheck(
+  cli: Cli,
+  bundle: string,
+  id: string,
+  before: ReturnType<typeof snapshotHost>,
+  opts: { timeoutMs: number; allowNetns?: string[] },
+): Promise<string[]> {
+  const problems: string[] = [];
+  const { timeoutMs } = opts;
   const d = await call(cli, ["delete", "--force", id], { timeoutMs });
   if (d.code !== 0)
     problems.push(`delete --force: exit ${d.code}${d.signal ? ` (${d.signal})` : ""}: ${d.stderr.trim()}`);
@@ -472,5 +488,48 @@ export async function runKillPoint(
     await sleep(100);
   }
   problems.push(...leaks);
-  return { point: p, killed, during, killedAtMs, verbCode, problems };
+  return problems;
+}
+
+const sleepImmediate = () => new Promise<void>((r) => setImmediate(r));
+
+/** The pids in container `id`'s own cgroup (host mode, no cgroupsPath: <hierarchy>/<id>), any hierarchy. */
+function cgroupPids(id: string): number[] {
+  for (const h of readdirSync("/sys/fs/cgroup")
+    .map((d) => join("/sys/fs/cgroup", d))
+    .concat("/sys/fs/cgroup")) {
+    const t = readText(join(h, id, "cgroup.procs"));
+    if (t?.trim()) return t.trim().split("\n").map(Number);
+  }
+  return [];
+}
+
+/**
+ * Host mode: `create`, and kill -9 of its CLI the moment the container's init blocks on the exec fifo
+ * (its wchan is the fifo's wait_for_partner): the narrowest point after the init left the CLI's hands,
+ * where the state record must already name it. Then `delete --force` and the checks of runKillPoint.
+ * Returns the problems, and whether the CLI was still running when it was killed.
+ */
+export async function killCreateAtReady(
+  cli: Cli,
+  bundle: string,
+  id: string,
+  work: string,
+): Promise<{ during: boolean; problems: string[] }> {
+  const before = snapshotHost();
+  const c = startCall(cli, ["create", "--bundle", bundle, id], { outFile: join(work, `${id}.out`) });
+  const running = () => c.child.exitCode === null && c.child.signalCode === null;
+  let during = false;
+  const deadline = performance.now() + 60_000;
+  while (running() && performance.now() < deadline) {
+    const waiting = cgroupPids(id).some((p) => readText(`/proc/${p}/wchan`) === "wait_for_partner");
+    if (waiting) {
+      during = running();
+      c.child.kill("SIGKILL");
+      break;
+    }
+    await sleepImmediate();
+  }
+  await c.done;
+  return { during, problems: await deleteAndCheck(cli, bundle, id, before, { timeoutMs: 120_000 }) };
 }

@@ -140,11 +140,13 @@ export const hostBackend: Backend = {
               record.pidStartTime = processStartTime(pid) ?? 0;
             },
             onPid: async (_pid, plan) => {
-              // Written with the pid (one fsync'd write fewer per create); until then a failure unwinds.
               record.engine.cgroup = cgroup.save();
               record.engine.namespaces = plan.namespaces;
-              // The record must name the pid before hooks run: a hook may call `state`.
-              if (spec.hooks?.prestart?.length || spec.hooks?.createRuntime?.length) store.write(record);
+              // The record names the pid before phase 2 goes out: from then on the init can finish its
+              // setup and wait on the exec fifo without us, and a create killed after this point must
+              // leave `delete` a pid to kill (before it, the init dies on the closed sync socket).
+              // Hooks need it too: a hook may call `state`.
+              store.write(record);
               await createHooks(_pid);
             },
           }),
