@@ -126,6 +126,14 @@ export interface NetInterface {
   addresses: IpAddress[];
 }
 
+/**
+ * updateInterface's request. In a template clone the NIC still has the template's MAC (QEMU restored
+ * it with the device): `fromMac` names it, and the guest gives the NIC `mac`, the pod interface's.
+ */
+export interface InterfaceUpdate extends NetInterface {
+  fromMac?: string;
+}
+
 /** One route of the guest's main table (Kata's Route). */
 export interface NetRoute {
   family: 4 | 6;
@@ -180,8 +188,8 @@ export interface AgentApi {
   listProcesses: [ListProcessesRequest, ListProcessesResponse];
   /** Kills what is left of the container and removes it (mounts, cgroups, state) from the guest. */
   removeContainer: [ContainerRef, Empty];
-  /** Configures the guest NIC with this MAC (name, MTU, addresses, up) → the interface as it now is. */
-  updateInterface: [NetInterface, NetInterface];
+  /** Configures the guest NIC with this MAC or fromMac (MAC, name, MTU, addresses, up) → the NIC now. */
+  updateInterface: [InterfaceUpdate, NetInterface];
   /** Replaces the IPv4 routes of the guest's NICs by these (IPv6 ones are added) → the routes now. */
   updateRoutes: [RoutesMessage, RoutesMessage];
   /** The guest's NICs (not lo). */

@@ -7,6 +7,12 @@
 // state depends on (QEMU, kernel, image, machine, vCPUs, memory, kernel parameters), so a changed
 // configuration finds no template under its key and a fresh `factory init` makes a new one beside.
 // A template is written in <key>.tmp-<pid> and renamed into place: a reader sees a whole one or none.
+//
+// microvm cannot hot-plug, so a clone has exactly its template's devices: there is a template without a
+// NIC and one with one NIC (a pod's eth0: podman's bridge, docker's, a CNI pod), each under its own key.
+// The one-NIC template boots with a tap in a network namespace of its own (removed after the save); a
+// clone's NIC is backed by the pod's tap and keeps the template's MAC until the agent sets the pod's.
+import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -19,7 +25,13 @@ import { type AccelChoice, chooseAccel, saveTemplate, startVm } from "../hypervi
 import { defaultSpec } from "../oci/defaults";
 
 /** The format of template.json; a template of another format is stale. */
-const FORMAT = 1;
+const FORMAT = 2;
+/** The NIC counts templates are made for; a pod with more NICs boots cold. */
+export const TEMPLATE_NIC_COUNTS = [0, 1] as const;
+/** The MAC of a template's NICs (locally administered): a clone's agent replaces it by the pod's. */
+export const TEMPLATE_MAC = "02:6b:74:00:00:01";
+/** `ip netns` names of the namespaces one-NIC templates boot in: kata-ts-template-<key>-<pid>. */
+const TEMPLATE_NETNS = /^kata-ts-template-[0-9a-f]{16}-(\d+)$/;
 /** Boot + agent ready under TCG on a loaded host can take tens of seconds. */
 const TEMPLATE_BOOT_MS = 180_000;
 
@@ -39,6 +51,8 @@ export interface TemplateMeta {
   accel: "kvm" | "tcg";
   memoryMiB: number;
   vcpus: number;
+  /** The NICs' MACs (TEMPLATE_MAC each): a clone's NIC i has macs[i] until the agent changes it. */
+  macs: string[];
   /** The 9p share's tag: clones have the same device, backed by their own directory. */
   shareTag: string;
   stateBytes: number;
@@ -55,11 +69,12 @@ function fileIdentity(path: string): string {
 }
 
 /** The template key: a hash of everything a saved VM depends on. */
-export function templateKey(config: RuntimeConfig, accel: "kvm" | "tcg"): string {
+export function templateKey(config: RuntimeConfig, accel: "kvm" | "tcg", nics = 0): string {
   const q = config.hypervisor;
   const inputs = {
     format: FORMAT,
     accel,
+    nics,
     qemu: fileIdentity(q.path),
     kernel: fileIdentity(q.kernel),
     image: fileIdentity(q.image),
@@ -93,8 +108,10 @@ export async function templateAccel(config: RuntimeConfig): Promise<AccelChoice>
 /** Why a sandbox cannot start from the template (undefined: it can). */
 export function templateRefusal(opts: { nics: number; virtioFs: boolean }): string | undefined {
   if (opts.virtioFs) return "shared_fs = virtio-fs: vhost-user devices cannot be restored from a template";
-  // microvm cannot hot-plug: a clone has exactly the template's devices, and the template has no NIC.
-  if (opts.nics > 0) return `the pod has ${opts.nics} network interface(s) and a template has none`;
+  // microvm cannot hot-plug: a clone has exactly the template's devices.
+  const most = Math.max(...TEMPLATE_NIC_COUNTS);
+  if (opts.nics > most)
+    return `the pod has ${opts.nics} network interfaces and templates have at most ${most}`;
   return undefined;
 }
 
@@ -102,9 +119,9 @@ export type TemplateLookup =
   | { ok: true; files: TemplateFiles; meta: TemplateMeta }
   | { ok: false; why: string };
 
-/** The template for this configuration, checked whole (files present, sizes right), or why not. */
-export function findTemplate(config: RuntimeConfig, accel: "kvm" | "tcg"): TemplateLookup {
-  const key = templateKey(config, accel);
+/** The template for this configuration and NIC count, checked whole (files, sizes), or why not. */
+export function findTemplate(config: RuntimeConfig, accel: "kvm" | "tcg", nics = 0): TemplateLookup {
+  const key = templateKey(config, accel, nics);
   const files = templateFiles(config, key);
   let meta: TemplateMeta;
   try {
@@ -122,7 +139,8 @@ export function findTemplate(config: RuntimeConfig, accel: "kvm" | "tcg"): Templ
     }
     return { ok: false, why: `template ${files.meta} is unreadable: ${(err as Error).message}` };
   }
-  if (meta.format !== FORMAT || meta.key !== key) return { ok: false, why: `template ${files.dir} is stale` };
+  if (meta.format !== FORMAT || meta.key !== key || meta.macs?.length !== nics)
+    return { ok: false, why: `template ${files.dir} is stale` };
   const mem = statSync(files.memory, { throwIfNoEntry: false });
   if (!mem || mem.size !== meta.memoryMiB * 1024 * 1024)
     return {
@@ -152,7 +170,80 @@ export interface MakeTemplateOptions {
   shareTag: string;
   /** The jail's uid/gid when [hypervisor.qemu] rootless. */
   jailUser?: { uid: number; gid: number };
+  /** How many NICs (TEMPLATE_NIC_COUNTS); default 0. */
+  nics?: number;
   log?: (m: string) => void;
+}
+
+/** makeTemplate for every NIC count of TEMPLATE_NIC_COUNTS, one after the other. */
+export async function makeTemplates(
+  config: RuntimeConfig,
+  o: MakeTemplateOptions,
+): Promise<Awaited<ReturnType<typeof makeTemplate>>[]> {
+  const out = [];
+  for (const nics of TEMPLATE_NIC_COUNTS) out.push(await makeTemplate(config, { ...o, nics }));
+  return out;
+}
+
+/**
+ * The network namespace a one-NIC template boots in, with `n` taps (tap<i>_kata, owned by the jail's
+ * user when rootless): `ip netns` makes it, and removes it, with the taps, after the save.
+ */
+function templateNetns(key: string, n: number, owner?: { uid: number; gid: number }) {
+  const name = `kata-ts-template-${key}-${process.pid}`;
+  const ip = (args: string[]) =>
+    execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"], timeout: 10_000 });
+  ip(["netns", "add", name]);
+  const remove = () => {
+    try {
+      ip(["netns", "del", name]);
+    } catch {
+      // gone already: nothing to remove
+    }
+  };
+  try {
+    const nics = [];
+    for (let i = 0; i < n; i++) {
+      const tap = `tap${i}_kata`;
+      const user = owner ? ["user", String(owner.uid), "group", String(owner.gid)] : [];
+      ip(["-n", name, "tuntap", "add", "dev", tap, "mode", "tap", ...user]);
+      ip(["-n", name, "link", "set", tap, "up"]);
+      nics.push({ ifname: tap, mac: TEMPLATE_MAC });
+    }
+    return { path: `/run/netns/${name}`, nics, remove };
+  } catch (err) {
+    remove();
+    const stderr = String((err as { stderr?: Buffer }).stderr ?? "").trim();
+    throw new Error(`the template's network namespace: ${stderr || (err as Error).message}`);
+  }
+}
+
+/** Removes the namespaces of one-NIC template boots whose `factory init` died (its pid is gone). */
+export function removeTemplateNetnsLeftovers(): number {
+  let n = 0;
+  let names: string[] = [];
+  try {
+    names = readdirSync("/run/netns");
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    const m = TEMPLATE_NETNS.exec(name);
+    if (!m) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+      continue; // its init still runs
+    } catch {
+      // its init is gone: the namespace is a leftover
+    }
+    try {
+      execFileSync("ip", ["netns", "del", name], { stdio: "ignore", timeout: 10_000 });
+      n++;
+    } catch {
+      // removed meanwhile
+    }
+  }
+  return n;
 }
 
 /**
@@ -164,9 +255,10 @@ export async function makeTemplate(
   o: MakeTemplateOptions,
 ): Promise<{ files: TemplateFiles; meta: TemplateMeta; made: boolean }> {
   const accel = await templateAccel(config);
-  const found = findTemplate(config, accel.accel);
+  const nics = o.nics ?? 0;
+  const found = findTemplate(config, accel.accel, nics);
   if (found.ok) return { files: found.files, meta: found.meta, made: false };
-  const files = templateFiles(config, templateKey(config, accel.accel));
+  const files = templateFiles(config, templateKey(config, accel.accel, nics));
   const tmp = `${files.dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(join(tmp, "share"), { recursive: true, mode: 0o700 });
@@ -174,13 +266,17 @@ export async function makeTemplate(
   // Made empty here (QEMU grows it to the RAM size): the jail binds files that exist.
   writeFileSync(join(tmp, "memory"), "", { mode: 0o600 });
   let vm: Vm | undefined;
+  let netns: ReturnType<typeof templateNetns> | undefined;
   try {
     const t0 = Date.now();
+    if (nics > 0) netns = templateNetns(files.key, nics, o.jailUser);
     vm = await startVm({
       id: `template-${files.key}`,
       dir: vmDir,
       config: config.hypervisor,
       accel,
+      netns: netns?.path,
+      nics: netns?.nics,
       shares: [{ tag: o.shareTag, path: join(tmp, "share"), fs: "virtio-9p" }],
       template: { mode: "template", memoryFile: join(tmp, "memory") },
       jailUser: o.jailUser,
@@ -206,6 +302,7 @@ export async function makeTemplate(
     const saveMs = Date.now() - t1;
     await vm.stop(5000);
     vm = undefined;
+    netns?.remove();
     const meta: TemplateMeta = {
       format: FORMAT,
       key: files.key,
@@ -213,6 +310,7 @@ export async function makeTemplate(
       accel: accel.accel,
       memoryMiB: config.hypervisor.defaultMemory,
       vcpus: config.hypervisor.defaultVcpus,
+      macs: (netns?.nics ?? []).map((n) => n.mac),
       shareTag: o.shareTag,
       stateBytes,
       bootMs,
@@ -226,7 +324,7 @@ export async function makeTemplate(
     rmSync(files.dir, { recursive: true, force: true });
     renameSync(tmp, files.dir);
     o.log?.(
-      `template ${files.key}: booted in ${bootMs} ms, warm-up container ${warmUpMs} ms, saved in ${saveMs} ms (${stateBytes} bytes of state)`,
+      `template ${files.key} (${nics} NIC${nics === 1 ? "" : "s"}): booted in ${bootMs} ms, warm-up container ${warmUpMs} ms, saved in ${saveMs} ms (${stateBytes} bytes of state)`,
     );
     return { files, meta, made: true };
   } catch (err) {
@@ -234,6 +332,7 @@ export async function makeTemplate(
       vm.kill();
       await vm.waitExit();
     }
+    netns?.remove();
     rmSync(tmp, { recursive: true, force: true });
     throw new KataError(`factory init: ${(err as Error).message}`);
   }

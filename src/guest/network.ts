@@ -6,7 +6,7 @@
 
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
-import type { IpAddress, NetInterface, NetRoute } from "../agent/api";
+import type { InterfaceUpdate, IpAddress, NetInterface, NetRoute } from "../agent/api";
 import { firstLine } from "../errors";
 import { sortRoutes } from "../network/scan";
 
@@ -148,7 +148,10 @@ export function routeArgs(r: NetRoute): string[] {
 }
 
 export class GuestNetwork {
-  constructor(private readonly ip: IpRunner = runIp) {}
+  constructor(
+    private readonly ip: IpRunner = runIp,
+    private readonly links: typeof guestLinks = guestLinks,
+  ) {}
 
   async listInterfaces(): Promise<NetInterface[]> {
     return this.withAddresses(await this.ip([["-o", "addr", "show"]]));
@@ -156,11 +159,11 @@ export class GuestNetwork {
 
   private withAddresses(ipAddrText: string): NetInterface[] {
     const addrs = parseIpAddrText(ipAddrText);
-    return guestLinks().map((l) => ({ ...l, addresses: addrs.get(l.name) ?? [] }));
+    return this.links().map((l) => ({ ...l, addresses: addrs.get(l.name) ?? [] }));
   }
 
   private parseRoutes(out: string): NetRoute[] {
-    const devices = new Set(guestLinks().map((l) => l.name));
+    const devices = new Set(this.links().map((l) => l.name));
     const [v4, v6 = ""] = out.split(MARK);
     return [...parseIpRouteText(v4, 4, devices), ...parseIpRouteText(v6, 6, devices)];
   }
@@ -174,13 +177,20 @@ export class GuestNetwork {
     return [["-4", "route", "show"], { mark: true }, { args: ["-6", "route", "show"], optional: true }];
   }
 
-  /** Finds the NIC by MAC, renames it to the pod interface's name, sets MTU and addresses, brings it up. */
-  async updateInterface(want: NetInterface): Promise<NetInterface> {
+  /**
+   * Finds the NIC by MAC (in a template clone: by the template's, `fromMac`, and gives it the pod's),
+   * renames it to the pod interface's name, sets MTU and addresses, brings it up.
+   */
+  async updateInterface(want: InterfaceUpdate): Promise<NetInterface> {
     const mac = want.mac.toLowerCase();
-    const links = guestLinks();
-    const link = links.find((l) => l.mac === mac);
-    if (!link) throw new Error(`no network interface with MAC ${mac} in the guest`);
+    const links = this.links();
+    const from = want.fromMac?.toLowerCase();
+    const link = links.find((l) => l.mac === mac) ?? links.find((l) => from !== undefined && l.mac === from);
+    if (!link)
+      throw new Error(`no network interface with MAC ${mac}${from ? ` or ${from}` : ""} in the guest`);
     const cmds: IpCommand[] = [["link", "set", "dev", link.name, "down"]];
+    // virtio-net takes the new address over its control queue, so QEMU's receive filter follows it.
+    if (link.mac !== mac) cmds.push(["link", "set", "dev", link.name, "address", mac]);
     if (link.name !== want.name) {
       // Another NIC may hold the name (virtio-mmio probe order is not the command line's): move it aside.
       const other = links.find((l) => l.name === want.name);
@@ -209,7 +219,7 @@ export class GuestNetwork {
    * addresses included, as the host lists them); IPv6 routes are added or replaced. Link routes first.
    */
   async updateRoutes(routes: NetRoute[]): Promise<NetRoute[]> {
-    const cmds: IpCommand[] = guestLinks().map((l) => ({
+    const cmds: IpCommand[] = this.links().map((l) => ({
       args: ["-4", "route", "flush", "dev", l.name],
       optional: true as const,
     }));

@@ -143,13 +143,22 @@ export interface NetworkAgent {
   ): Promise<AgentResponse<M>>;
 }
 
-/** Gives the guest its NICs and routes (the first call also waits for the booting agent). */
+/**
+ * Gives the guest its NICs and routes (the first call also waits for the booting agent). A template
+ * clone's NICs still carry the template's MACs, `fromMacs` (in NIC order): the guest changes them.
+ */
 export async function configureGuestNetwork(
   agent: NetworkAgent,
   net: SandboxNetwork,
   timeoutMs: number,
+  fromMacs: readonly string[] = [],
 ): Promise<void> {
-  for (const e of net.endpoints) await agent.request("updateInterface", e.iface, timeoutMs);
+  for (const [i, e] of net.endpoints.entries())
+    await agent.request(
+      "updateInterface",
+      fromMacs[i] ? { ...e.iface, fromMac: fromMacs[i] } : e.iface,
+      timeoutMs,
+    );
   if (net.routes.length > 0) await agent.request("updateRoutes", { routes: net.routes }, timeoutMs);
 }
 

@@ -23,7 +23,7 @@ import {
   SLOT_SOCKET,
   type TakeReply,
 } from "../factory/cache";
-import { makeTemplate, templateAccel, templateKey } from "../factory/template";
+import { makeTemplate, makeTemplates, templateAccel, templateKey } from "../factory/template";
 import { ensureJailUser } from "../hypervisor/jail";
 import { processStartTime } from "../sys/proc";
 import { supervisorScript } from "./launch";
@@ -69,7 +69,10 @@ export async function runCacheServer(o: CacheServerOptions): Promise<void> {
   await cleanCacheLeftovers(config, unmountTree);
   const q = config.hypervisor;
   const jailUser = q.rootless ? ensureJailUser(q.rootlessUser) : undefined;
-  await makeTemplate(config, { shareTag: SHARE_TAG, jailUser, log });
+  // With enable_template, the one-NIC template too: a pod with an interface, which no cached VM can take,
+  // is cloned from it.
+  const make = config.factory.enableTemplate ? makeTemplates : makeTemplate;
+  await make(config, { shareTag: SHARE_TAG, jailUser, log });
   const key = templateKey(config, (await templateAccel(config)).accel);
   const root = cacheRoot(config);
   mkdirSync(root, { recursive: true, mode: 0o700 });

@@ -110,7 +110,7 @@ async function bootVm(
   const cloned = clone !== undefined;
   let vm: Vm;
   try {
-    vm = clone ?? (await startVm(vmOptions));
+    vm = clone?.vm ?? (await startVm(vmOptions));
   } catch (err) {
     vfsd?.kill();
     await stopDaemon();
@@ -156,7 +156,8 @@ async function bootVm(
       // The agent answers first (the guest boots meanwhile), so the time below is the setup's own.
       await agent.request("ping", {}, 120_000);
       const t1 = Date.now();
-      await configureGuestNetwork(agent, net, 60_000);
+      // A clone's NICs have the template's MACs until the agent gives them the pod's.
+      await configureGuestNetwork(agent, net, 60_000, clone?.macs);
       log(`network: guest NICs and routes configured in ${Date.now() - t1} ms`);
     }
     return { agent, vm: handle, share: { dir: GUEST_SHARED_DIR, mount: guestShareMount(fs) } };
@@ -169,16 +170,17 @@ async function bootVm(
 }
 
 /**
- * [factory] enable_template: a clone of the template, or undefined (with a warning for the CLI and the
- * log) when there is none for this configuration, the sandbox cannot use one, or the restore failed.
- * Never an error: the caller boots cold.
+ * [factory] enable_template: a clone of the template with the sandbox's NIC count (and the MACs its
+ * NICs have until the agent sets the pod's), or undefined (with a warning for the CLI and the log) when
+ * there is none for this configuration, the sandbox cannot use one, or the restore failed. Never an
+ * error: the caller boots cold.
  */
 async function cloneFromTemplate(
   config: RuntimeConfig,
   vmOptions: Omit<StartVmOptions, "template" | "accel">,
   sandbox: { nics: number; virtioFs: boolean },
   log: (m: string) => void,
-): Promise<Vm | undefined> {
+): Promise<{ vm: Vm; macs: string[] } | undefined> {
   const { findTemplate, templateAccel, templateRefusal } = await import("../factory/template");
   const { startVm } = await import("../hypervisor/qemu");
   const coldBoot = (why: string) => {
@@ -189,17 +191,21 @@ async function cloneFromTemplate(
   const refusal = templateRefusal(sandbox);
   if (refusal) return coldBoot(refusal);
   const accel = await templateAccel(config);
-  const found = findTemplate(config, accel.accel);
+  const found = findTemplate(config, accel.accel, sandbox.nics);
   if (!found.ok) return coldBoot(found.why);
   const t0 = Date.now();
+  const macs = found.meta.macs;
   try {
     const vm = await startVm({
       ...vmOptions,
+      // The devices as the template had them (the restored state carries its MACs); the pod's taps.
+      nics: vmOptions.nics?.map((n, i) => ({ ...n, mac: macs[i] })),
       accel,
       template: { mode: "clone", memoryFile: found.files.memory, stateFile: found.files.state },
     });
-    log(`factory: cloned template ${found.files.key} in ${Date.now() - t0} ms`);
-    return vm;
+    const withNics = macs.length ? ` with ${macs.length} NIC(s)` : "";
+    log(`factory: cloned template ${found.files.key} in ${Date.now() - t0} ms${withNics}`);
+    return { vm, macs };
   } catch (err) {
     return coldBoot(`restoring template ${found.files.key} failed: ${firstLine((err as Error).message)}`);
   }

@@ -172,11 +172,12 @@ export async function runSlot(argv: string[]): Promise<void> {
       return;
     }
     if (a.netns) {
-      // A clone has no NIC and microvm cannot hot-plug one: a pod with interfaces boots its own VM.
+      // A cached VM has no NIC and microvm cannot hot-plug one: a pod with interfaces gets a VM of its
+      // own (a clone of the one-NIC template when it has one NIC).
       const net = setupSandboxNetwork(a.netns, paths.dir, log);
       if (net) {
         teardownSandboxNetwork(paths.dir);
-        reply(`refused: ${templateRefusal({ nics: net.endpoints.length, virtioFs: false })}`);
+        reply(`refused: the pod has ${net.endpoints.length} network interface(s) and a cached VM has none`);
         state = "idle";
         await stopIdle("refused a pod with network interfaces");
         return;

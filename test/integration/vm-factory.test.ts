@@ -142,18 +142,19 @@ describe("VM factory: template and clones", { skip }, () => {
     assert.deepEqual(templateProcesses(), []);
   });
 
-  test("factory init saves a template; a second init leaves it as it is", () => {
+  test("factory init saves the templates (no NIC, one NIC); a second init leaves them as they are", () => {
     const r = cli(["factory", "init"]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /template created: /);
+    assert.match(r.stdout, /template created: .*\(0 NICs; /);
+    assert.match(r.stdout, /template created: .*\(1 NIC; /);
     const s = status();
     assert.ok(s.current, s.reason);
-    assert.equal(s.templates.length, 1);
+    assert.equal(s.templates.length, 2);
     const files = readdirSync(s.current.dir).sort();
     assert.deepEqual(files, ["memory", "state", "template.json"]);
     // Nothing of the template VM stays: no QEMU with the template's name, no temporary directory.
     assert.deepEqual(templateProcesses(), []);
-    assert.equal(readdirSync(templates).length, 1);
+    assert.equal(readdirSync(templates).length, 2);
     const again = cli(["factory", "init"]);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stdout, /template up to date/);
@@ -223,7 +224,7 @@ describe("VM factory: template and clones", { skip }, () => {
     assert.equal(r.code, 0, r.stderr);
     const after = status(changed);
     assert.ok(after.current);
-    assert.equal(after.templates.length, 2);
+    assert.equal(after.templates.length, 4);
     assert.notEqual(after.current.key, status().current?.key);
   });
 
@@ -260,7 +261,7 @@ describe("VM factory: template and clones", { skip }, () => {
     assertNoLeaks(before, { root, bundle: b, id });
     const r = cli(["factory", "destroy"]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /removed 2 template\(s\)/);
+    assert.match(r.stdout, /removed 4 template\(s\)/);
     assert.deepEqual(readdirSync(templates), []);
   });
 });

@@ -7,7 +7,16 @@
 // killed) the pod netns holds no tap and no qdisc of ours, and no QEMU runs. Two VM boots in all.
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
@@ -52,11 +61,11 @@ function kataTs(args: string[], input = ""): { code: number; stdout: string; std
 }
 
 /** create with the container's stdio on a file. */
-function create(id: string, bundle: string): string {
+function create(id: string, bundle: string, config = CONFIG): string {
   const out = join(tmp.path, `${id}.out`);
   const fd = openSync(out, "w");
   try {
-    const r = spawnSync(BIN, ["--root", root, "--config", CONFIG, "create", "--bundle", bundle, id], {
+    const r = spawnSync(BIN, ["--root", root, "--config", config, "create", "--bundle", bundle, id], {
       stdio: ["ignore", fd, fd],
       timeout: 180_000,
     });
@@ -149,7 +158,7 @@ describe("VM networking (tcfilter)", { skip: missing.length > 0 && `missing ${mi
   });
 
   after(() => {
-    for (const id of ["ktnet1", "ktnet2"]) kataTs(["delete", "--force", id]);
+    for (const id of ["ktnet1", "ktnet2", "ktnet3"]) kataTs(["delete", "--force", id]);
     httpd?.kill("SIGKILL");
     for (const ns of [POD, PEER]) spawnSync("ip", ["netns", "del", ns]);
     tmp.cleanup();
@@ -272,5 +281,59 @@ describe("VM networking (tcfilter)", { skip: missing.length > 0 && `missing ${mi
     assert.equal(existsSync(join(root, "ktnet2")), false, "state left");
     assertPodNetnsClean();
     assertNoHostLeaks(b, "ktnet2");
+  });
+
+  test("with the factory: the pod's VM is a clone of the one-NIC template, with the pod's MAC and address", async () => {
+    const templates = join(tmp.path, "templates");
+    const factoryConfig = join(tmp.path, "factory.toml");
+    writeFileSync(
+      factoryConfig,
+      `${readFileSync(CONFIG, "utf8")}\n[factory]\nenable_template = true\ntemplate_path = "${templates}"\n`,
+    );
+    const withFactory = (args: string[]) =>
+      spawnSync(BIN, ["--root", root, "--config", factoryConfig, ...args], {
+        encoding: "utf8",
+        timeout: 300_000,
+      });
+    const netnsBefore = readdirSync("/run/netns");
+    try {
+      const init = withFactory(["factory", "init"]);
+      assert.equal(init.status, 0, init.stderr);
+      assert.match(init.stdout, /template created: .*\(1 NIC; /);
+      // The template's own namespace (and its tap) went with its boot.
+      assert.deepEqual(readdirSync("/run/netns").sort(), netnsBefore.sort());
+      const b = bundle(
+        "b3",
+        [
+          "echo mac=$(cat /sys/class/net/eth0/address)",
+          "ip -o -4 addr show dev eth0",
+          `echo got=$(wget -qO- http://${HOST_IP}:8080/token.txt)`,
+        ].join("; "),
+      );
+      const out = create("ktnet3", b, factoryConfig);
+      const log = readFileSync(join(root, "sandboxes", "ktnet3", "supervisor.log"), "utf8");
+      assert.match(log, /factory: cloned template [0-9a-f]{16} in \d+ ms with 1 NIC\(s\)/, log);
+      assert.doesNotMatch(readFileSync(out, "utf8"), /cold boot/, "a one-NIC template exists: no cold boot");
+      assert.equal(withFactory(["start", "ktnet3"]).status, 0);
+      await until("the container's report", () => readFileSync(out, "utf8").includes("got="), 60_000);
+      const report = readFileSync(out, "utf8");
+      assert.match(
+        report,
+        new RegExp(`mac=${MAC}\\n`),
+        "the clone's NIC has the pod's MAC, not the template's",
+      );
+      assert.match(report, new RegExp(`inet ${GUEST_IP.replace(/\./g, "\\.")}/24 `), report);
+      // A reply to the pod's MAC reached the guest: QEMU's receive filter follows the new address.
+      assert.match(report, new RegExp(`got=${TOKEN}\\n`), "guest → peer and back over the veth");
+      await until("stopped", () => JSON.parse(withFactory(["state", "ktnet3"]).stdout).status === "stopped");
+      const del = withFactory(["delete", "ktnet3"]);
+      assert.equal(del.status, 0, del.stderr);
+      assertPodNetnsClean();
+      assertNoHostLeaks(b, "ktnet3");
+    } finally {
+      const d = withFactory(["factory", "destroy"]);
+      assert.equal(d.status, 0, d.stderr);
+      assert.match(d.stdout, /removed 2 template\(s\)/);
+    }
   });
 });

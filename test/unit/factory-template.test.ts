@@ -9,6 +9,7 @@ import {
   destroyTemplates,
   findTemplate,
   listTemplates,
+  TEMPLATE_MAC,
   templateFiles,
   templateKey,
   templateRefusal,
@@ -30,23 +31,25 @@ function config() {
 }
 
 /** A template on disk as `factory init` leaves it (files of the right sizes). */
-function fakeTemplate(c: ReturnType<typeof config>) {
-  const f = templateFiles(c, templateKey(c, "tcg"));
+function fakeTemplate(c: ReturnType<typeof config>, nics = 0) {
+  const f = templateFiles(c, templateKey(c, "tcg", nics));
   mkdirSync(f.dir, { recursive: true });
   writeFileSync(f.memory, Buffer.alloc(4 * 1024 * 1024));
   writeFileSync(f.state, Buffer.alloc(1000, 1));
-  const meta = { format: 1, key: f.key, memoryMiB: 4, vcpus: 1, stateBytes: 1000, accel: "tcg" };
+  const macs = Array.from({ length: nics }, () => TEMPLATE_MAC);
+  const meta = { format: 2, key: f.key, memoryMiB: 4, vcpus: 1, macs, stateBytes: 1000, accel: "tcg" };
   writeFileSync(f.meta, JSON.stringify(meta));
   return f;
 }
 
 describe("VM template bookkeeping", () => {
-  test("the key changes with the kernel command line, memory, vCPUs, kernel file and accelerator", () => {
+  test("the key changes with the kernel command line, memory, vCPUs, kernel file, accelerator and NICs", () => {
     const c = config();
     const k = templateKey(c, "tcg");
     assert.match(k, /^[0-9a-f]{16}$/);
     assert.equal(templateKey(c, "tcg"), k, "stable");
     assert.notEqual(templateKey(c, "kvm"), k);
+    assert.notEqual(templateKey(c, "tcg", 1), k);
     for (const change of [
       (x: typeof c) => {
         x.hypervisor.kernelParams = "loglevel=4";
@@ -90,9 +93,29 @@ describe("VM template bookkeeping", () => {
     assert.deepEqual(listTemplates(c), []);
   });
 
-  test("virtio-fs and pods with NICs cannot use a template (no hotplug, no vhost-user restore)", () => {
+  test("a pod's NIC count picks its template: one NIC finds the one-NIC template, not the other", () => {
+    const c = config();
+    destroyTemplates(c);
+    fakeTemplate(c, 0);
+    assert.equal(findTemplate(c, "tcg", 0).ok, true);
+    assert.equal(findTemplate(c, "tcg", 1).ok, false);
+    const one = fakeTemplate(c, 1);
+    const found = findTemplate(c, "tcg", 1);
+    assert.ok(found.ok);
+    assert.deepEqual(found.meta.macs, [TEMPLATE_MAC]);
+    // A template.json whose MACs do not match its NIC count is not trusted.
+    writeFileSync(one.meta, JSON.stringify({ ...found.meta, macs: [] }));
+    assert.match((findTemplate(c, "tcg", 1) as { why: string }).why, /stale/);
+    assert.equal(destroyTemplates(c), 2);
+  });
+
+  test("virtio-fs and pods with more NICs than a template cannot use one (no hotplug, no vhost-user restore)", () => {
     assert.equal(templateRefusal({ nics: 0, virtioFs: false }), undefined);
-    assert.match(templateRefusal({ nics: 1, virtioFs: false }) ?? "", /1 network interface/);
+    assert.equal(templateRefusal({ nics: 1, virtioFs: false }), undefined);
+    assert.match(
+      templateRefusal({ nics: 2, virtioFs: false }) ?? "",
+      /2 network interfaces and templates have at most 1/,
+    );
     assert.match(templateRefusal({ nics: 0, virtioFs: true }) ?? "", /virtio-fs/);
   });
 });

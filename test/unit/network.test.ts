@@ -5,7 +5,14 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { ipScript, parseIpAddrText, parseIpRouteText, routeArgs, runIp } from "../../src/guest/network";
+import {
+  GuestNetwork,
+  ipScript,
+  parseIpAddrText,
+  parseIpRouteText,
+  routeArgs,
+  runIp,
+} from "../../src/guest/network";
 import { buildQemuArgs, inNetns, type QemuLaunch } from "../../src/hypervisor/qemu";
 import {
   networkRecordPath,
@@ -384,6 +391,37 @@ describe("guest side", () => {
         ["-o", "link"],
       ]),
       /^Error: ip link set dev kt-none0 up: .*(Cannot find device|does not exist|No such device).*$/,
+    );
+  });
+
+  test("updateInterface: by MAC; a template clone's NIC by the template's MAC, given the pod's first", async () => {
+    const pod = "02:42:0a:58:00:05";
+    const tpl = "02:6b:74:00:00:01";
+    const runs: string[][][] = [];
+    const guest = (mac: string) =>
+      new GuestNetwork(
+        async (cmds) => {
+          runs.push(cmds.filter((c): c is string[] => Array.isArray(c)));
+          return `2: eth0    inet 10.88.0.5/16 brd 10.88.255.255 scope global eth0\n`;
+        },
+        () => [{ name: "eth0", mac, mtu: 1500 }],
+      );
+    const want = {
+      name: "eth0",
+      mac: pod,
+      mtu: 1500,
+      addresses: [{ family: 4 as const, address: "10.88.0.5", prefixLen: 16 }],
+    };
+    await guest(pod).updateInterface(want);
+    assert.ok(!runs[0].some((c) => c.includes("address")), "the NIC has the pod's MAC already");
+    await guest(tpl).updateInterface({ ...want, fromMac: tpl.toUpperCase() });
+    assert.deepEqual(runs[1].slice(0, 2), [
+      ["link", "set", "dev", "eth0", "down"],
+      ["link", "set", "dev", "eth0", "address", pod],
+    ]);
+    await assert.rejects(
+      guest(tpl).updateInterface(want),
+      /no network interface with MAC 02:42:0a:58:00:05 in/,
     );
   });
 

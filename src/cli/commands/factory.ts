@@ -10,7 +10,9 @@ import {
   destroyTemplates,
   findTemplate,
   listTemplates,
-  makeTemplate,
+  makeTemplates,
+  removeTemplateNetnsLeftovers,
+  TEMPLATE_NIC_COUNTS,
   templateAccel,
 } from "../../factory/template";
 import { ensureJailUser } from "../../hypervisor/jail";
@@ -34,7 +36,9 @@ export function register(program: Command, app: App): void {
 
   factory
     .command("init")
-    .description("boot and save the VM template for the current configuration (nothing if it exists)")
+    .description(
+      "boot and save the VM templates (without a NIC, with one) of the current configuration (nothing if they exist)",
+    )
     .action(async () => {
       const c = config(app);
       if (c.runtime.hypervisor === "none")
@@ -65,14 +69,21 @@ export function register(program: Command, app: App): void {
         return;
       }
       const jailUser = c.hypervisor.rootless ? ensureJailUser(c.hypervisor.rootlessUser) : undefined;
-      const r = await makeTemplate(c, { shareTag: SHARE_TAG, jailUser, log: (m) => app.logger().info(m) });
+      const made = await makeTemplates(c, {
+        shareTag: SHARE_TAG,
+        jailUser,
+        log: (m) => app.logger().info(m),
+      });
       if (!c.factory.enableTemplate)
         app.logger().warn("factory: enable_template is off in [factory]: create will not use the template");
-      print(
-        r.made
-          ? `template created: ${r.files.dir} (boot ${r.meta.bootMs} ms, warm-up ${r.meta.warmUpMs} ms, save ${r.meta.saveMs} ms)`
-          : `template up to date: ${r.files.dir}`,
-      );
+      for (const r of made) {
+        const nics = `${r.meta.macs.length} NIC${r.meta.macs.length === 1 ? "" : "s"}`;
+        print(
+          r.made
+            ? `template created: ${r.files.dir} (${nics}; boot ${r.meta.bootMs} ms, warm-up ${r.meta.warmUpMs} ms, save ${r.meta.saveMs} ms)`
+            : `template up to date: ${r.files.dir} (${nics})`,
+        );
+      }
     });
 
   factory
@@ -83,12 +94,18 @@ export function register(program: Command, app: App): void {
       const c = config(app);
       const accel = await templateAccel(c);
       const found = findTemplate(c, accel.accel);
+      // The ones for pods with NICs (a pod's eth0), by NIC count.
+      const withNics = TEMPLATE_NIC_COUNTS.filter((n) => n > 0).map((nics) => {
+        const f = findTemplate(c, accel.accel, nics);
+        return f.ok ? { nics, dir: f.files.dir, key: f.files.key } : { nics, reason: f.why };
+      });
       const status = {
         enableTemplate: c.factory.enableTemplate,
         templatePath: c.factory.templatePath,
         templates: listTemplates(c),
         current: found.ok ? { dir: found.files.dir, ...found.meta } : null,
         reason: found.ok ? undefined : found.why,
+        withNics,
         vmCacheNumber: c.factory.vmCacheNumber,
         vmCacheEndpoint: c.factory.vmCacheEndpoint,
         cache: (await cacheStatus(c.factory.vmCacheEndpoint)) ?? null,
@@ -102,6 +119,8 @@ export function register(program: Command, app: App): void {
       if (found.ok)
         print(`template: ${found.files.dir} (created ${found.meta.created}, ${found.meta.accel})`);
       else print(`template: none usable: ${found.why}`);
+      for (const t of withNics)
+        print(`template with ${t.nics} NIC(s): ${"dir" in t ? t.dir : `none usable: ${t.reason}`}`);
       print(`vm_cache_number: ${c.factory.vmCacheNumber}`);
       const st = status.cache;
       if (st)
@@ -126,5 +145,8 @@ export function register(program: Command, app: App): void {
       if (slots > 0) print(`removed ${slots} cached VM(s)`);
       const n = destroyTemplates(c);
       print(`removed ${n} template(s)`);
+      // The network namespaces of one-NIC template boots whose `factory init` was killed.
+      const netns = removeTemplateNetnsLeftovers();
+      if (netns > 0) print(`removed ${netns} network namespace(s) of unfinished templates`);
     });
 }
