@@ -3,14 +3,17 @@
 // work; two clones read different /dev/urandom bytes and have the host's clock; a changed kernel
 // command line gets a template of its own; a truncated or garbled template means a cold boot with a
 // warning, never a failed create; kill -9 of a clone's QEMU then `delete --force` and `factory destroy`
-// leave nothing (leak scanner, template directory).
+// leave nothing (leak scanner, template directory); so does kill -9 of `factory init` while it boots the
+// one-NIC template, once `factory destroy` ran (its network namespace, its unfinished directory).
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { appendFileSync, existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { sandboxPaths } from "../../src/sandbox/paths";
 import {
   alive,
+  BIN,
   type CliResult,
   createOnFiles,
   kata,
@@ -262,6 +265,34 @@ describe("VM factory: template and clones", { skip }, () => {
     const r = cli(["factory", "destroy"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /removed 4 template\(s\)/);
+    assert.deepEqual(readdirSync(templates), []);
+  });
+
+  test("kill -9 of factory init while it boots the one-NIC template: factory destroy leaves nothing", async () => {
+    const netns = () => readdirSync("/run/netns").filter((n) => n.startsWith("kata-ts-template-"));
+    const netnsBefore = existsSync("/run/netns") ? netns() : [];
+    const init = spawn(BIN, ["--root", root, "--config", CONFIG, "factory", "init"], {
+      env,
+      stdio: "ignore",
+    });
+    try {
+      await until(
+        "the one-NIC template's network namespace",
+        () => existsSync("/run/netns") && netns().length > netnsBefore.length,
+        240_000,
+        50,
+      );
+    } finally {
+      init.kill("SIGKILL");
+    }
+    await until("factory init gone", () => init.exitCode !== null || init.signalCode !== null);
+    // Its QEMU dies with it (parent-death signal); its namespace and unfinished directory stay.
+    await until("the template VM gone", () => templateProcesses().length === 0, 30_000);
+    assert.ok(netns().length > netnsBefore.length, "the namespace outlived its init");
+    const r = cli(["factory", "destroy"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /removed 1 network namespace\(s\) of unfinished templates/);
+    assert.deepEqual(netns(), netnsBefore);
     assert.deepEqual(readdirSync(templates), []);
   });
 });
