@@ -25,6 +25,7 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include "../common/nsfile.h"
 
 // SCM_MAX_FD in the kernel: the most descriptors one message can carry.
 #define MAX_FDS_PER_MSG 253
@@ -580,12 +581,8 @@ static napi_value js_bpf_program_exists(napi_env env, napi_callback_info info) {
   return throw_errno(env, "bpf BPF_PROG_GET_FD_BY_ID", errno);
 }
 
-#define NSFS_MAGIC_ 0x6e736673
-#define NS_GET_NSTYPE_ _IO(0xb7, 0x3)
-
 // nsType(path): the CLONE_NEW* value of the namespace the file at path is (ioctl NS_GET_NSTYPE), or 0 when
-// it is not a namespace file. The path is first opened O_PATH and checked to be on nsfs, so a fifo or a
-// device named by a config.json is never really opened (that could block or have side effects).
+// it is not a namespace file (a fifo or a device named by a config.json is never really opened: nsfile.h).
 static napi_value js_ns_type(napi_env env, napi_callback_info info) {
   ARGS(1);
   char path[4096];
@@ -593,27 +590,11 @@ static napi_value js_ns_type(napi_env env, napi_callback_info info) {
   if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok)
     return throw_type(env, "nsType", "path must be a string");
   if (len >= sizeof path - 1) return throw_errno(env, "open", ENAMETOOLONG);
-  int pfd = open(path, O_PATH | O_CLOEXEC);
-  if (pfd < 0) return throw_errno(env, "open", errno);
-  struct statfs sfs;
-  struct stat st;
-  if (fstatfs(pfd, &sfs) < 0 || fstat(pfd, &st) < 0) {
-    int e = errno;
-    close(pfd);
-    return throw_errno(env, "fstatfs", e);
-  }
-  if (sfs.f_type != NSFS_MAGIC_ || !S_ISREG(st.st_mode)) {
-    close(pfd);
-    return make_int(env, 0);
-  }
-  char self[64];
-  snprintf(self, sizeof self, "/proc/self/fd/%d", pfd);
-  int fd = open(self, O_RDONLY | O_CLOEXEC);
+  int fd = open_ns_file(path);
+  if (fd == -2) return make_int(env, 0);
+  if (fd < 0) return throw_errno(env, "open", errno);
+  int t = ioctl(fd, KATA_NS_GET_NSTYPE);
   int e = errno;
-  close(pfd);
-  if (fd < 0) return throw_errno(env, "open", e);
-  int t = ioctl(fd, NS_GET_NSTYPE_);
-  e = errno;
   close(fd);
   if (t < 0) return throw_errno(env, "ioctl NS_GET_NSTYPE", e);
   return make_int(env, t);

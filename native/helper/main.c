@@ -34,6 +34,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../common/nsfile.h"
 #include "helper.h"
 
 #ifndef F_SEAL_FUTURE_WRITE
@@ -73,7 +74,6 @@ static void reexec_sealed(char **argv) {
   fail("helper: re-exec from the sealed memfd: %s", strerror(errno));
 }
 
-#define NS_GET_NSTYPE _IO(0xb7, 0x3)
 static const struct {
   const char *name;
   int flag;
@@ -257,11 +257,12 @@ int main(int argc, char **argv) {
     const char *op = r.argv[0];
     if (strcmp(op, "setns") == 0 && r.argc == 3) {
       /* Open them all first: /proc/PID/ns paths stop resolving once we left the caller's mount ns. */
-      int fd = open(r.argv[1], O_RDONLY | O_CLOEXEC);
+      int fd = open_ns_file(r.argv[1]); /* never opens a fifo or device for real (it could block) */
+      if (fd == -2) fail("linux.namespaces: %s is not a namespace (declared type %s)", r.argv[1], r.argv[2]);
       if (fd < 0) fail("open namespace %s: %s", r.argv[1], strerror(errno));
       if (npending >= 16) fail("helper: too many namespaces to join");
       /* TS checked the type; this check (and setns with the type) holds even if it did not. */
-      int want = ns_type(r.argv[2]), got = ioctl(fd, NS_GET_NSTYPE);
+      int want = ns_type(r.argv[2]), got = ioctl(fd, KATA_NS_GET_NSTYPE);
       if (got < 0) fail("linux.namespaces: %s is not a namespace (declared type %s)", r.argv[1], r.argv[2]);
       if (got != want)
         fail("linux.namespaces: %s is of type %s, not the declared type %s", r.argv[1], ns_name(got), r.argv[2]);

@@ -3,7 +3,7 @@
 // in a crash (SIGSEGV/SIGABRT → 128+n) or a hang. Phase 2 runs in fresh mount/uts/ipc/net/pid
 // namespaces without a rootfs, so ops that would touch the host fail before they do anything.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import { after, describe, test } from "node:test";
@@ -112,6 +112,23 @@ describe("helper robustness (fuzz)", { skip: process.getuid?.() !== 0 ? "needs r
       if (i % 3 === 0 && junk.length >= 4) junk.writeUInt32LE(rand(2) ? 0 : 0xffffffff, 0);
       failedCleanly(await runHelper(junk), `junk ${junk.toString("hex")}`);
     }
+  });
+
+  test("setns on a fifo fails at once with an error record (opening it for real would block)", async () => {
+    const fifo = `${scratch.path}/not-a-namespace`;
+    execFileSync("mkfifo", [fifo]);
+    const started = Date.now();
+    const r = await runHelper(
+      encodeRecords([
+        ["setns", fifo, "net"],
+        ["clone", "0", "wait"],
+      ]),
+    );
+    failedCleanly(r, "setns on a fifo");
+    assert.ok(Date.now() - started < 5000, "the helper answered without waiting for a writer");
+    const err = r.records.find((x) => x[0] === "error");
+    assert.match(String(err?.[1]), /is not a namespace/);
+    assert.ok(!r.records.some((x) => x[0] === "pid"), "no clone");
   });
 
   test("phase 1: random records never clone and fail with an error record", async () => {
