@@ -5,7 +5,9 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
 import type { Socket } from "node:net";
+import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { helperPath } from "../../src/engine/launcher";
 import { CLONE_FLAGS } from "../../src/engine/plan";
@@ -17,10 +19,11 @@ after(() => scratch.cleanup());
 
 function runHelper(bytes: Buffer): Promise<{ code: number; signal: string | null; records: Rec[] }> {
   return new Promise((resolve, reject) => {
-    // cwd: a scratch dir, so relative paths in random records (mkfifo abc) land there.
+    // cwd: a fresh scratch dir per run, so relative paths in random records (mkfifo abc) land there and
+    // no run sees what an earlier one made (a fifo named "0" would block a later "fifo 0" by design).
     const child = spawn(helperPath(), ["3"], {
       stdio: ["ignore", "ignore", "ignore", "pipe"],
-      cwd: scratch.path,
+      cwd: mkdtempSync(join(scratch.path, "run-")),
     });
     const sock = child.stdio[3] as Socket;
     const dec = new RecordDecoder();
