@@ -4,6 +4,8 @@
 #   (b) `kata-ts run` of busybox `true`, VM cold (enable_template = false);
 #   (t) `kata-ts factory init`: boot + save of the template;
 #   (c) `kata-ts run` of the same bundle from the template (enable_template = true);
+#   (n) `kata-ts run` of the same bundle in a pod network namespace with one veth (as podman's or a CNI
+#       pod's eth0): cold, then from the one-NIC template;
 #   (k) `kata-ts run` of the same bundle from the VM cache (vm_cache_number = 1, `factory init` as a
 #       server in the background; each run waits, untimed, until the server has a VM ready again);
 #   memory: PSS (/proc/PID/smaps_rollup) of QEMU and the supervisor of one idle sandbox, cold and clone;
@@ -63,14 +65,31 @@ cleanup() {
   done
   kts "$work/cache.toml" factory destroy >/dev/null 2>&1 || true
   kts "$work/tmpl.toml" factory destroy >/dev/null 2>&1 || true
+  ip netns del "$podns" 2>/dev/null || true
+  ip netns del "$peerns" 2>/dev/null || true
   rm -rf "$work"
 }
+podns=ktbench-pod-$$ peerns=ktbench-peer-$$
 trap cleanup EXIT
 . bench/lib.sh
 b=$work/bundle
 busybox_bundle "$b" '["true"]'
 s=$work/sleeper
 busybox_bundle "$s" '["sleep", "1000"]'
+
+# (n): the pod's network namespace, its eth0 one end of a veth whose peer sits in a namespace of its own.
+ip netns add "$podns"
+ip netns add "$peerns"
+ip link add "ktbp$$" netns "$peerns" type veth peer name eth0 netns "$podns"
+ip -n "$podns" addr add 10.254.0.2/24 dev eth0
+ip -n "$podns" link set eth0 up
+ip -n "$peerns" addr add 10.254.0.1/24 dev "ktbp$$"
+ip -n "$peerns" link set "ktbp$$" up
+n=$work/netbundle
+busybox_bundle "$n" '["true"]'
+jq --arg p "/var/run/netns/$podns" '.linux.namespaces |= map(if .type == "network" then .path = $p else . end)' \
+  "$n/config.json" >"$n/config.tmp"
+mv "$n/config.tmp" "$n/config.json"
 
 echo "== (a) floor: bench/qemu-boot.sh -n $runs --kernel $kernel"
 out=$(bench/qemu-boot.sh -n "$runs" --kernel "$kernel" | tee /dev/stderr)
@@ -83,12 +102,12 @@ cache_ready() { # waits (untimed) until the cache server has a VM ready
   done
   echo "factory.sh: the VM cache has no VM ready after 120 s" >&2; exit 1
 }
-timed_runs() { # timed_runs CONFIG FILE
+timed_runs() { # timed_runs CONFIG FILE [BUNDLE]
   : >"$2"
   for i in $(seq "$runs"); do
     [ "$1" = "$work/cache.toml" ] && cache_ready
     t=$(date +%s%N)
-    kts "$1" run --bundle "$b" "bench-$i-$$" </dev/null >/dev/null 2>&1
+    kts "$1" run --bundle "${3:-$b}" "bench-$i-$$" </dev/null >/dev/null 2>&1
     ms_since "$t" >>"$2"
   done
 }
@@ -100,6 +119,9 @@ kts "$work/tmpl.toml" factory init
 init_ms=$(ms_since "$t")
 echo "== (c) kata-ts run, from the template × $runs"
 timed_runs "$work/tmpl.toml" "$work/c.txt"
+echo "== (n) kata-ts run in a pod netns with one NIC, cold, then from the one-NIC template × $runs"
+timed_runs "$work/cold.toml" "$work/nb.txt" "$n"
+timed_runs "$work/tmpl.toml" "$work/nc.txt" "$n"
 
 echo "== (k) kata-ts run, from the VM cache × $runs"
 kts "$work/cache.toml" factory init >"$work/cache-server.log" 2>&1 &
@@ -147,6 +169,8 @@ for i in $(seq "$density"); do kts "$work/tmpl.toml" delete --force "dens-$i-$$"
 b_med=$(median <"$work/b.txt")
 c_med=$(median <"$work/c.txt")
 k_med=$(median <"$work/k.txt")
+nb_med=$(median <"$work/nb.txt")
+nc_med=$(median <"$work/nc.txt")
 echo
 echo "| measure | value |"
 echo "|---|---|"
@@ -155,6 +179,8 @@ echo "| (a) QEMU boot floor, spawn → READY (median) | ${floor} ms |"
 echo "| (b) run true, VM cold (median; runs: $(tr '\n' ' ' <"$work/b.txt")) | ${b_med} ms ($(awk -v x="$b_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| (t) factory init | ${init_ms} ms |"
 echo "| (c) run true from the template (median; runs: $(tr '\n' ' ' <"$work/c.txt")) | ${c_med} ms ($(awk -v x="$c_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
+echo "| (n) run true with one NIC, cold (median; runs: $(tr '\n' ' ' <"$work/nb.txt")) | ${nb_med} ms ($(awk -v x="$nb_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
+echo "| (n) run true with one NIC from the one-NIC template (median; runs: $(tr '\n' ' ' <"$work/nc.txt")) | ${nc_med} ms ($(awk -v x="$nc_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| (k) run true from the VM cache (median; runs: $(tr '\n' ' ' <"$work/k.txt")) | ${k_med} ms ($(awk -v x="$k_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| PSS per sandbox, cold: QEMU + supervisor (QEMU: guest tcg kernel other) | ${cold_qemu} + ${cold_sup} kB (${cold_parts}) |"
 echo "| PSS per sandbox, clone: QEMU + supervisor (QEMU: guest tcg kernel other) | ${clone_qemu} + ${clone_sup} kB (${clone_parts}) |"
