@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Container engine benchmark: kata-ts (hypervisor = "none"), runc and crun side by side in ONE
 # hyperfine run: `run` of busybox `true`, create+start+delete, and `state` of a created container;
-# plus the peak RSS of each runtime call (/usr/bin/time). Prints a markdown table.
+# plus the peak RSS of each runtime call (/usr/bin/time), and `node -e 0` for the CLI's own cost
+# (kata-ts run minus Node's start, beside runc run). Prints a markdown table.
 #
 # Usage: bash bench/engine.sh [runs]          (root; build kata-ts first: bash scripts/setup.sh)
 #   KATA_TS_BENCH_RUNTIMES="kata-ts runc crun"   which runtimes (default all three)
@@ -69,6 +70,8 @@ for n in "${ok[@]}"; do
   args+=(-n "$n create+start+delete" "$rt create --bundle $b c-$n && $rt start c-$n && $rt delete --force c-$n")
   args+=(-n "$n state" "$rt state s-$n")
 done
+# Node's own start, so the CLI's own cost (kata-ts run − node -e 0) can be set beside runc run.
+args+=(-n "node -e 0" "node -e 0")
 if ((${#ok[@]} > 0)); then
   hyperfine --warmup 3 --runs "$runs" --export-json "$work/h.json" "${args[@]}" >"$work/hyperfine.log" 2>&1 ||
     { cat "$work/hyperfine.log" >&2; exit 1; }
@@ -99,4 +102,11 @@ for n in "${names[@]}"; do
   echo "| $n | $(ms "$n run") | $(ms "$n create+start+delete") | $(ms "$n state") | $mb |"
 done
 echo
+node_ms=$(ms "node -e 0")
+echo "node -e 0: ${node_ms} ms"
+if [[ " ${ok[*]} " == *" kata-ts "* && " ${ok[*]} " == *" runc "* ]]; then
+  own=$(awk -v k="$(ms "kata-ts run")" -v n="$node_ms" 'BEGIN { printf "%.1f", k - n }')
+  echo "the CLI's own cost: kata-ts run − node -e 0 = ${own} ms, runc run $(ms "runc run") ms:" \
+    "$(awk -v o="$own" -v r="$(ms "runc run")" 'BEGIN { printf "%.2f", o / r }') × runc"
+fi
 echo "median of $runs runs each (hyperfine, shell start-up subtracted), one hyperfine run; private mount namespace without /sys/fs/cgroup/unified"

@@ -17,6 +17,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join, resolve } from "node:path";
+import { cgroupHierarchies } from "./helpers";
 import { findLeaks, snapshotHost } from "./leaks";
 
 /** How to call the CLI: the binary, its global flags (--root, --config) and environment. */
@@ -495,9 +496,7 @@ const sleepImmediate = () => new Promise<void>((r) => setImmediate(r));
 
 /** The pids in container `id`'s own cgroup (host mode, no cgroupsPath: <hierarchy>/<id>), any hierarchy. */
 function cgroupPids(id: string): number[] {
-  for (const h of readdirSync("/sys/fs/cgroup")
-    .map((d) => join("/sys/fs/cgroup", d))
-    .concat("/sys/fs/cgroup")) {
+  for (const h of [...cgroupHierarchies(), "/sys/fs/cgroup"]) {
     const t = readText(join(h, id, "cgroup.procs"));
     if (t?.trim()) return t.trim().split("\n").map(Number);
   }

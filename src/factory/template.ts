@@ -22,6 +22,7 @@ import type { RuntimeConfig } from "../config/config";
 import { KataError } from "../errors";
 import type { Vm } from "../hypervisor/driver";
 import { type AccelChoice, chooseAccel, saveTemplate, startVm } from "../hypervisor/qemu";
+import { tapAddBatch } from "../network/tcfilter";
 import { defaultSpec } from "../oci/defaults";
 
 /** The format of template.json; a template of another format is stale. */
@@ -191,8 +192,8 @@ export async function makeTemplates(
  */
 function templateNetns(key: string, n: number, owner?: { uid: number; gid: number }) {
   const name = `kata-ts-template-${key}-${process.pid}`;
-  const ip = (args: string[]) =>
-    execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"], timeout: 10_000 });
+  const ip = (args: string[], input?: string) =>
+    execFileSync("ip", args, { input, stdio: ["pipe", "ignore", "pipe"], timeout: 10_000 });
   ip(["netns", "add", name]);
   const remove = () => {
     try {
@@ -205,9 +206,7 @@ function templateNetns(key: string, n: number, owner?: { uid: number; gid: numbe
     const nics = [];
     for (let i = 0; i < n; i++) {
       const tap = `tap${i}_kata`;
-      const user = owner ? ["user", String(owner.uid), "group", String(owner.gid)] : [];
-      ip(["-n", name, "tuntap", "add", "dev", tap, "mode", "tap", ...user]);
-      ip(["-n", name, "link", "set", tap, "up"]);
+      ip(["-n", name, "-batch", "-"], tapAddBatch(tap, owner));
       nics.push({ ifname: tap, mac: TEMPLATE_MAC });
     }
     return { path: `/run/netns/${name}`, nics, remove };

@@ -24,20 +24,27 @@ export function tapNames(count: number, taken: Iterable<string>): string[] {
   return out;
 }
 
+/**
+ * `ip -batch` input that makes a tap and brings it up. Persistent: QEMU attaches to it by name and it
+ * outlives QEMU until removed. Owned by nobody, or by the jailed QEMU's uid (attaching to a tap one does
+ * not own needs CAP_NET_ADMIN). Also what a one-NIC template boots on (factory/template.ts).
+ */
+export function tapAddBatch(tap: string, owner?: { uid: number; gid: number }, mtu?: number): string {
+  return [
+    `tuntap add dev ${tap} mode tap${owner ? ` user ${owner.uid} group ${owner.gid}` : ""}`,
+    ...(mtu === undefined ? [] : [`link set dev ${tap} mtu ${mtu}`]),
+    `link set dev ${tap} up`,
+    "",
+  ].join("\n");
+}
+
 /** `ip -batch` and `tc -batch` input that makes the tap and the two redirections. */
 export function tcfilterSetup(ep: Endpoint): { ip: string; tc: string } {
   const dev = ep.iface.name;
   const redirect = (from: string, to: string) =>
     `filter add dev ${from} parent ffff: protocol all u32 match u8 0 0 action mirred egress redirect dev ${to}`;
   return {
-    // Persistent: QEMU attaches to it by name and it outlives QEMU until removed. Owned by nobody, or by
-    // the jailed QEMU's uid (attaching to a tap one does not own needs CAP_NET_ADMIN).
-    ip: [
-      `tuntap add dev ${ep.tap} mode tap${ep.owner ? ` user ${ep.owner.uid} group ${ep.owner.gid}` : ""}`,
-      `link set dev ${ep.tap} mtu ${ep.iface.mtu}`,
-      `link set dev ${ep.tap} up`,
-      "",
-    ].join("\n"),
+    ip: tapAddBatch(ep.tap, ep.owner, ep.iface.mtu),
     tc: [
       `qdisc add dev ${dev} ingress`,
       redirect(dev, ep.tap),
