@@ -21,7 +21,7 @@ import { AgentClient } from "../agent/client";
 import type { RuntimeConfig } from "../config/config";
 import { KataError } from "../errors";
 import type { Vm } from "../hypervisor/driver";
-import { type AccelChoice, chooseAccel, saveTemplate, startVm } from "../hypervisor/qemu";
+import { type AccelChoice, chooseAccel, cpuModel, saveTemplate, startVm } from "../hypervisor/qemu";
 import { tapAddBatch } from "../network/tcfilter";
 import { defaultSpec } from "../oci/defaults";
 
@@ -75,6 +75,7 @@ export function templateKey(config: RuntimeConfig, accel: "kvm" | "tcg", nics = 
   const inputs = {
     format: FORMAT,
     accel,
+    cpu: cpuModel(accel),
     nics,
     qemu: fileIdentity(q.path),
     kernel: fileIdentity(q.kernel),

@@ -95,6 +95,20 @@ export interface QemuLaunch {
   incoming?: boolean;
 }
 
+/**
+ * `-cpu` for an accelerator. KVM: the host CPU model (no emulated CPUID trimming). TCG: QEMU's default
+ * model, fastest to emulate, plus ARAT (the local APIC timer keeps running in deep idle): without it
+ * Linux takes the APIC timer for one that may stop, finds no broadcast timer on microvm and keeps the
+ * periodic tick forever, so every idle guest takes HZ timer interrupts a second, each a TCG exit (50
+ * idle sandboxes kept this 2-core machine busy). A template's key includes it: a clone's CPU must be
+ * the template's.
+ */
+export function cpuModel(accel: string): string | undefined {
+  if (accel === "kvm") return "host";
+  if (accel === "tcg") return "qemu64,+arat";
+  return undefined;
+}
+
 export function isMicrovm(machineType: string): boolean {
   return machineType === "microvm" || machineType.startsWith("microvm,");
 }
@@ -168,8 +182,8 @@ export function buildQemuArgs(l: QemuLaunch): string[] {
     add("-no-hpet");
   }
   add("-accel", l.accel === "tcg" && l.tcgTbSizeMiB ? `tcg,tb-size=${l.tcgTbSizeMiB}` : l.accel);
-  // KVM: the host CPU model (no emulated CPUID trimming); TCG: QEMU's default model, fastest to emulate.
-  if (l.accel === "kvm") add("-cpu", "host");
+  const cpu = cpuModel(l.accel);
+  if (cpu) add("-cpu", cpu);
   add("-smp", String(l.vcpus));
   add("-m", `${l.memoryMiB}M`);
   if (sharedMemory) {
