@@ -13,7 +13,6 @@
 // The one-NIC template boots with a tap in a network namespace of its own (removed after the save); a
 // clone's NIC is backed by the pod's tap and keeps the template's MAC until the agent sets the pod's.
 import { execFileSync } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentMethod, AgentRequest, AgentResponse, CloneIdentity } from "../agent/api";
@@ -24,6 +23,7 @@ import type { Vm } from "../hypervisor/driver";
 import { type AccelChoice, chooseAccel, cpuModel, saveTemplate, startVm } from "../hypervisor/qemu";
 import { tapAddBatch } from "../network/tcfilter";
 import { defaultSpec } from "../oci/defaults";
+import { randomBytes, sha256Hex } from "../sys/crypto";
 
 /** The format of template.json; a template of another format is stale. */
 const FORMAT = 2;
@@ -88,7 +88,7 @@ export function templateKey(config: RuntimeConfig, accel: "kvm" | "tcg", nics = 
     debug: q.enableDebug,
     tcgTbSize: q.tcgTbSize,
   };
-  return createHash("sha256").update(JSON.stringify(inputs)).digest("hex").slice(0, 16);
+  return sha256Hex(JSON.stringify(inputs)).slice(0, 16);
 }
 
 export function templateFiles(config: RuntimeConfig, key: string): TemplateFiles {

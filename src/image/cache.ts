@@ -1,13 +1,13 @@
 // The guest asset cache (/var/cache/kata-ts): content-addressed artifacts, published atomically so a
 // reader sees a complete file or none, and built once per key.
-import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { GUEST_ASSET_DIR } from "../config/config";
+import { sha256 } from "../sys/crypto";
 
 /** First 16 hex of the sha256 over the parts, each length-prefixed so ("ab","c") ≠ ("a","bc"). */
 export function contentKey(...parts: (string | Buffer)[]): string {
-  const h = createHash("sha256");
+  const h = sha256();
   for (const p of parts) {
     const b = typeof p === "string" ? Buffer.from(p) : p;
     h.update(`${b.length}:`);

@@ -13,7 +13,6 @@
 // mtime, inode) so that checking a warm cache does not re-read the 100 MB node binary.
 
 import { execFile, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import {
   chmodSync,
   copyFileSync,
@@ -36,6 +35,7 @@ import {
 import { dirname, join, relative, resolve } from "node:path";
 import { GUEST_ASSET_DIR } from "../config/config";
 import { firstLine } from "../errors";
+import { sha256, sha256Hex } from "../sys/crypto";
 import { contentKey } from "./cache";
 
 /** Bump when the layout or the way the image is made changes: it is part of the key. */
@@ -281,7 +281,7 @@ export class HashCache {
 
 export function fileSha256(path: string): Promise<string> {
   return new Promise((resolvePromise, reject) => {
-    const h = createHash("sha256");
+    const h = sha256();
     createReadStream(path, { highWaterMark: 1 << 20 })
       .on("data", (c) => h.update(c))
       .on("error", reject)
@@ -529,7 +529,7 @@ export function ext4SizeFor(plan: ImagePlan, fileSizes = plan.components.map((c)
 
 /** A stable UUID from the key, so the same inputs give the same file system identity. */
 export function uuidFromKey(key: string): string {
-  const h = createHash("sha256").update(`kata-ts-guest ${key}`).digest("hex");
+  const h = sha256Hex(`kata-ts-guest ${key}`);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 

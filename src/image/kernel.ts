@@ -13,11 +13,11 @@
 // with it must insmod them from its own image before it can see the agent port; `needsModules` says so.
 
 import { execFile, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { GUEST_ASSET_DIR } from "../config/config";
 import { firstLine } from "../errors";
+import { sha256Hex } from "../sys/crypto";
 import { publishFile } from "./cache";
 
 export const KERNEL_SOURCE_PACKAGE = "linux-source-6.1";
@@ -43,7 +43,7 @@ export function kernelCacheKey(
   fragment: string | Buffer,
   script: string | Buffer,
 ): string {
-  const sha = (b: string | Buffer) => createHash("sha256").update(b).digest("hex");
+  const sha = (b: string | Buffer) => sha256Hex(b);
   return sha(`${sourceVersion}\n${sha(fragment)}\n${sha(script)}\n`).slice(0, 16);
 }
 

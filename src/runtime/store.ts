@@ -1,5 +1,5 @@
 // The state store: one directory per container under --root (default /run/kata-ts).
-//   <root>/<id>/state.json   the ContainerRecord, replaced atomically (temp + fsync + rename)
+//   <root>/<id>/state.json   the ContainerRecord, replaced atomically (temp + rename)
 //   <root>/<id>/lock         flock target; every mutating command holds it exclusively
 //   <root>/<id>/exec.fifo    present between create and start (owned by the engine)
 // The CLI is stateless between calls; this directory is the only memory it has.

@@ -5,7 +5,6 @@
 // derived as on the host: the stand-in's liveness replaces the init's (it exits with the workload, and
 // with 255 when the supervisor dies); an empty regular file named exec.fifo marks "created" until
 // `start`. Every failure mid-create unwinds what was made.
-import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { processConfig, type RuntimeConfig } from "../config/config";
@@ -34,6 +33,7 @@ import {
 import { joinMadeNetns, makesNetns, prestartBeforeVm } from "../sandbox/netns";
 import { sandboxPaths } from "../sandbox/paths";
 import { supervisorCallSync } from "../sandbox/protocol";
+import { randomBytes } from "../sys/crypto";
 import { closeFd } from "../sys/native";
 import type { Backend, Creation, Started } from "./backend";
 import { attachConsole } from "./console";

@@ -8,7 +8,6 @@
 // sandbox until that sandbox's `delete`, whatever happens to the server. An idle one watches its fd 3 (a
 // socketpair with the server) and stops itself when the server is gone, even after a kill -9.
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { join, resolve } from "node:path";
@@ -25,6 +24,7 @@ import {
 } from "../factory/cache";
 import { makeTemplate, makeTemplates, templateAccel, templateKey } from "../factory/template";
 import { ensureJailUser } from "../hypervisor/jail";
+import { randomBytes } from "../sys/crypto";
 import { processStartTime } from "../sys/proc";
 import { supervisorScript } from "./launch";
 import { SHARE_TAG } from "./paths";

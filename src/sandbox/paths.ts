@@ -3,8 +3,8 @@
 // mounts. Unix socket paths are limited to 107 bytes; engines use long roots and 64-hex ids
 // (containerd: /run/containerd/runc/<ns>/...), so when the sandbox directory is too long for a socket
 // path the sockets go to a short per-sandbox directory under /run/kata-ts/s/ named by a hash.
-import { createHash } from "node:crypto";
 import { join } from "node:path";
+import { sha256Hex } from "../sys/crypto";
 
 /** sun_path is 108 bytes including the terminating NUL. */
 export const MAX_SOCKET_PATH = 107;
@@ -46,7 +46,7 @@ export interface SandboxPaths {
  * its SHA-256. Ids from engines are 64 hex digits and sun_path holds 107 bytes.
  */
 export function shortSocketName(key: string, hexDigits = 16): string {
-  return createHash("sha256").update(key).digest("hex").slice(0, hexDigits);
+  return sha256Hex(key).slice(0, hexDigits);
 }
 
 export function sandboxPaths(root: string, sandboxId: string): SandboxPaths {
