@@ -144,8 +144,10 @@ async function bootVm(
     waitExit: () => vm.waitExit(),
   };
   try {
+    const tConnect = Date.now();
     const agent = await connectVmAgent(vm.agentSocket, Math.max(5, config.agent.dialTimeout) * 1000);
     if (cloned) {
+      log(`factory: the clone's agent answered in ${Date.now() - tConnect} ms`);
       // Before anything else runs in it: the clone's own entropy, the host's clock, its hostname.
       const t1 = Date.now();
       const { cloneIdentity } = await import("../factory/template");
