@@ -37,6 +37,11 @@ export interface QemuConfig {
   memorySlots: number;
   defaultBridges: number;
   disableBlockDeviceUse: boolean;
+  /**
+   * Kata's key: true attaches the guest image over virtio-blk even where it could be mapped with DAX
+   * (virtio-pmem on q35/pc). microvm always uses virtio-blk: it has no device-memory region.
+   */
+  disableImageNvdimm: boolean;
   sharedFs: SharedFs;
   virtioFsDaemon: string;
   /** MiB of DAX window; 0 = no DAX. */
@@ -149,6 +154,7 @@ export const DEFAULT_CONFIG: RuntimeConfig = {
     memorySlots: 10,
     defaultBridges: 1,
     disableBlockDeviceUse: false,
+    disableImageNvdimm: false,
     sharedFs: "virtio-9p",
     virtioFsDaemon: defaultVirtiofsd(),
     virtioFsCacheSize: 0,
@@ -255,6 +261,7 @@ export const SCHEMA: Section[] = [
       f("memory_slots", U),
       f("default_bridges", U),
       f("disable_block_device_use", B),
+      f("disable_image_nvdimm", B),
       f("shared_fs", E(SHARED_FS)),
       f("virtio_fs_daemon", P),
       f("virtio_fs_cache_size", U),

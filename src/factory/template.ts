@@ -82,6 +82,7 @@ export function templateKey(config: RuntimeConfig, accel: "kvm" | "tcg", nics = 
     image: fileIdentity(q.image),
     initrd: fileIdentity(q.initrd),
     machineType: q.machineType,
+    imageNvdimm: !q.disableImageNvdimm,
     vcpus: q.defaultVcpus,
     memoryMiB: q.defaultMemory,
     kernelParams: q.kernelParams,

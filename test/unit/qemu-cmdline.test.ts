@@ -153,6 +153,30 @@ describe("buildQemuArgs", () => {
     assert.throws(() => buildQemuArgs({ ...base, initrd: undefined }), /neither an initrd nor an image/);
   });
 
+  test("image as persistent memory (q35): a shared read-only file backend, virtio-pmem-pci, DAX root", () => {
+    const img = { ...base, machineType: "q35", initrd: undefined, image: "/k/guest.img" };
+    const a = buildQemuArgs({ ...img, memoryMiB: 512, imagePmem: { bytes: 104 * 1024 * 1024 } });
+    assert.equal(value(a, "-m"), "512M,slots=1,maxmem=1536M", "device memory above RAM, whole GiB");
+    assert.ok(
+      values(a, "-object").includes(
+        "memory-backend-file,id=imagemem,mem-path=/k/guest.img,size=109051904,share=on,readonly=on",
+      ),
+    );
+    assert.ok(values(a, "-device").includes("virtio-pmem-pci,memdev=imagemem,id=image"));
+    assert.equal(values(a, "-drive").length, 0, "no virtio-blk copy of the image");
+    assert.match(value(a, "-append"), / root=\/dev\/pmem0 rootflags=dax ro swiotlb=noforce/);
+    // Without it the same machine reads the image over virtio-blk.
+    const blk = buildQemuArgs(img);
+    assert.equal(value(blk, "-m"), "2048M");
+    assert.ok(values(blk, "-device").includes("virtio-blk-pci,drive=image"));
+    assert.match(value(blk, "-append"), / root=\/dev\/vda ro/);
+    // microvm has no device memory: refused, never a guest that cannot mount its root.
+    assert.throws(
+      () => buildQemuArgs({ ...img, machineType: "microvm", imagePmem: { bytes: 2 * 1024 * 1024 } }),
+      /microvm cannot map the image/,
+    );
+  });
+
   test("shared memory: memfd backend shared, wired as the machine's RAM, virtio-mmio modern on microvm", () => {
     const a = buildQemuArgs({ ...base, sharedMemory: true });
     assert.equal(values(a, "-object")[0], "memory-backend-memfd,id=mem,size=2048M,share=on");

@@ -19,7 +19,7 @@ import { nsenterArgv } from "../../sys/netns";
 import type { HypervisorDriver, StartVmOptions, Vm, VmExit } from "../driver";
 import { type JailSpec, jailArgv, vmmJail } from "../jail";
 import { type AccelChoice, chooseAccel, hostTscKhz } from "./accel";
-import { buildQemuArgs, isMicrovm, launchFromConfig } from "./cmdline";
+import { buildQemuArgs, isMicrovm, launchFromConfig, type QemuLaunch } from "./cmdline";
 import { QmpClient } from "./qmp";
 
 export * from "./accel";
@@ -152,6 +152,22 @@ export function checkBootFiles(
   if (missing.length > 0) throw new Error(missing[0]);
 }
 
+/**
+ * The image as persistent memory with DAX (cmdline.ts `imagePmem`), as Kata attaches its image as an
+ * nvdimm: on every machine but microvm, unless `disable_image_nvdimm`. An image whose size cannot be
+ * read or is not a whole number of 2 MiB (the build makes it so) stays on virtio-blk.
+ */
+function imagePmem(config: QemuConfig, l: QemuLaunch): QemuLaunch["imagePmem"] {
+  if (!l.image || l.initrd || config.disableImageNvdimm || isMicrovm(l.machineType)) return undefined;
+  let bytes: number;
+  try {
+    bytes = statSync(l.image).size;
+  } catch {
+    return undefined;
+  }
+  return bytes > 0 && bytes % (2 * 1024 * 1024) === 0 ? { bytes } : undefined;
+}
+
 /** Starts one VM and returns once QEMU answers on QMP (the guest is booting by then). */
 export async function startVm(opts: StartVmOptions): Promise<Vm> {
   const warn = opts.onWarning ?? (() => {});
@@ -179,7 +195,7 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
       warn("host TSC frequency unknown: microvm guests under TCG may hang while calibrating the clock");
     }
   }
-  const launch = launchFromConfig(opts.config, {
+  const fromConfig = launchFromConfig(opts.config, {
     accel: accel.accel,
     kernel: opts.kernel,
     initrd: opts.initrd,
@@ -200,6 +216,7 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
     memoryFile: opts.template ? { path: opts.template.memoryFile, mode: opts.template.mode } : undefined,
     incoming: opts.template?.mode === "clone",
   });
+  const launch = { ...fromConfig, imagePmem: imagePmem(opts.config, fromConfig) };
   const argv = buildQemuArgs(launch);
   const rng = launch.rngSource ?? "/dev/urandom";
   // A QEMU path that is not executable is spawned as is, for spawn's own error (nothing would run).
