@@ -16,10 +16,12 @@
 #   and the rest (bench/lib.sh qemu_pss_parts).
 #
 # usage: bench/factory.sh [-n RUNS] [-d DENSITY] [--kernel PATH] [--image PATH] [--tb-size MIB]
+#                         [--machine microvm|q35]   (q35: the image is mapped with DAX, see hypervisor.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 runs=5 density=10 kernel=/var/cache/kata-ts/vmlinux image=/var/cache/kata-ts/kata-ts-guest.img tb=64
+machine=microvm
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) runs=$2; shift 2 ;;
@@ -27,7 +29,8 @@ while [ $# -gt 0 ]; do
     --kernel) kernel=$2; shift 2 ;;
     --image) image=$2; shift 2 ;;
     --tb-size) tb=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --machine) machine=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "factory.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -45,6 +48,7 @@ config() { # config FILE ENABLE [CACHE_NUMBER]
 kernel = "$kernel"
 image = "$image"
 default_memory = 512
+machine_type = "$machine"
 tcg_tb_size = $tb
 [factory]
 enable_template = $2
@@ -92,7 +96,7 @@ jq --arg p "/var/run/netns/$podns" '.linux.namespaces |= map(if .type == "networ
 mv "$n/config.tmp" "$n/config.json"
 
 echo "== (a) floor: bench/qemu-boot.sh -n $runs --kernel $kernel"
-out=$(bench/qemu-boot.sh -n "$runs" --kernel "$kernel" | tee /dev/stderr)
+out=$(bench/qemu-boot.sh -n "$runs" --kernel "$kernel" --machine "$machine" | tee /dev/stderr)
 floor=$(echo "$out" | sed -n 's/.* median_ms=\([0-9]*\).*/\1/p' | head -1)
 
 cache_ready() { # waits (untimed) until the cache server has a VM ready
@@ -174,7 +178,7 @@ nc_med=$(median <"$work/nc.txt")
 echo
 echo "| measure | value |"
 echo "|---|---|"
-echo "| tcg_tb_size | ${tb} MiB |"
+echo "| machine, tcg_tb_size | $machine, ${tb} MiB |"
 echo "| (a) QEMU boot floor, spawn → READY (median) | ${floor} ms |"
 echo "| (b) run true, VM cold (median; runs: $(tr '\n' ' ' <"$work/b.txt")) | ${b_med} ms ($(awk -v x="$b_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| (t) factory init | ${init_ms} ms |"
