@@ -4,6 +4,7 @@
 import { stringify } from "smol-toml";
 import { configToToml, type LoadedConfig } from "../config/config";
 import { jailReport } from "../hypervisor/jail";
+import { isMicrovm } from "../hypervisor/qemu";
 import { VERSION } from "../version";
 import { chooseAccelerator, hostFacts, type KvmStatus, measureKvm, qemuVersion } from "./check";
 
@@ -64,7 +65,11 @@ export async function buildEnv(loaded: LoadedConfig, opts: EnvOptions): Promise<
       },
       Jail: envJail(q, config.runtime.sandboxCgroupOnly),
     },
-    Image: { Path: q.image },
+    // Dax: the image is mapped as persistent memory (virtio-pmem, q35/pc) rather than read over virtio-blk.
+    Image: {
+      Path: q.image,
+      Dax: !!q.image && !q.disableImageNvdimm && !isMicrovm(q.machineType || "microvm"),
+    },
     Initrd: { Path: q.initrd },
     Kernel: { Path: q.kernel, Parameters: q.kernelParams },
     Agent: { Debug: config.agent.enableDebug, Trace: config.agent.enableTracing },

@@ -69,6 +69,7 @@ test("env --json shows the effective configuration from the file", () => {
   assert.equal(j.Config.hypervisor.qemu.default_memory, 777);
   assert.equal(j.Hypervisor.Memory, 777);
   assert.equal(j.Hypervisor.MachineType, "q35");
+  assert.equal(j.Image.Dax, true, "q35 maps the image with DAX");
   assert.deepEqual(j.Runtime.Warnings, [`config: ${cfg}:4: unknown key "foo" in [hypervisor.qemu] ignored`]);
   assert.equal(typeof j.Host.KVM.Reason, "string");
   // The unknown key is also a warning in the log (stderr here), not an error.
@@ -82,6 +83,8 @@ test("env prints TOML by default (kata-env alias)", () => {
   assert.match(r.stdout, /^\[Meta\]$/m);
   assert.match(r.stdout, /^\[Config\.hypervisor\.qemu\]$/m);
   assert.match(r.stdout, /^default_memory = 778$/m);
+  // microvm (the default) cannot map the image with DAX.
+  assert.match(r.stdout, /^\[Image\]\nPath = .*\nDax = false$/m);
 });
 
 test("a broken configuration file: exit 1 and one line naming file and line", () => {
