@@ -43,8 +43,7 @@ export function kernelCacheKey(
   fragment: string | Buffer,
   script: string | Buffer,
 ): string {
-  const sha = (b: string | Buffer) => sha256Hex(b);
-  return sha(`${sourceVersion}\n${sha(fragment)}\n${sha(script)}\n`).slice(0, 16);
+  return sha256Hex(`${sourceVersion}\n${sha256Hex(fragment)}\n${sha256Hex(script)}\n`).slice(0, 16);
 }
 
 /** guest/kernel in the source tree or next to the bundle (dist/ → ../guest/kernel). */

@@ -4,7 +4,7 @@
 import { stringify } from "smol-toml";
 import { configToToml, type LoadedConfig } from "../config/config";
 import { jailReport } from "../hypervisor/jail";
-import { isMicrovm } from "../hypervisor/qemu";
+import { imageOnPmem } from "../hypervisor/qemu";
 import { VERSION } from "../version";
 import { chooseAccelerator, hostFacts, type KvmStatus, measureKvm, qemuVersion } from "./check";
 
@@ -68,7 +68,7 @@ export async function buildEnv(loaded: LoadedConfig, opts: EnvOptions): Promise<
     // Dax: the image is mapped as persistent memory (virtio-pmem, q35/pc) rather than read over virtio-blk.
     Image: {
       Path: q.image,
-      Dax: !!q.image && !q.disableImageNvdimm && !isMicrovm(q.machineType || "microvm"),
+      Dax: !!q.image && imageOnPmem(q),
     },
     Initrd: { Path: q.initrd },
     Kernel: { Path: q.kernel, Parameters: q.kernelParams },

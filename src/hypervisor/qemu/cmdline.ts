@@ -8,13 +8,13 @@ export { AGENT_PORT_NAME };
 
 export type ConsoleKind = "serial" | "virtio";
 
+const GIB = 1024 * 1024 * 1024;
+
 /**
  * A host directory exported to the guest: over virtio-9p (QEMU serves it itself; the guest mounts
  * `mount -t 9p -o trans=virtio <tag> <dir>`) or over virtio-fs (a vhost-user-fs device connected to a
  * virtiofsd that serves it; the guest mounts `mount -t virtiofs <tag> <dir>`).
  */
-const GIB = 1024 * 1024 * 1024;
-
 export interface ShareSpec {
   /** The tag the guest mounts by (9p mount_tag / virtio-fs tag). */
   tag: string;
@@ -116,6 +116,14 @@ export function cpuModel(accel: string): string | undefined {
   if (accel === "kvm") return "host";
   if (accel === "tcg") return "qemu64,+arat";
   return undefined;
+}
+
+/**
+ * Whether a configuration maps the guest image as persistent memory with DAX (`imagePmem`): every
+ * machine but microvm, which has no device-memory region, unless `disable_image_nvdimm`.
+ */
+export function imageOnPmem(cfg: Pick<QemuConfig, "machineType" | "disableImageNvdimm">): boolean {
+  return !cfg.disableImageNvdimm && !isMicrovm(cfg.machineType || "microvm");
 }
 
 export function isMicrovm(machineType: string): boolean {

@@ -19,7 +19,7 @@ import { nsenterArgv } from "../../sys/netns";
 import type { HypervisorDriver, StartVmOptions, Vm, VmExit } from "../driver";
 import { type JailSpec, jailArgv, vmmJail } from "../jail";
 import { type AccelChoice, chooseAccel, hostTscKhz } from "./accel";
-import { buildQemuArgs, isMicrovm, launchFromConfig, type QemuLaunch } from "./cmdline";
+import { buildQemuArgs, imageOnPmem, isMicrovm, launchFromConfig, type QemuLaunch } from "./cmdline";
 import { QmpClient } from "./qmp";
 
 export * from "./accel";
@@ -153,12 +153,12 @@ export function checkBootFiles(
 }
 
 /**
- * The image as persistent memory with DAX (cmdline.ts `imagePmem`), as Kata attaches its image as an
- * nvdimm: on every machine but microvm, unless `disable_image_nvdimm`. An image whose size cannot be
- * read or is not a whole number of 2 MiB (the build makes it so) stays on virtio-blk.
+ * The image as persistent memory with DAX (cmdline.ts `imagePmem`, `imageOnPmem`), as Kata attaches its
+ * image as an nvdimm. An image whose size cannot be read or is not a whole number of 2 MiB (the build
+ * makes it so) stays on virtio-blk.
  */
 function imagePmem(config: QemuConfig, l: QemuLaunch): QemuLaunch["imagePmem"] {
-  if (!l.image || l.initrd || config.disableImageNvdimm || isMicrovm(l.machineType)) return undefined;
+  if (!l.image || l.initrd || !imageOnPmem(config)) return undefined;
   let bytes: number;
   try {
     bytes = statSync(l.image).size;
