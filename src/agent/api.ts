@@ -151,6 +151,18 @@ export interface RoutesMessage {
   routes: NetRoute[];
 }
 
+/** updateNetwork's request: a sandbox's NICs and routes at its start. */
+export interface NetworkUpdate {
+  interfaces: InterfaceUpdate[];
+  routes: NetRoute[];
+}
+
+/** updateNetwork's answer: the NICs it configured (in request order) and the routes now. */
+export interface NetworkState {
+  interfaces: NetInterface[];
+  routes: NetRoute[];
+}
+
 /**
  * What makes a VM cloned from a template its own (Kata's factory does the same after a clone): the
  * template's CRNG state and clock are every clone's until these are applied.
@@ -192,6 +204,8 @@ export interface AgentApi {
   updateInterface: [InterfaceUpdate, NetInterface];
   /** Replaces the IPv4 routes of the guest's NICs by these (IPv6 ones are added) → the routes now. */
   updateRoutes: [RoutesMessage, RoutesMessage];
+  /** updateInterface for each NIC, then updateRoutes (when routes are given), in one step. */
+  updateNetwork: [NetworkUpdate, NetworkState];
   /** The guest's NICs (not lo). */
   listInterfaces: [Empty, { interfaces: NetInterface[] }];
   /** The guest's main-table routes on its NICs (not lo). */

@@ -143,6 +143,7 @@ async function main(): Promise<void> {
     },
     updateInterface: (req) => net.updateInterface(req),
     updateRoutes: async (req) => ({ routes: await net.updateRoutes(req.routes ?? []) }),
+    updateNetwork: (req) => net.updateNetwork({ interfaces: req.interfaces ?? [], routes: req.routes ?? [] }),
     listInterfaces: async () => ({ interfaces: await net.listInterfaces() }),
     listRoutes: async () => ({ routes: await net.listRoutes() }),
     shutdown: async () => {

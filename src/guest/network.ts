@@ -6,7 +6,14 @@
 
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
-import type { InterfaceUpdate, IpAddress, NetInterface, NetRoute } from "../agent/api";
+import type {
+  InterfaceUpdate,
+  IpAddress,
+  NetInterface,
+  NetRoute,
+  NetworkState,
+  NetworkUpdate,
+} from "../agent/api";
 import { firstLine } from "../errors";
 import { sortRoutes } from "../network/scan";
 
@@ -61,8 +68,14 @@ function readSys(name: string, attr: string): string {
 /** ARPHRD_ETHER in /sys/class/net/<dev>/type: NICs, not lo or the tunnel devices the kernel adds (sit0). */
 const ARPHRD_ETHER = "1";
 
+interface GuestLink {
+  name: string;
+  mac: string;
+  mtu: number;
+}
+
 /** The guest's Ethernet links: name → MAC, MTU. */
-export function guestLinks(): { name: string; mac: string; mtu: number }[] {
+export function guestLinks(): GuestLink[] {
   let names: string[] = [];
   try {
     names = readdirSync(SYS_NET);
@@ -147,6 +160,56 @@ export function routeArgs(r: NetRoute): string[] {
   return a;
 }
 
+/**
+ * The `ip` commands that give the NIC with `want.mac` (or, in a template clone, `want.fromMac`) the pod
+ * interface's MAC, name, MTU and addresses and bring it up. `links` are the guest's NICs as listed
+ * before; `names` their names as earlier commands of the same script leave them (updated here).
+ */
+function interfaceCommands(want: InterfaceUpdate, links: GuestLink[], names: string[]): IpCommand[] {
+  const mac = want.mac.toLowerCase();
+  const from = want.fromMac?.toLowerCase();
+  let i = links.findIndex((l) => l.mac === mac);
+  if (i < 0 && from !== undefined) i = links.findIndex((l) => l.mac === from);
+  if (i < 0) throw new Error(`no network interface with MAC ${mac}${from ? ` or ${from}` : ""} in the guest`);
+  const name = names[i];
+  const cmds: IpCommand[] = [["link", "set", "dev", name, "down"]];
+  // virtio-net takes the new address over its control queue, so QEMU's receive filter follows it.
+  if (links[i].mac !== mac) cmds.push(["link", "set", "dev", name, "address", mac]);
+  if (name !== want.name) {
+    // Another NIC may hold the name (virtio-mmio probe order is not the command line's): move it aside.
+    const other = names.indexOf(want.name);
+    if (other >= 0) {
+      names[other] = `kt${other}_tmp`;
+      cmds.push(["link", "set", "dev", want.name, "name", names[other]]);
+    }
+    cmds.push(["link", "set", "dev", name, "name", want.name]);
+    names[i] = want.name;
+  }
+  if (want.mtu > 0) cmds.push(["link", "set", "dev", want.name, "mtu", String(want.mtu)]);
+  cmds.push(["addr", "flush", "dev", want.name]);
+  for (const a of want.addresses)
+    cmds.push([
+      ...(a.family === 6 ? ["-6"] : []),
+      "addr",
+      "add",
+      `${a.address}/${a.prefixLen}`,
+      "dev",
+      want.name,
+    ]);
+  cmds.push(["link", "set", "dev", want.name, "up"]);
+  return cmds;
+}
+
+/** Flushes the IPv4 routes of the NICs `devices`, then adds `routes` (link routes first). */
+function routeCommands(devices: string[], routes: NetRoute[]): IpCommand[] {
+  const cmds: IpCommand[] = devices.map((d) => ({
+    args: ["-4", "route", "flush", "dev", d],
+    optional: true as const,
+  }));
+  for (const r of sortRoutes(routes)) cmds.push(routeArgs(r));
+  return cmds;
+}
+
 export class GuestNetwork {
   constructor(
     private readonly ip: IpRunner = runIp,
@@ -182,36 +245,40 @@ export class GuestNetwork {
    * renames it to the pod interface's name, sets MTU and addresses, brings it up.
    */
   async updateInterface(want: InterfaceUpdate): Promise<NetInterface> {
-    const mac = want.mac.toLowerCase();
     const links = this.links();
-    const from = want.fromMac?.toLowerCase();
-    const link = links.find((l) => l.mac === mac) ?? links.find((l) => from !== undefined && l.mac === from);
-    if (!link)
-      throw new Error(`no network interface with MAC ${mac}${from ? ` or ${from}` : ""} in the guest`);
-    const cmds: IpCommand[] = [["link", "set", "dev", link.name, "down"]];
-    // virtio-net takes the new address over its control queue, so QEMU's receive filter follows it.
-    if (link.mac !== mac) cmds.push(["link", "set", "dev", link.name, "address", mac]);
-    if (link.name !== want.name) {
-      // Another NIC may hold the name (virtio-mmio probe order is not the command line's): move it aside.
-      const other = links.find((l) => l.name === want.name);
-      if (other) cmds.push(["link", "set", "dev", other.name, "name", `kt${links.indexOf(other)}_tmp`]);
-      cmds.push(["link", "set", "dev", link.name, "name", want.name]);
-    }
-    if (want.mtu > 0) cmds.push(["link", "set", "dev", want.name, "mtu", String(want.mtu)]);
-    cmds.push(["addr", "flush", "dev", want.name]);
-    for (const a of want.addresses)
-      cmds.push([
-        ...(a.family === 6 ? ["-6"] : []),
-        "addr",
-        "add",
-        `${a.address}/${a.prefixLen}`,
-        "dev",
-        want.name,
-      ]);
-    cmds.push(["link", "set", "dev", want.name, "up"], ["-o", "addr", "show"]);
-    const now = this.withAddresses(await this.ip(cmds)).find((l) => l.name === want.name);
-    if (!now) throw new Error(`network interface ${want.name} vanished while configuring it`);
+    const cmds = [
+      ...interfaceCommands(
+        want,
+        links,
+        links.map((l) => l.name),
+      ),
+      ["-o", "addr", "show"],
+    ];
+    return this.configured(await this.ip(cmds), want.name);
+  }
+
+  private configured(ipAddrText: string, name: string): NetInterface {
+    const now = this.withAddresses(ipAddrText).find((l) => l.name === name);
+    if (!now) throw new Error(`network interface ${name} vanished while configuring it`);
     return now;
+  }
+
+  /**
+   * updateInterface for each NIC, then updateRoutes, in one script: what a sandbox's network needs at
+   * its start, for one `sh` spawn instead of one per RPC (~0.15-0.25 s each under TCG).
+   */
+  async updateNetwork(want: NetworkUpdate): Promise<NetworkState> {
+    const links = this.links();
+    // The links' names as the script goes: an interface update renames its NIC (and maybe moves another aside).
+    const names = links.map((l) => l.name);
+    const cmds: IpCommand[] = [];
+    for (const w of want.interfaces) cmds.push(...interfaceCommands(w, links, names));
+    if (want.routes.length > 0) cmds.push(...routeCommands(names, want.routes));
+    const out = await this.ip([...cmds, ["-o", "addr", "show"], { mark: true }, ...this.routeListing()]);
+    const cut = out.indexOf(`${MARK}\n`);
+    const addrText = cut < 0 ? out : out.slice(0, cut);
+    const interfaces = want.interfaces.map((w) => this.configured(addrText, w.name));
+    return { interfaces, routes: this.parseRoutes(cut < 0 ? "" : out.slice(cut + MARK.length + 1)) };
   }
 
   /**
@@ -219,11 +286,10 @@ export class GuestNetwork {
    * addresses included, as the host lists them); IPv6 routes are added or replaced. Link routes first.
    */
   async updateRoutes(routes: NetRoute[]): Promise<NetRoute[]> {
-    const cmds: IpCommand[] = this.links().map((l) => ({
-      args: ["-4", "route", "flush", "dev", l.name],
-      optional: true as const,
-    }));
-    for (const r of sortRoutes(routes)) cmds.push(routeArgs(r));
+    const cmds = routeCommands(
+      this.links().map((l) => l.name),
+      routes,
+    );
     return this.parseRoutes(await this.ip([...cmds, ...this.routeListing()]));
   }
 }

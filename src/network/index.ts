@@ -144,7 +144,7 @@ export interface NetworkAgent {
 }
 
 /**
- * Gives the guest its NICs and routes (the first call also waits for the booting agent). A template
+ * Gives the guest its NICs and routes in one agent call (which also waits for the booting agent). A template
  * clone's NICs still carry the template's MACs, `fromMacs` (in NIC order): the guest changes them.
  */
 export async function configureGuestNetwork(
@@ -153,13 +153,11 @@ export async function configureGuestNetwork(
   timeoutMs: number,
   fromMacs: readonly string[] = [],
 ): Promise<void> {
-  for (const [i, e] of net.endpoints.entries())
-    await agent.request(
-      "updateInterface",
-      fromMacs[i] ? { ...e.iface, fromMac: fromMacs[i] } : e.iface,
-      timeoutMs,
-    );
-  if (net.routes.length > 0) await agent.request("updateRoutes", { routes: net.routes }, timeoutMs);
+  const interfaces = net.endpoints.map((e, i) =>
+    fromMacs[i] ? { ...e.iface, fromMac: fromMacs[i] } : e.iface,
+  );
+  if (interfaces.length > 0 || net.routes.length > 0)
+    await agent.request("updateNetwork", { interfaces, routes: net.routes }, timeoutMs);
 }
 
 export type NetworkAction = "listInterfaces" | "listRoutes" | "updateRoutes";

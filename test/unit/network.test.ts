@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import {
   GuestNetwork,
+  type IpCommand,
   ipScript,
   parseIpAddrText,
   parseIpRouteText,
@@ -423,6 +424,80 @@ describe("guest side", () => {
       guest(tpl).updateInterface(want),
       /no network interface with MAC 02:42:0a:58:00:05 in/,
     );
+  });
+
+  test("updateNetwork: NICs and routes in one script; routes flushed on the names the renames left", async () => {
+    const scripts: IpCommand[][] = [];
+    // Two NICs probed in the other order: the pod's eth0 is the guest's eth1 and its eth1 the guest's eth0.
+    const links = [
+      { name: "eth0", mac: "02:00:00:00:00:02", mtu: 1500 },
+      { name: "eth1", mac: "02:00:00:00:00:01", mtu: 1500 },
+    ];
+    const net = new GuestNetwork(
+      async (cmds) => {
+        scripts.push(cmds);
+        return [
+          "2: eth0    inet 10.88.0.5/16 brd 10.88.255.255 scope global eth0",
+          "3: eth1    inet 10.99.0.5/24 brd 10.99.0.255 scope global eth1",
+          "--kata-ts--",
+          "default via 10.88.0.1 dev eth0 ",
+          "10.88.0.0/16 dev eth0 scope link  src 10.88.0.5 ",
+          "--kata-ts--",
+          "",
+        ].join("\n");
+      },
+      () => links,
+    );
+    const iface = (name: string, mac: string, address: string) => ({
+      name,
+      mac,
+      mtu: 1400,
+      addresses: [{ family: 4 as const, address, prefixLen: 16 }],
+    });
+    const state = await net.updateNetwork({
+      interfaces: [
+        iface("eth0", "02:00:00:00:00:01", "10.88.0.5"),
+        iface("eth1", "02:00:00:00:00:02", "10.99.0.5"),
+      ],
+      routes: [{ family: 4, dest: "default", gateway: "10.88.0.1", device: "eth0" }],
+    });
+    assert.equal(scripts.length, 1, "one spawn for the whole network");
+    const run = scripts[0].map((c) =>
+      Array.isArray(c) ? c.join(" ") : "mark" in c ? "MARK" : `${c.args.join(" ")} ?`,
+    );
+    assert.deepEqual(run.slice(0, 4), [
+      "link set dev eth1 down",
+      "link set dev eth0 name kt0_tmp",
+      "link set dev eth1 name eth0",
+      "link set dev eth0 mtu 1400",
+    ]);
+    assert.ok(run.includes("link set dev kt0_tmp down"), "the second NIC is found under its temporary name");
+    assert.ok(run.includes("link set dev kt0_tmp name eth1"));
+    // Every route command after every interface command, on the final names.
+    const firstRoute = run.findIndex((c) => c.includes("route"));
+    assert.ok(firstRoute > run.lastIndexOf("link set dev eth1 up"));
+    // In link order: the guest's first NIC is now eth1, its second eth0.
+    assert.deepEqual(run.slice(firstRoute, firstRoute + 3), [
+      "-4 route flush dev eth1 ?",
+      "-4 route flush dev eth0 ?",
+      "route replace default via 10.88.0.1 dev eth0",
+    ]);
+    assert.deepEqual(
+      state.interfaces.map((i) => [i.name, i.addresses[0]?.address]),
+      [
+        ["eth0", "10.88.0.5"],
+        ["eth1", "10.99.0.5"],
+      ],
+    );
+    assert.deepEqual(
+      state.routes.map((r) => `${r.dest} ${r.gateway ?? ""}`),
+      ["default 10.88.0.1", "10.88.0.0/16 "],
+    );
+    await assert.rejects(
+      net.updateNetwork({ interfaces: [iface("eth0", "02:00:00:00:00:09", "10.0.0.1")], routes: [] }),
+      /no network interface with MAC 02:00:00:00:00:09 in the guest/,
+    );
+    assert.equal(scripts.length, 1, "a NIC that is not there fails before anything runs");
   });
 
   test("ip route replace arguments", () => {
