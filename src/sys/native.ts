@@ -61,6 +61,9 @@ export interface NativeAddon {
   reseedRandom(bytes: Buffer): void;
   /** Sets CLOCK_REALTIME (ms since the epoch). */
   setRealtime(ms: number): void;
+  /** mount(2); an empty fstype or data is NULL. */
+  mount(source: string, target: string, fstype: string, flags: number, data: string): void;
+  umount2(target: string, flags: number): void;
 }
 
 export const ADDON_FILE = "kata_native.node";
@@ -190,4 +193,16 @@ export function reseedRandom(bytes: Buffer): void {
 
 export function setRealtime(ms: number): void {
   native().setRealtime(ms);
+}
+
+/** mount(2) in this process's mount namespace (the guest agent's mounts; the host's go through the helper). */
+export function mount(source: string, target: string, fstype: string, flags: number, data: string): void {
+  native().mount(source, target, fstype, flags, data);
+}
+
+/** MNT_DETACH for umount2: the mount leaves the tree now, the kernel frees it when its last user goes. */
+export const MNT_DETACH = 2;
+
+export function umount2(target: string, flags = 0): void {
+  native().umount2(target, flags);
 }

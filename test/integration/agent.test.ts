@@ -3,7 +3,7 @@
 // rootfs, as the 9p share is in the guest.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { AgentClient, AgentError, type AgentStream, Code } from "../../src/agent";
@@ -303,6 +303,73 @@ describe("guest agent on the host (no VM)", {
     assertNoLeaks(snap, { root: state, bundle: b2.dir, id: id2 });
     b.cleanup();
     b2.cleanup();
+  });
+
+  it("mounts (mount(2), no spawned mount): a ro,nosuid bind is read-only in the container; removal unmounts; a bad fstype is one line and leaves no mount", async () => {
+    const id = `agent-mnt-${process.pid}`;
+    const b = makeBundle(
+      { process: { args: ["/bin/sh", "-c", "echo x > /data/f; cat /data/seen"] } },
+      { parent: tmp.path },
+    );
+    const target = join(tmp.path, "guest", id, "rootfs");
+    const data = join(tmp.path, `data-${id}`);
+    mkdirSync(data);
+    writeFileSync(join(data, "seen"), "host file\n");
+    const dataTarget = join(tmp.path, "guest", id, "data");
+    const spec = {
+      ...b.spec,
+      root: { path: target },
+      mounts: [
+        ...(b.spec.mounts ?? []),
+        { destination: "/data", type: "bind", source: dataTarget, options: ["rbind"] },
+      ],
+    };
+    const stdout = client.openStream();
+    const out = collect(stdout);
+    const started = await client.call("createContainer", {
+      containerId: id,
+      spec,
+      mounts: [
+        { source: b.rootfs, fstype: "bind", target, options: [] },
+        { source: data, fstype: "bind", target: dataTarget, options: ["ro", "nosuid"] },
+      ],
+      stdio: { terminal: false, stdin: 0, stdout: stdout.id, stderr: stdout.id },
+    });
+    assert.ok(started.guestPid > 0);
+    const line = readFileSync("/proc/self/mountinfo", "utf8")
+      .split("\n")
+      .find((l) => l.split(" ")[4] === dataTarget);
+    assert.match(
+      line ?? "",
+      /^\S+ \S+ \S+ \S+ \S+ ro,nosuid\b/,
+      `the bind is ro,nosuid on the host side: ${line}`,
+    );
+    await client.call("startContainer", { containerId: id });
+    const { exitStatus } = await client.call("waitProcess", { containerId: id, execId: "" });
+    assert.match(await out, /Read-only file system[\s\S]*host file/);
+    assert.equal(exitStatus, 0);
+    assert.equal(readFileSync(join(data, "seen"), "utf8"), "host file\n");
+    assert.equal(existsSync(join(data, "f")), false, "nothing was written through the ro bind");
+    await client.call("removeContainer", { containerId: id });
+    assert.ok(!readFileSync("/proc/self/mountinfo", "utf8").includes(dataTarget), "removal unmounted it");
+
+    const bad = join(tmp.path, "guest", `${id}-bad`, "rootfs");
+    await assert.rejects(
+      client.call("createContainer", {
+        containerId: `${id}-bad`,
+        spec: { ...b.spec, root: { path: bad } },
+        mounts: [
+          { source: b.rootfs, fstype: "bind", target: bad, options: [] },
+          { source: "none", fstype: "tmpfs", target: join(bad, "t"), options: ["size=bogus"] },
+        ],
+        stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
+      }),
+      (e: unknown) =>
+        e instanceof AgentError && /^mount none on \S+ \(tmpfs\): mount: Invalid argument$/.test(e.message),
+    );
+    assert.ok(!readFileSync("/proc/self/mountinfo", "utf8").includes(join(tmp.path, "guest", `${id}-bad`)));
+    assertNoLeaks(snap, { root: state, bundle: b.dir, id });
+    b.cleanup();
   });
 
   it("a failing create unwinds: bad rootfs is INVALID_ARGUMENT and leaves no mount or state", async () => {
