@@ -20,6 +20,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <sys/uio.h>
 #include <linux/random.h>
@@ -703,6 +704,17 @@ static napi_value js_umount2(napi_env env, napi_callback_info info) {
   return make_undefined(env);
 }
 
+// statvfsFlags(path): statvfs(3)'s f_flag (ST_NOSUID, ST_NODEV, ...: the same bits as the MS_* flags),
+// which a bind remount must carry over or the kernel clears (or refuses to clear) them.
+static napi_value js_statvfs_flags(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  static char path[4096];
+  if (!arg_str(env, argv, argc, 0, "statvfsFlags", "path", path, sizeof path)) return NULL;
+  struct statvfs st;
+  if (statvfs(path, &st) < 0) return throw_errno(env, "statvfs", errno);
+  return make_int(env, (int32_t)(st.f_flag & 0x7fffffff));
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -728,6 +740,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setRealtime", js_set_realtime},
       {"mount", js_mount},
       {"umount2", js_umount2},
+      {"statvfsFlags", js_statvfs_flags},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

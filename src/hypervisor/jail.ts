@@ -13,7 +13,7 @@
 // the supervisor, whose children QEMU and virtiofsd are, runs in the sandbox's cgroup. docs/hypervisor.md
 // ("The VMM jail") gives the reasons and the measured cost.
 import { spawnSync } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, realpathSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, realpathSync } from "node:fs";
 import type { QemuConfig } from "../config/config";
 import { findNativeFile } from "../sys/native";
 
@@ -142,12 +142,30 @@ export function jailMounts(
   return { binds: rw, readonlyBinds: ro, links, devices: [...new Set(n.devices)] };
 }
 
-/** A user's uid and primary gid, from the name service; undefined when it does not exist. */
-export function lookupUser(name: string): { uid: number; gid: number } | undefined {
-  const r = spawnSync("getent", ["passwd", name], { encoding: "utf8" });
-  const f = (r.stdout ?? "").trim().split(":");
-  if (r.status !== 0 || f.length < 4) return undefined;
+/** uid and gid of a `passwd` line's fields (name:x:uid:gid:...); undefined when malformed. */
+function passwdIds(f: string[]): { uid: number; gid: number } | undefined {
+  if (f.length < 4 || !/^\d+$/.test(f[2]) || !/^\d+$/.test(f[3])) return undefined;
   return { uid: Number(f[2]), gid: Number(f[3]) };
+}
+
+/**
+ * A user's uid and primary gid; undefined when it does not exist. /etc/passwd first (useradd puts the
+ * jail's user there, and reading it spawns nothing: this runs at every VM start), then the name service.
+ */
+export function lookupUser(
+  name: string,
+  passwdFile = "/etc/passwd",
+): { uid: number; gid: number } | undefined {
+  try {
+    for (const line of readFileSync(passwdFile, "utf8").split("\n")) {
+      const f = line.split(":");
+      if (f[0] === name) return passwdIds(f);
+    }
+  } catch {
+    // no readable passwd file: the name service below
+  }
+  const r = spawnSync("getent", ["passwd", name], { encoding: "utf8" });
+  return r.status === 0 ? passwdIds((r.stdout ?? "").trim().split(":")) : undefined;
 }
 
 /**

@@ -1,17 +1,19 @@
 // The sandbox share: the guest mounts <sandbox>/shared over 9p or virtio-fs; each container's rootfs
 // appears there as a bind mount at shared/<container-id>/rootfs (read-write: the guest engine applies
 // root.readonly), its bind mounts at shared/<container-id>/mounts/<n> (as Kata does). Mounting uses
-// mount(8): a handful of calls per container, not a hot path.
+// mount(2) from the addon: these mounts are on the path of every VM start and container create, where a
+// spawned mount(8) cost 10-20 ms each.
 //
 // virtio-fs: virtiofsd runs in a mount namespace of its own, copied when it starts, and container
 // mounts arrive later. So shared/ is made a mount of its own with shared propagation before virtiofsd
 // starts (its copy is a slave of it: later bind mounts and unmounts below shared/ reach it). A read-only
-// bind is made read-only before it is attached below shared/: `mount -o remount,bind,ro` changes only
-// the host's copy, the propagated one would stay writable (measured: the guest could write).
-import { execFileSync } from "node:child_process";
+// bind is made read-only before it is attached below shared/: a read-only remount changes only the
+// host's copy, the propagated one would stay writable (measured: the guest could write).
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { GuestMount } from "../agent/api";
+import { MS } from "../engine/mountopts";
+import { MNT_DETACH, mount, mountFlagsOf, umount2 } from "../sys/native";
 import { GUEST_SHARED_DIR, SHARE_TAG } from "./paths";
 
 export type SharedFsKind = "virtio-9p" | "virtio-fs";
@@ -28,20 +30,33 @@ export function guestShareMount(fs: SharedFsKind): GuestMount {
   };
 }
 
-function run(args: string[]): void {
+/** A bind mount of source at target (not recursive: what is mounted below source stays out). */
+function bind(source: string, target: string): void {
   try {
-    execFileSync(args[0], args.slice(1), { stdio: ["ignore", "ignore", "pipe"] });
+    mount(source, target, "", MS.BIND, "");
   } catch (err) {
-    const msg = ((err as { stderr?: Buffer }).stderr?.toString() ?? "").trim().split("\n").pop();
-    throw new Error(`${args.join(" ")}: ${msg || (err as Error).message}`);
+    throw new Error(`bind ${source} on ${target}: ${(err as Error).message}`);
+  }
+}
+
+/** Makes the bind mount at target read-only, keeping its other flags (nosuid, nodev, ...), as runc does. */
+function remountReadonly(target: string): void {
+  try {
+    mount("", target, "", MS.REMOUNT | MS.BIND | MS.RDONLY | mountFlagsOf(target), "");
+  } catch (err) {
+    throw new Error(`remount ${target} read-only: ${(err as Error).message}`);
   }
 }
 
 /** Makes `dir` a bind mount of itself with shared propagation (before virtiofsd copies the mounts). */
 export function makeSharedMount(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o711 });
-  run(["mount", "--bind", dir, dir]);
-  run(["mount", "--make-shared", dir]);
+  bind(dir, dir);
+  try {
+    mount("", dir, "", MS.SHARED, "");
+  } catch (err) {
+    throw new Error(`make ${dir} shared: ${(err as Error).message}`);
+  }
 }
 
 /**
@@ -49,7 +64,7 @@ export function makeSharedMount(dir: string): void {
  * mount joins its peer group, so container mounts made below shared/ reach the VM's copy too.
  */
 export function bindShare(source: string, target: string): void {
-  run(["mount", "--bind", source, target]);
+  bind(source, target);
 }
 
 /**
@@ -59,15 +74,15 @@ export function bindShare(source: string, target: string): void {
  */
 function bindInto(target: string, source: string, readonly: boolean, stage: string, isDir: boolean): void {
   if (!readonly) {
-    run(["mount", "--bind", source, target]);
+    bind(source, target);
     return;
   }
   if (isDir) mkdirSync(stage, { recursive: true });
   else writeFileSync(stage, "");
   try {
-    run(["mount", "--bind", source, stage]);
-    run(["mount", "-o", "remount,bind,ro", stage]);
-    run(["mount", "--bind", stage, target]);
+    bind(source, stage);
+    remountReadonly(stage);
+    bind(stage, target);
   } finally {
     unmountTree(stage);
     rmSync(stage, { recursive: true, force: true });
@@ -116,10 +131,10 @@ export function unmountTree(dir: string): void {
     if (mps.length === 0) return;
     for (const mp of mps) {
       try {
-        run(["umount", mp]);
+        umount2(mp);
       } catch {
         try {
-          run(["umount", "-l", mp]);
+          umount2(mp, MNT_DETACH);
         } catch {
           // still busy even detached: the sandbox's teardown reports what is left
         }

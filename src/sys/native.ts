@@ -64,6 +64,8 @@ export interface NativeAddon {
   /** mount(2); an empty fstype or data is NULL. */
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
   umount2(target: string, flags: number): void;
+  /** statvfs(3)'s f_flag for path. */
+  statvfsFlags(path: string): number;
 }
 
 export const ADDON_FILE = "kata_native.node";
@@ -205,4 +207,13 @@ export const MNT_DETACH = 2;
 
 export function umount2(target: string, flags = 0): void {
   native().umount2(target, flags);
+}
+
+/**
+ * The per-mount flags of the mount holding path (statvfs f_flag: ST_RDONLY, ST_NOSUID, ST_NODEV,
+ * ST_NOEXEC, ST_SYNCHRONOUS, ST_MANDLOCK, ST_NOATIME, ST_NODIRATIME, ST_RELATIME have the values of
+ * the MS_* flags of the same names).
+ */
+export function mountFlagsOf(path: string): number {
+  return native().statvfsFlags(path) & 0x1c5f;
 }

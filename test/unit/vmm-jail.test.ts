@@ -2,6 +2,8 @@
 // the configuration keys, and what `check` and `env` say about it (fake KVM probe). The jail itself is
 // exercised for real in test/integration/jailer.test.ts and vm-jail.test.ts.
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { defaultConfig, parseConfig } from "../../src/config/config";
 import {
@@ -12,11 +14,13 @@ import {
   type JailSpec,
   jailArgv,
   jailMounts,
+  lookupUser,
 } from "../../src/hypervisor/jail";
 import { buildQemuArgs, launchFromConfig, type QemuLaunch } from "../../src/hypervisor/qemu/cmdline";
 import { tcfilterSetup } from "../../src/network/tcfilter";
 import { runHostChecks } from "../../src/runtime/check";
 import { buildEnv } from "../../src/runtime/env";
+import { tempDir } from "../helpers";
 
 const base: QemuLaunch = {
   qemuPath: "/usr/bin/qemu-system-x86_64",
@@ -233,5 +237,33 @@ describe("check and env report the jail", () => {
     assert.equal(j.MountNamespace, true);
     assert.equal(j.SandboxCgroupOnly, true);
     assert.equal(typeof j.Uid, "number");
+  });
+});
+
+describe("the jail user's lookup", () => {
+  test("from a passwd file without a spawn; a malformed line or an unknown name is undefined", () => {
+    const tmp = tempDir("kata-ts-passwd-");
+    const file = join(tmp.path, "passwd");
+    writeFileSync(
+      file,
+      [
+        "root:x:0:0:root:/root:/bin/bash",
+        "kata-ts-vmm:x:998:997::/nonexistent:/usr/sbin/nologin",
+        "broken:x:a:b",
+      ].join("\n"),
+    );
+    try {
+      assert.deepEqual(lookupUser("kata-ts-vmm", file), { uid: 998, gid: 997 });
+      assert.equal(lookupUser("broken", file), undefined);
+      // Not in the file: the name service (getent) answers, here for a name nobody has.
+      assert.equal(lookupUser("kt-nobody-has-this", file), undefined);
+      assert.deepEqual(
+        lookupUser("root", join(tmp.path, "missing")),
+        { uid: 0, gid: 0 },
+        "getent without a file",
+      );
+    } finally {
+      tmp.cleanup();
+    }
   });
 });
