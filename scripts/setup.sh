@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Build and runtime needs. Engines for the integration tests are added by test/engines/install-deps.sh.
-PACKAGES=(build-essential musl-tools libseccomp-dev libcap-dev busybox-static iproute2 util-linux procps runc crun hyperfine
+PACKAGES=(build-essential musl-tools libseccomp-dev libcap-dev busybox-static iproute2 util-linux procps runc crun hyperfine strace
   qemu-system-x86 jq time cpio xz-utils e2fsprogs linux-image-amd64
   linux-source-6.1 bc bison flex libelf-dev libssl-dev)
 

@@ -25,8 +25,11 @@ import { tapAddBatch } from "../network/tcfilter";
 import { defaultSpec } from "../oci/defaults";
 import { randomBytes, sha256Hex } from "../sys/crypto";
 
-/** The format of template.json; a template of another format is stale. */
-const FORMAT = 2;
+/**
+ * The format of template.json and of the VM it describes; a template of another format is stale.
+ * 3: microvm without PIT and PIC (a clone must have exactly the template's devices).
+ */
+export const TEMPLATE_FORMAT = 3;
 /** The NIC counts templates are made for; a pod with more NICs boots cold. */
 export const TEMPLATE_NIC_COUNTS = [0, 1] as const;
 /** The MAC of a template's NICs (locally administered): a clone's agent replaces it by the pod's. */
@@ -73,7 +76,7 @@ function fileIdentity(path: string): string {
 export function templateKey(config: RuntimeConfig, accel: "kvm" | "tcg", nics = 0): string {
   const q = config.hypervisor;
   const inputs = {
-    format: FORMAT,
+    format: TEMPLATE_FORMAT,
     accel,
     cpu: cpuModel(accel),
     nics,
@@ -142,7 +145,7 @@ export function findTemplate(config: RuntimeConfig, accel: "kvm" | "tcg", nics =
     }
     return { ok: false, why: `template ${files.meta} is unreadable: ${(err as Error).message}` };
   }
-  if (meta.format !== FORMAT || meta.key !== key || meta.macs?.length !== nics)
+  if (meta.format !== TEMPLATE_FORMAT || meta.key !== key || meta.macs?.length !== nics)
     return { ok: false, why: `template ${files.dir} is stale` };
   const mem = statSync(files.memory, { throwIfNoEntry: false });
   if (!mem || mem.size !== meta.memoryMiB * 1024 * 1024)
@@ -305,7 +308,7 @@ export async function makeTemplate(
     vm = undefined;
     netns?.remove();
     const meta: TemplateMeta = {
-      format: FORMAT,
+      format: TEMPLATE_FORMAT,
       key: files.key,
       created: new Date().toISOString(),
       accel: accel.accel,

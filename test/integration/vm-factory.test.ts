@@ -6,7 +6,7 @@
 // leave nothing (leak scanner, template directory); so does kill -9 of `factory init` while it boots the
 // one-NIC template, once `factory destroy` ran (its network namespace, its unfinished directory).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { appendFileSync, existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -28,6 +28,8 @@ import {
   writeVmTestConfig,
 } from "../helpers";
 import { assertNoLeaks, snapshotHost } from "../leaks";
+
+const hasStrace = spawnSync("strace", ["-V"]).status === 0;
 
 const skip = vmTestSkip();
 
@@ -207,6 +209,34 @@ describe("VM factory: template and clones", { skip }, () => {
     const perSecond = Number(r.stdout.trim()) / 4;
     assert.ok(Number.isFinite(perSecond), `output: ${r.stdout}`);
     assert.ok(perSecond < 50, `${perSecond} local timer interrupts a second in an idle guest`);
+  });
+
+  test("an idle clone's QEMU main loop sleeps: far fewer than 75 wake-ups a second (no emulated PIT)", {
+    skip: !hasStrace && "needs strace (scripts/setup.sh installs it)",
+  }, async () => {
+    // With microvm's i8254 PIT, QEMU's main loop woke ~75 times a second in an idle sandbox (its ppoll
+    // timed out every ~13 ms), ~5 times without. strace watches the main thread's ppoll calls only.
+    const { id, b, before } = createSleeper("idle");
+    try {
+      const pid = Number(readFileSync(join(sandboxPaths(root, id).vmDir, "qemu.pid"), "utf8").trim());
+      await sleep(2000);
+      const out = join(tmp.path, "ppoll.txt");
+      spawnSync("timeout", ["4", "strace", "-p", String(pid), "-e", "trace=ppoll", "-o", out]);
+      const lines = readFileSync(out, "utf8").split("\n");
+      assert.ok(
+        lines.some((l) => l.startsWith("ppoll(")),
+        `strace saw QEMU's main loop: ${lines.slice(0, 3)}`,
+      );
+      const timeoutsPerSecond = lines.filter((l) => /= 0 \(Timeout\)/.test(l)).length / 4;
+      assert.ok(
+        timeoutsPerSecond < 30,
+        `QEMU's main loop timed out ${timeoutsPerSecond} times a second in idle`,
+      );
+    } finally {
+      const d = cli(["delete", "--force", id]);
+      assert.equal(d.code, 0, d.stderr);
+    }
+    assertNoLeaks(before, { root, bundle: b, id });
   });
 
   test("the supervisor log of a clone says it was cloned, and the create took no cold boot", async () => {

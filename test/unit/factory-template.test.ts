@@ -9,6 +9,7 @@ import {
   destroyTemplates,
   findTemplate,
   listTemplates,
+  TEMPLATE_FORMAT,
   TEMPLATE_MAC,
   templateFiles,
   templateKey,
@@ -37,7 +38,15 @@ function fakeTemplate(c: ReturnType<typeof config>, nics = 0) {
   writeFileSync(f.memory, Buffer.alloc(4 * 1024 * 1024));
   writeFileSync(f.state, Buffer.alloc(1000, 1));
   const macs = Array.from({ length: nics }, () => TEMPLATE_MAC);
-  const meta = { format: 2, key: f.key, memoryMiB: 4, vcpus: 1, macs, stateBytes: 1000, accel: "tcg" };
+  const meta = {
+    format: TEMPLATE_FORMAT,
+    key: f.key,
+    memoryMiB: 4,
+    vcpus: 1,
+    macs,
+    stateBytes: 1000,
+    accel: "tcg",
+  };
   writeFileSync(f.meta, JSON.stringify(meta));
   return f;
 }

@@ -40,7 +40,10 @@ const value = (argv: string[], flag: string) => {
 describe("buildQemuArgs", () => {
   test("a template maps its RAM file shared; a clone maps it copy-on-write and waits for its state", () => {
     const t = buildQemuArgs({ ...base, memoryFile: { path: "/t/memory", mode: "template" } });
-    assert.equal(value(t, "-M"), "microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem");
+    assert.equal(
+      value(t, "-M"),
+      "microvm,x-option-roms=off,pit=off,pic=off,isa-serial=on,rtc=on,memory-backend=mem",
+    );
     assert.ok(
       values(t, "-object").includes("memory-backend-file,id=mem,size=2048M,mem-path=/t/memory,share=on"),
     );
@@ -67,7 +70,7 @@ describe("buildQemuArgs", () => {
   test("microvm under TCG: machine options, accel, memory, kernel, initrd, no reboot, no defaults", () => {
     const a = buildQemuArgs(base);
     assert.equal(a[0], "/usr/bin/qemu-system-x86_64");
-    assert.equal(value(a, "-M"), "microvm,x-option-roms=off,isa-serial=on,rtc=on");
+    assert.equal(value(a, "-M"), "microvm,x-option-roms=off,pit=off,pic=off,isa-serial=on,rtc=on");
     assert.equal(value(a, "-accel"), "tcg");
     assert.equal(
       value(a, "-cpu"),
@@ -188,8 +191,11 @@ describe("buildQemuArgs", () => {
   });
 
   test("microvm with extra machine options keeps ours and appends the user's", () => {
-    const a = buildQemuArgs({ ...base, machineType: "microvm,pic=off" });
-    assert.equal(value(a, "-M"), "microvm,x-option-roms=off,isa-serial=on,rtc=on,pic=off");
+    const a = buildQemuArgs({ ...base, machineType: "microvm,ioapic2=off" });
+    assert.equal(
+      value(a, "-M"),
+      "microvm,x-option-roms=off,pit=off,pic=off,isa-serial=on,rtc=on,ioapic2=off",
+    );
   });
 
   test("commas in paths are doubled (QEMU option syntax)", () => {
