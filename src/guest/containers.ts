@@ -41,7 +41,7 @@ import { buildExecPlan } from "../engine/plan";
 import { firstLine } from "../errors";
 import { validateContainerId } from "../oci/id";
 import type { Spec } from "../oci/spec";
-import { MNT_DETACH, mount, umount2 } from "../sys/native";
+import { mount, unmountOrDetach } from "../sys/native";
 import { openPipes, openTerminal, type TerminalIo } from "./stdio";
 
 const run = promisify(execFile);
@@ -87,9 +87,6 @@ function notFound(id: string): AgentError {
   return new AgentError(Code.notFound, `container ${id} not found`);
 }
 
-/** The 9p options every share mount gets (the sandbox share: QEMU's virtio-9p device). */
-const NINEP_OPTIONS = ["trans=virtio", "version=9p2000.L", "msize=512000", "cache=none"];
-
 /**
  * Mounts one GuestMount (creating the target); returns the target to unmount later. With mount(2) from
  * the addon: a `mount` spawned from node costs ~0.1-0.25 s under TCG, and the share's mount is on the
@@ -98,9 +95,8 @@ const NINEP_OPTIONS = ["trans=virtio", "version=9p2000.L", "msize=512000", "cach
 export async function mountGuest(m: GuestMount): Promise<string> {
   mkdirSync(m.target, { recursive: true });
   const bind = m.fstype === "bind";
-  const o = parseMountOptions(
-    bind ? ["bind", ...m.options] : m.fstype === "9p" ? [...NINEP_OPTIONS, ...m.options] : m.options,
-  );
+  // The options are the host's (the 9p share's transport, version, msize and cache: guestShareMount).
+  const o = parseMountOptions(bind ? ["bind", ...m.options] : m.options);
   let mounted = false;
   try {
     mount(m.source, m.target, bind ? "" : m.fstype, o.flags, bind ? "" : o.data);
@@ -110,7 +106,7 @@ export async function mountGuest(m: GuestMount): Promise<string> {
     if (bind && perMount) mount("", m.target, "", MS.REMOUNT | MS.BIND | perMount, "");
     if (o.propagation) mount("", m.target, "", o.propagation, "");
   } catch (err) {
-    if (mounted) unmountQuietly(m.target);
+    if (mounted) unmountOrDetach(m.target);
     throw new AgentError(
       Code.internal,
       `mount ${m.source} on ${m.target} (${m.fstype}): ${firstLine((err as Error).message)}`,
@@ -120,20 +116,7 @@ export async function mountGuest(m: GuestMount): Promise<string> {
 }
 
 export async function unmount(target: string): Promise<void> {
-  try {
-    umount2(target);
-  } catch {
-    // busy (a process still holds it): detach it, the kernel finishes when the last user goes
-    unmountQuietly(target);
-  }
-}
-
-function unmountQuietly(target: string): void {
-  try {
-    umount2(target, MNT_DETACH);
-  } catch {
-    // not mounted (any more): nothing to undo
-  }
+  unmountOrDetach(target);
 }
 
 export class ContainerManager {

@@ -13,7 +13,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { GuestMount } from "../agent/api";
 import { MS } from "../engine/mountopts";
-import { MNT_DETACH, mount, mountFlagsOf, umount2 } from "../sys/native";
+import { mount, mountFlagsOf, unmountOrDetach } from "../sys/native";
 import { GUEST_SHARED_DIR, SHARE_TAG } from "./paths";
 
 export type SharedFsKind = "virtio-9p" | "virtio-fs";
@@ -129,17 +129,8 @@ export function unmountTree(dir: string): void {
   for (let round = 0; round < 4; round++) {
     const mps = mountsUnder(dir);
     if (mps.length === 0) return;
-    for (const mp of mps) {
-      try {
-        umount2(mp);
-      } catch {
-        try {
-          umount2(mp, MNT_DETACH);
-        } catch {
-          // still busy even detached: the sandbox's teardown reports what is left
-        }
-      }
-    }
+    // One still refused even detached: the sandbox's teardown reports what is left.
+    for (const mp of mps) unmountOrDetach(mp);
   }
 }
 

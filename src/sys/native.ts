@@ -210,6 +210,24 @@ export function umount2(target: string, flags = 0): void {
 }
 
 /**
+ * Unmounts target; when it is busy (a process still holds it), detaches it: the kernel finishes once
+ * the last user goes. False when neither worked (not mounted, or still refused).
+ */
+export function unmountOrDetach(target: string): boolean {
+  try {
+    umount2(target);
+    return true;
+  } catch {
+    try {
+      umount2(target, MNT_DETACH);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+/**
  * The per-mount flags of the mount holding path (statvfs f_flag: ST_RDONLY, ST_NOSUID, ST_NODEV,
  * ST_NOEXEC, ST_SYNCHRONOUS, ST_MANDLOCK, ST_NOATIME, ST_NODIRATIME, ST_RELATIME have the values of
  * the MS_* flags of the same names).
