@@ -85,6 +85,22 @@ describe("sandbox share host mounts", { skip: process.getuid?.() !== 0 && "needs
         "no staging mount is left",
       );
 
+      // Bad input: a source that does not exist is one line, and leaves no mount and no staging point.
+      const missing = join(tmp.path, "missing");
+      for (const readonly of [false, true])
+        assert.throws(
+          () => shareDir(shared, `c3/mounts/${Number(readonly)}`, missing, readonly),
+          (e: Error) =>
+            /^bind \S+ on \S+: mount: No such file or directory$/.test(e.message) &&
+            !e.message.includes("\n"),
+        );
+      assert.deepEqual(mountsUnder(join(shared, "c3")), []);
+      assert.deepEqual(
+        mountsUnder(tmp.path).filter((m) => m.includes(".ro-stage")),
+        [],
+      );
+      unshare(shared, "c3");
+
       unshare(shared, "c1");
       unshare(shared, "c2");
       assert.equal(existsSync(join(shared, "c1")), false);
