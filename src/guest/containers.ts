@@ -41,7 +41,7 @@ import { buildExecPlan } from "../engine/plan";
 import { firstLine } from "../errors";
 import { validateContainerId } from "../oci/id";
 import type { Spec } from "../oci/spec";
-import { mount, unmountOrDetach } from "../sys/native";
+import { mount, mountFlagsOf, unmountOrDetach } from "../sys/native";
 import { openPipes, openTerminal, type TerminalIo } from "./stdio";
 
 const run = promisify(execFile);
@@ -101,9 +101,12 @@ export async function mountGuest(m: GuestMount): Promise<string> {
   try {
     mount(m.source, m.target, bind ? "" : m.fstype, o.flags, bind ? "" : o.data);
     mounted = true;
-    // A bind mount takes its flags (ro, nosuid, ...) only from a remount, as mount(8) does it.
+    // A bind mount takes its flags (ro, nosuid, ...) only from a remount, as mount(8) does it. The
+    // remount sets the per-mount flags whole, so the source's own (a nodev, noexec mount under it)
+    // are carried over rather than cleared, as runc does.
     const perMount = o.flags & ~(MS.BIND | MS.REC);
-    if (bind && perMount) mount("", m.target, "", MS.REMOUNT | MS.BIND | perMount, "");
+    if (bind && perMount)
+      mount("", m.target, "", MS.REMOUNT | MS.BIND | perMount | mountFlagsOf(m.target), "");
     if (o.propagation) mount("", m.target, "", o.propagation, "");
   } catch (err) {
     if (mounted) unmountOrDetach(m.target);

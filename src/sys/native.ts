@@ -227,11 +227,16 @@ export function unmountOrDetach(target: string): boolean {
   }
 }
 
+const ST_RELATIME = 0x1000;
+const MS_RELATIME = 1 << 21;
+
 /**
- * The per-mount flags of the mount holding path (statvfs f_flag: ST_RDONLY, ST_NOSUID, ST_NODEV,
- * ST_NOEXEC, ST_SYNCHRONOUS, ST_MANDLOCK, ST_NOATIME, ST_NODIRATIME, ST_RELATIME have the values of
- * the MS_* flags of the same names).
+ * The per-mount flags of the mount holding path, as MS_* flags for a remount. statvfs f_flag's
+ * ST_RDONLY, ST_NOSUID, ST_NODEV, ST_NOEXEC, ST_SYNCHRONOUS, ST_MANDLOCK, ST_NOATIME and ST_NODIRATIME
+ * have the values of the MS_* flags of the same names; ST_RELATIME (0x1000) does not: it is MS_BIND's
+ * value, and MS_RELATIME is 1 << 21.
  */
 export function mountFlagsOf(path: string): number {
-  return native().statvfsFlags(path) & 0x1c5f;
+  const st = native().statvfsFlags(path);
+  return (st & 0xc5f) | (st & ST_RELATIME ? MS_RELATIME : 0);
 }

@@ -2,11 +2,13 @@
 // on a unix socket (KATA_TS_AGENT_SOCKET, tests only); the "share" is a bind GuestMount of the bundle's
 // rootfs, as the 9p share is in the guest.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { AgentClient, AgentError, type AgentStream, Code } from "../../src/agent";
+import { mountsUnder, unmountTree } from "../../src/sandbox/share";
+import { unmountOrDetach } from "../../src/sys/native";
 import { makeBundle } from "../conformance/bundle";
 import { REPO, tempDir } from "../helpers";
 import { assertNoLeaks, snapshotHost } from "../leaks";
@@ -65,6 +67,9 @@ describe("guest agent on the host (no VM)", {
     client?.close();
     if (agent.exitCode === null) agent.kill("SIGKILL");
     await agentExit;
+    // A test that failed half-way may have left the agent's mounts: never rm -rf through them.
+    unmountTree(tmp.path);
+    assert.deepEqual(mountsUnder(tmp.path), [], "nothing of the agent's stays mounted");
     tmp.cleanup();
   });
 
@@ -305,7 +310,7 @@ describe("guest agent on the host (no VM)", {
     b2.cleanup();
   });
 
-  it("mounts (mount(2), no spawned mount): a ro,nosuid bind is read-only in the container; removal unmounts; a bad fstype is one line and leaves no mount", async () => {
+  it("mounts (mount(2), no spawned mount): a ro,nosuid bind is read-only in the container and keeps its source's nodev,noexec; removal unmounts; a bad fstype is one line and leaves no mount", async (t) => {
     const id = `agent-mnt-${process.pid}`;
     const b = makeBundle(
       { process: { args: ["/bin/sh", "-c", "echo x > /data/f; cat /data/seen"] } },
@@ -314,6 +319,9 @@ describe("guest agent on the host (no VM)", {
     const target = join(tmp.path, "guest", id, "rootfs");
     const data = join(tmp.path, `data-${id}`);
     mkdirSync(data);
+    // The source is a nodev,noexec mount: the bind's ro remount must keep both (it sets the flags whole).
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m,nodev,noexec", "none", data]);
+    t.after(() => unmountOrDetach(data));
     writeFileSync(join(data, "seen"), "host file\n");
     const dataTarget = join(tmp.path, "guest", id, "data");
     const spec = {
@@ -339,11 +347,9 @@ describe("guest agent on the host (no VM)", {
     const line = readFileSync("/proc/self/mountinfo", "utf8")
       .split("\n")
       .find((l) => l.split(" ")[4] === dataTarget);
-    assert.match(
-      line ?? "",
-      /^\S+ \S+ \S+ \S+ \S+ ro,nosuid\b/,
-      `the bind is ro,nosuid on the host side: ${line}`,
-    );
+    const opts = (line ?? "").split(" ")[5]?.split(",") ?? [];
+    for (const o of ["ro", "nosuid", "nodev", "noexec"])
+      assert.ok(opts.includes(o), `the bind is ${o} on the host side: ${line}`);
     await client.call("startContainer", { containerId: id });
     const { exitStatus } = await client.call("waitProcess", { containerId: id, execId: "" });
     assert.match(await out, /Read-only file system[\s\S]*host file/);
@@ -352,6 +358,7 @@ describe("guest agent on the host (no VM)", {
     assert.equal(existsSync(join(data, "f")), false, "nothing was written through the ro bind");
     await client.call("removeContainer", { containerId: id });
     assert.ok(!readFileSync("/proc/self/mountinfo", "utf8").includes(dataTarget), "removal unmounted it");
+    unmountOrDetach(data);
 
     const bad = join(tmp.path, "guest", `${id}-bad`, "rootfs");
     await assert.rejects(

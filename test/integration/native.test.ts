@@ -20,6 +20,8 @@ import {
   findNativeFile,
   flock,
   getWinsize,
+  mount,
+  mountFlagsOf,
   native,
   nsType,
   openpty,
@@ -29,6 +31,7 @@ import {
   setCloexec,
   setWinsize,
   socketpair,
+  unmountOrDetach,
 } from "../../src/sys/native";
 import { tempDir } from "../helpers";
 
@@ -234,6 +237,24 @@ describe("native addon", () => {
       closeFd(fd);
     }
     assert.throws(() => closeFd(fd), { code: "EBADF" });
+  });
+
+  it("mountFlagsOf: a mount's per-mount flags as MS_* flags for a remount (relatime as MS_RELATIME, never MS_BIND's value)", () => {
+    const dir = tempDir("kata-ts-native-mnt-");
+    const MS = { RDONLY: 1, NOSUID: 2, NODEV: 4, NOEXEC: 8, NOATIME: 0x400, BIND: 0x1000, RELATIME: 1 << 21 };
+    try {
+      mount("none", dir.path, "tmpfs", MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC | MS.NOATIME, "size=1m");
+      assert.equal(mountFlagsOf(dir.path), MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC | MS.NOATIME);
+      unmountOrDetach(dir.path);
+      mount("none", dir.path, "tmpfs", MS.NODEV | MS.RELATIME, "size=1m");
+      const flags = mountFlagsOf(dir.path);
+      assert.equal(flags, MS.NODEV | MS.RELATIME, `got 0x${flags.toString(16)}`);
+      assert.equal(flags & MS.BIND, 0);
+    } finally {
+      unmountOrDetach(dir.path);
+      dir.cleanup();
+    }
+    assert.ok(!readFileSync("/proc/self/mountinfo", "utf8").includes(dir.path), "nothing left mounted");
   });
 
   it("nsType: the CLONE_NEW* type of namespace files; 0 for other files, a fifo is never opened", () => {
