@@ -11,7 +11,8 @@
 //   engine, agent                         the container engine; the host-guest contract and wire
 //   oci, sys, config, log, ttrpc          OCI types and rules, native and /proc access, settings, logs;
 //                                         containerd's ttrpc and the shim v2 protobuf schemas
-//   errors.ts, version.ts                 the error base and one-line messages; the build's version
+//   errors.ts, version.ts, nodeenv.ts     the error base and one-line messages; the build's version;
+//                                         the environment of kata-ts's own node processes
 const LAYERS = [
   ["cli", "shim"],
   ["guest"],
@@ -21,7 +22,7 @@ const LAYERS = [
   ["hypervisor", "network"],
   ["engine", "agent"],
   ["oci", "sys", "config", "log", "ttrpc"],
-  ["errors.ts", "version.ts"],
+  ["errors.ts", "version.ts", "nodeenv.ts"],
 ];
 
 const at = (name) => (name.endsWith(".ts") ? `^src/${name.replace(".", "\\.")}$` : `^src/${name}/`);

@@ -70,8 +70,9 @@ for n in "${ok[@]}"; do
   args+=(-n "$n create+start+delete" "$rt create --bundle $b c-$n && $rt start c-$n && $rt delete --force c-$n")
   args+=(-n "$n state" "$rt state s-$n")
 done
-# Node's own start, so the CLI's own cost (kata-ts run − node -e 0) can be set beside runc run.
-args+=(-n "node -e 0" "node -e 0")
+# Node's own start, so the CLI's own cost (kata-ts run − node -e 0) can be set beside runc run. It runs
+# as bin/kata-ts runs node: without NODE_EXTRA_CA_CERTS, which the launcher moves aside (src/nodeenv.ts).
+args+=(-n "node -e 0" "env -u NODE_EXTRA_CA_CERTS node -e 0")
 if ((${#ok[@]} > 0)); then
   hyperfine --warmup 3 --runs "$runs" --export-json "$work/h.json" "${args[@]}" >"$work/hyperfine.log" 2>&1 ||
     { cat "$work/hyperfine.log" >&2; exit 1; }

@@ -3,8 +3,9 @@
 // the host; ~10× that for the agent in a TCG guest). A missing or stale cache is rejected by V8 and the
 // bundle is simply compiled as usual. With KATA_TS_WRITE_CODE_CACHE=1 the cache is (re)written at exit,
 // holding every function compiled by then: the build runs each bundle once for that.
-// Used by bin/kata-ts (the CLI) and, in the guest image, by the init to start the agent:
-//   node run-cached.cjs BUNDLE [args...]
+// Used by bin/kata-ts (the CLI), bin/containerd-shim-kata-ts-v2 and, in the guest image, by the init to
+// start the agent:
+//   node run-cached.cjs [--as PROGRAM] BUNDLE [args...]
 "use strict";
 const fs = require("node:fs");
 const path = require("node:path");
@@ -33,8 +34,11 @@ function runCached(file) {
 module.exports = { runCached };
 
 if (require.main === module) {
-  const file = path.resolve(process.argv[2]);
-  // The bundle sees itself as the script: argv[1] is the bundle, its arguments follow.
-  process.argv.splice(1, 2, file);
+  // node run-cached.cjs [--as PROGRAM] BUNDLE [args...]: the bundle sees PROGRAM (its launcher, as
+  // engines ran it: bin/kata-ts) or else itself as the script, argv[1]; its arguments follow.
+  const as = process.argv[2] === "--as" ? process.argv[3] : undefined;
+  const at = as === undefined ? 2 : 4;
+  const file = path.resolve(process.argv[at]);
+  process.argv.splice(1, at, as ?? file);
   runCached(file);
 }

@@ -47,7 +47,7 @@ await build({ ...common, entryPoints: ["src/guest/main.ts"], outfile: "dist/kata
   const { tmpdir } = await import("node:os");
   const { join } = await import("node:path");
   const root = mkdtempSync(join(tmpdir(), "kata-ts-build-"));
-  spawnSync(process.execPath, ["bin/kata-ts", "--root", root, "list"], {
+  spawnSync("bin/kata-ts", ["--root", root, "list"], {
     env: { ...process.env, KATA_TS_WRITE_CODE_CACHE: "1" },
     stdio: "ignore",
   });

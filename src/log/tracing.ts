@@ -5,6 +5,7 @@
 // every collector accepts) with a short deadline, so a missing collector never slows the CLI. When
 // tracing is off, `span()` is a direct call: no ids, no clocks, no async context.
 import type { AsyncLocalStorage } from "node:async_hooks";
+import { extraCaCertsFile } from "../nodeenv";
 
 export type SpanAttributes = Record<string, string | number | boolean | undefined>;
 
@@ -117,11 +118,13 @@ export async function flushTracing(deadlineMs = 300): Promise<boolean> {
   const body = JSON.stringify(otlpPayload(tracer.finished, tracer.serviceName));
   tracer.finished.length = 0;
   const url = new URL(tracer.endpoint);
-  const http = require(url.protocol === "https:" ? "node:https" : "node:http") as typeof import("node:http");
+  const https = url.protocol === "https:";
+  const http = require(https ? "node:https" : "node:http") as typeof import("node:http");
   return new Promise<boolean>((resolve) => {
     const req = http.request(
       url,
       {
+        ...(https ? { ca: extraCa() } : {}),
         method: "POST",
         headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
         timeout: deadlineMs,
@@ -193,4 +196,20 @@ let clockBase: bigint | undefined;
 function nowNs(): bigint {
   clockBase ??= BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
   return clockBase + process.hrtime.bigint();
+}
+
+/**
+ * The CAs an https export trusts: Node's own plus the NODE_EXTRA_CA_CERTS file that kata-ts's launcher
+ * moved aside (src/nodeenv.ts), as Node would have trusted it; undefined (Node's default) otherwise.
+ */
+function extraCa(): string[] | undefined {
+  const file = extraCaCertsFile();
+  if (!file) return undefined;
+  const { readFileSync } = require("node:fs") as typeof import("node:fs");
+  const { rootCertificates } = require("node:tls") as typeof import("node:tls");
+  try {
+    return [...rootCertificates, readFileSync(file, "utf8")];
+  } catch {
+    return undefined; // as Node does with an unreadable file: its own CAs only
+  }
 }

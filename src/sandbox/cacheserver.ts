@@ -24,6 +24,7 @@ import {
 } from "../factory/cache";
 import { makeTemplate, makeTemplates, templateAccel, templateKey } from "../factory/template";
 import { ensureJailUser } from "../hypervisor/jail";
+import { nodeChildEnv } from "../nodeenv";
 import { randomBytes } from "../sys/crypto";
 import { processStartTime } from "../sys/proc";
 import { supervisorScript } from "./launch";
@@ -131,7 +132,11 @@ export async function runCacheServer(o: CacheServerOptions): Promise<void> {
     if (o.configPath) args.push("--config", resolve(o.configPath));
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", logFd, logFd, "pipe"] });
+      child = spawn(process.execPath, args, {
+        detached: true,
+        stdio: ["ignore", logFd, logFd, "pipe"],
+        env: nodeChildEnv(),
+      });
     } finally {
       closeSync(logFd);
     }

@@ -11,6 +11,7 @@ import type { VmSize } from "../config/sizing";
 import { KataError } from "../errors";
 import { cacheRequest, type SlotAssignment, type TakeReply } from "../factory/cache";
 import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
+import { nodeChildEnv } from "../nodeenv";
 import { writeFileAtomic } from "../sys/files";
 import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
 import { findProcesses, processAlive, processStartTime } from "../sys/proc";
@@ -251,7 +252,11 @@ export async function startSupervisor(s: SandboxRef, o: SupervisorOptions = {}):
   if (size) args.push("--memory", String(size.memoryMiB), "--vcpus", String(size.vcpus));
   let child: ChildProcess;
   try {
-    child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", logFd, logFd, "pipe"] });
+    child = spawn(process.execPath, args, {
+      detached: true,
+      stdio: ["ignore", logFd, logFd, "pipe"],
+      env: nodeChildEnv(),
+    });
   } finally {
     closeSync(logFd);
   }

@@ -6,6 +6,7 @@
 import { connect, type Socket } from "node:net";
 import type { Empty, GuestDetails, NetRoute, WaitProcessResponse } from "../agent/api";
 import type { NetworkAction, NetworkResult } from "../network";
+import { nodeChildEnv } from "../nodeenv";
 import type { LinuxResources, Process, Spec } from "../oci/spec";
 
 export interface ControlOps {
@@ -185,6 +186,7 @@ export function supervisorCallSync<O extends ControlOp>(
       encoding: "utf8",
       timeout: timeoutMs,
       stdio: ["ignore", "pipe", "ignore"],
+      env: nodeChildEnv(),
     });
   } catch {
     throw new Error(`sandbox supervisor: ${op}: no answer within ${timeoutMs} ms`);

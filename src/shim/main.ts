@@ -18,6 +18,7 @@ import {
 } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
+import { nodeChildEnv } from "../nodeenv";
 import { containerKind } from "../oci/annotations";
 import { deleteContainer, type RuntimeContext } from "../runtime/lifecycle";
 import { shortSocketName } from "../sandbox/paths";
@@ -114,8 +115,12 @@ async function start(f: Flags): Promise<void> {
   if (!(await answers(socket))) {
     rmSync(socket, { force: true });
     mkdirSync(join(SHIM_DIR, "s"), { recursive: true, mode: 0o711 });
+    // The daemon is this program again: through its launcher (argv[1], a shell script: bin/) as
+    // containerd ran it, or node and the bundle when that is how this one was run.
+    const self = process.argv[1];
+    const [program, script] = /\.[cm]?[jt]s$/.test(self) ? [process.execPath, [self]] : [self, []];
     const args = [
-      process.argv[1],
+      ...script,
       "-namespace",
       f.namespace,
       "-address",
@@ -135,10 +140,11 @@ async function start(f: Flags): Promise<void> {
     } catch {
       // no log fifo (an older containerd, a manual start): the daemon logs nowhere
     }
-    const child: ChildProcess = spawn(process.execPath, args, {
+    const child: ChildProcess = spawn(program, args, {
       cwd: bundle,
       detached: true,
       stdio: ["ignore", "ignore", log, "pipe"],
+      env: nodeChildEnv(),
     });
     if (typeof log === "number") closeSync(log);
     const ready = await new Promise<string>((res) => {

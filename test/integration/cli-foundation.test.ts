@@ -1,10 +1,11 @@
 // The CLI contract engines rely on: one-line errors, exit codes, logrus JSON lines in --log,
 // runc's `list` shapes on an empty root.
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { kata, tempDir } from "../helpers";
+import { BIN, kata, REPO, tempDir } from "../helpers";
 
 const tmp = tempDir();
 after(tmp.cleanup);
@@ -92,5 +93,35 @@ describe("usage errors", () => {
     assert.match(a.stdout, /^kata-ts version \d+\.\d+\.\d+/);
     assert.match(a.stdout, /spec: 1\.2\.0/);
     assert.equal(a.stdout, b.stdout);
+  });
+});
+
+describe("launcher (bin/kata-ts)", () => {
+  // Node loads NODE_EXTRA_CA_CERTS as it starts (~75 ms for the system bundle): an unreadable file makes
+  // it warn on stderr, which shows whether the CLI's node loaded it.
+  const unreadable = { ...process.env, NODE_EXTRA_CA_CERTS: join(tmp.path, "no-such-ca.pem") };
+
+  it("moves NODE_EXTRA_CA_CERTS aside before node starts: not loaded, no warning, the CLI works", () => {
+    const bare = spawnSync(process.execPath, ["-e", "0"], { env: unreadable, encoding: "utf8" });
+    assert.match(bare.stderr, /Ignoring extra certs/, "the probe: a bare node does load the file");
+    const r = kata(["--version"], { env: unreadable });
+    assert.equal(r.code, 0);
+    assert.equal(r.stderr, "");
+    assert.match(r.stdout, /^kata-ts version /);
+  });
+
+  it("runs through a symlink and by a relative name; the CLI sees the launcher as its program", () => {
+    const link = join(tmp.path, "kata-ts-link");
+    symlinkSync(BIN, link);
+    const viaLink = spawnSync(link, ["--version"], { encoding: "utf8" });
+    assert.equal(viaLink.status, 0, viaLink.stderr);
+    const relative = spawnSync("sh", ["kata-ts", "--version"], { cwd: join(REPO, "bin"), encoding: "utf8" });
+    assert.equal(relative.status, 0, relative.stderr);
+    assert.equal(relative.stdout, viaLink.stdout);
+    const cfg = join(tmp.path, "none.toml");
+    writeFileSync(cfg, '[runtime]\nhypervisor = "none"\n');
+    const env = spawnSync(link, ["--config", cfg, "env", "--json"], { encoding: "utf8" });
+    assert.equal(env.status, 0, env.stderr);
+    assert.equal(JSON.parse(env.stdout).Runtime.Path, BIN, "argv[1] is the launcher, the link resolved");
   });
 });

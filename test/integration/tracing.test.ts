@@ -1,9 +1,10 @@
 // Tracing: with enable_tracing = true every verb exports a root span named after it, tagged with the
 // container id, as OTLP/HTTP JSON; a collector that never answers does not hold the CLI up.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, it } from "node:test";
@@ -25,10 +26,13 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
-function runCli(args: string[]): Promise<{ code: number; stderr: string; ms: number }> {
+function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number; stderr: string; ms: number }> {
   const t0 = Date.now();
   return new Promise((resolve) => {
-    const child = spawn(BIN, args, { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(BIN, args, { stdio: ["ignore", "ignore", "pipe"], env });
     let stderr = "";
     child.stderr.on("data", (c) => {
       stderr += c;
@@ -58,12 +62,12 @@ after(() => {
   tmp.cleanup();
 });
 
-function config(name: string, server: Server): string {
+function config(name: string, server: Server, scheme = "http"): string {
   const port = (server.address() as AddressInfo).port;
   const path = join(tmp.path, name);
   writeFileSync(
     path,
-    `[runtime]\nhypervisor = "none"\nenable_tracing = true\notlp_endpoint = "http://127.0.0.1:${port}/v1/traces"\n`,
+    `[runtime]\nhypervisor = "none"\nenable_tracing = true\notlp_endpoint = "${scheme}://127.0.0.1:${port}/v1/traces"\n`,
   );
   return path;
 }
@@ -150,5 +154,55 @@ it("create opens child spans for the engine and the hooks, tagged with the sandb
   } finally {
     await runCli(["--root", root, "--config", conf, "delete", "--force", "traced"]);
     bundle.cleanup();
+  }
+});
+
+it("an https collector signed by the CA in NODE_EXTRA_CA_CERTS gets the spans (the launcher moved the variable aside)", async () => {
+  // A self-signed certificate for 127.0.0.1, trusted only through NODE_EXTRA_CA_CERTS.
+  const key = join(tmp.path, "key.pem");
+  const cert = join(tmp.path, "cert.pem");
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+    ],
+    { stdio: "ignore" },
+  );
+  const got: string[] = [];
+  const tls = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, async (req, res) => {
+    got.push(await readBody(req));
+    res.writeHead(200, { "content-type": "application/json" }).end("{}");
+  });
+  await new Promise<void>((resolve) => tls.listen(0, "127.0.0.1", resolve));
+  try {
+    const conf = config("c4.toml", tls as unknown as Server, "https");
+    const args = ["--root", join(tmp.path, "root4"), "--config", conf, "state", "ghost"];
+    // Without the CA the collector is not trusted: nothing arrives (the probe that the CA matters).
+    const untrusted = { ...process.env };
+    delete untrusted.NODE_EXTRA_CA_CERTS;
+    assert.equal((await runCli(args, untrusted)).code, 1);
+    assert.equal(got.length, 0);
+    const r = await runCli(args, { ...process.env, NODE_EXTRA_CA_CERTS: cert });
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, 'container "ghost" does not exist\n', "no warning, one line");
+    assert.equal(got.length, 1);
+    assert.match(got[0], /"name":"state"/);
+  } finally {
+    tls.closeAllConnections();
+    tls.close();
   }
 });
