@@ -19,7 +19,10 @@ export class Standin {
   tell(line: string): void {
     if (this.told) return;
     this.told = true;
-    if (!this.sock.destroyed) this.sock.write(`${line}\n`);
+    if (this.sock.destroyed) return;
+    const sent = new Promise<void>((resolve) => this.sock.write(`${line}\n`, () => resolve()));
+    unsent.add(sent);
+    void sent.then(() => unsent.delete(sent));
   }
   closeFds(): void {
     for (const fd of this.fds) {
@@ -31,6 +34,21 @@ export class Standin {
     }
     this.fds = [];
   }
+}
+
+/** What stand-ins were told and their sockets have not written yet. */
+const unsent = new Set<Promise<void>>();
+
+/** Resolves once every stand-in's last word has been written (a process about to exit waits on it). */
+export async function standinsTold(timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(unsent),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 function key(cid: string, execId: string): string {
