@@ -2,7 +2,7 @@
 // it (same pid: the caller's child stays the VMM, and the caller can kill it or wait for it).
 //
 //   kata-ts-jailer [--root DIR] [--bind SRC]... [--bind-ro SRC]... [--link PATH]... [--dev PATH]...
-//                  [--proc] [--uid N --gid N] [--cap N]... [--pdeathsig] -- PROGRAM ARGS...
+//                  [--proc] [--uid N --gid N] [--cap N]... [--pdeathsig [--parent PID]] -- PROGRAM ARGS...
 //
 // --root DIR: a private mount namespace (every mount a slave of the caller's: the caller's later mounts
 //   still arrive, nothing made here goes back) whose root is a fresh read-only tmpfs mounted on DIR (an
@@ -18,6 +18,9 @@
 //   (numbers) as permitted, effective, inheritable and ambient (so they survive exec); every other
 //   capability leaves the bounding set.
 // --pdeathsig: SIGKILL when the parent dies; set after the uid change, which would clear it.
+// --parent PID: the process that spawned us (through nsenter, which execs): if it is no longer our
+//   parent once the signal is set, it died before it could be delivered, and we exit instead of
+//   running orphaned (the parent read at our own start is already init's or a subreaper's then).
 // Always: PR_SET_NO_NEW_PRIVS (ambient capabilities still pass the exec).
 // Errors: one line on stderr ("kata-ts-jailer: <step>: <errno text>"), exit 125, nothing half-made
 // outside the new namespace (which dies with this process).
@@ -153,7 +156,7 @@ int main(int argc, char **argv) {
   static struct bind binds[MAX_ITEMS];
   int nb = 0, pdeath = 0, proc = 0;
   const char *root = NULL;
-  long uid = -1, gid = -1;
+  long uid = -1, gid = -1, expected = 0;
   unsigned long long keep = 0;
   pid_t parent = getppid();
   int i = 1;
@@ -175,6 +178,9 @@ int main(int argc, char **argv) {
     const char *v = argv[++i];
     if (!strcmp(a, "--root")) {
       root = v;
+    } else if (!strcmp(a, "--parent")) {
+      expected = strtol(v, NULL, 10);
+      if (expected <= 0) usage("bad parent pid");
     } else if (!strcmp(a, "--uid")) {
       uid = strtol(v, NULL, 10);
     } else if (!strcmp(a, "--gid")) {
@@ -198,7 +204,7 @@ int main(int argc, char **argv) {
   if (pdeath) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die("pdeathsig", NULL);
     // The parent may have died before the prctl: then nobody would ever kill us.
-    if (getppid() != parent) {
+    if (getppid() != (expected > 0 ? (pid_t)expected : parent)) {
       errno = ESRCH;
       die("parent exited", NULL);
     }

@@ -71,8 +71,12 @@ export interface JailSpec {
   caps: number[];
 }
 
-/** The argv that runs `argv` in the jail (with the parent-death signal). Pure. */
-export function jailArgv(j: JailSpec, argv: string[]): string[] {
+/**
+ * The argv that runs `argv` in the jail, with the parent-death signal tied to `parent`, the process
+ * that spawns it (default: this one; null: whichever is the jailer's parent when it starts): the jailer
+ * exits rather than run orphaned if that process died before the signal was set. Pure.
+ */
+export function jailArgv(j: JailSpec, argv: string[], parent: number | null = process.pid): string[] {
   const a = [j.jailer];
   if (j.root) {
     a.push("--root", j.root);
@@ -90,7 +94,9 @@ export function jailArgv(j: JailSpec, argv: string[]): string[] {
     a.push("--uid", String(j.user.uid), "--gid", String(j.user.gid));
     for (const c of j.caps) a.push("--cap", String(c));
   }
-  a.push("--pdeathsig", "--", ...argv);
+  a.push("--pdeathsig");
+  if (parent !== null) a.push("--parent", String(parent));
+  a.push("--", ...argv);
   return a;
 }
 

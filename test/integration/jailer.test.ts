@@ -83,12 +83,17 @@ describe("kata-ts-jailer", { skip }, () => {
         caps: [...JAIL_CAPS],
       },
       ["/bin/sh", "-c", SCRIPT],
+      null,
     );
     mkdirSync(JAIL_MOUNTPOINT, { recursive: true });
     // The jailed shell's parent is a bash we kill -9 at the end.
-    const parent = spawn("/bin/bash", ["-c", `"$@" & echo $! > ${D}/pid; wait`, "bash", ...argv], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    const parent = spawn(
+      "/bin/bash",
+      ["-c", `"$1" --parent $$ "\${@:2}" & echo $! > ${D}/pid; wait`, "bash", ...argv],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
     let stderr = "";
     parent.stderr?.on("data", (d) => {
       stderr += d;
@@ -150,6 +155,28 @@ describe("kata-ts-jailer", { skip }, () => {
     process.kill(parent.pid!, "SIGKILL");
     await until("the jailed process to die with its parent", () => !alive(pid), 5000);
     assert.deepEqual(mounts(), before);
+  });
+
+  test("--parent: a spawner that is no longer the parent (it died first) means exit 125, the program never runs", () => {
+    // The expected parent (pid 1 here, not the test process that spawns the jailer) stands for a CLI or
+    // supervisor killed between its spawn and the jailer's prctl: the orphan must not start QEMU.
+    const marker = join(D, "orphan-ran");
+    const r = spawnSync(JAILER, ["--pdeathsig", "--parent", "1", "--", "/usr/bin/touch", marker], {
+      encoding: "utf8",
+    });
+    assert.equal(r.status, 125);
+    assert.equal(r.stderr, "kata-ts-jailer: parent exited: No such process\n");
+    assert.equal(existsSync(marker), false, "the program did not run");
+    const ok = spawnSync(JAILER, [
+      "--pdeathsig",
+      "--parent",
+      String(process.pid),
+      "--",
+      "/usr/bin/touch",
+      marker,
+    ]);
+    assert.equal(ok.status, 0, String(ok.stderr));
+    assert.equal(existsSync(marker), true, "with the real parent it runs");
   });
 
   test("a bad bind source is one line on stderr and exit 125, nothing mounted", () => {

@@ -16,6 +16,7 @@ import {
   jailMounts,
   lookupUser,
 } from "../../src/hypervisor/jail";
+import { withParentDeathSignal } from "../../src/hypervisor/qemu";
 import { buildQemuArgs, launchFromConfig, type QemuLaunch } from "../../src/hypervisor/qemu/cmdline";
 import { tcfilterSetup } from "../../src/network/tcfilter";
 import { runHostChecks } from "../../src/runtime/check";
@@ -95,6 +96,8 @@ describe("the jailer's argv", () => {
       "--cap",
       "1",
       "--pdeathsig",
+      "--parent",
+      String(process.pid),
       "--",
       "/usr/bin/qemu",
       "-m",
@@ -115,8 +118,37 @@ describe("the jailer's argv", () => {
   });
 
   test("without a mount namespace no bind is passed; without a user no identity change", () => {
-    const a = jailArgv({ ...spec, root: undefined, user: undefined }, ["/q"]);
-    assert.deepEqual(a, ["/x/kata-ts-jailer", "--pdeathsig", "--", "/q"]);
+    const a = jailArgv({ ...spec, root: undefined, user: undefined }, ["/q"], 42);
+    assert.deepEqual(a, ["/x/kata-ts-jailer", "--pdeathsig", "--parent", "42", "--", "/q"]);
+    assert.deepEqual(jailArgv({ ...spec, root: undefined, user: undefined }, ["/q"], null), [
+      "/x/kata-ts-jailer",
+      "--pdeathsig",
+      "--",
+      "/q",
+    ]);
+  });
+
+  test("an unjailed QEMU or virtiofsd: the jailer sets only the parent-death signal; setpriv without it", () => {
+    assert.deepEqual(withParentDeathSignal(["/bin/true", "-x"], "/x/kata-ts-jailer"), [
+      "/x/kata-ts-jailer",
+      "--pdeathsig",
+      "--parent",
+      String(process.pid),
+      "--",
+      "/bin/true",
+      "-x",
+    ]);
+    assert.deepEqual(withParentDeathSignal(["/bin/true"], ""), [
+      "/usr/bin/setpriv",
+      "--pdeathsig",
+      "KILL",
+      "--",
+      "/bin/true",
+    ]);
+    // Not executable: spawned as is, so that spawn's own error names it.
+    assert.deepEqual(withParentDeathSignal(["/nonexistent/qemu"], "/x/kata-ts-jailer"), [
+      "/nonexistent/qemu",
+    ]);
   });
 
   test("the kept capabilities are the 9p ones only", () => {

@@ -15,9 +15,10 @@ import {
 } from "node:fs";
 import { dirname, join } from "node:path";
 import type { QemuConfig } from "../../config/config";
+import { findNativeFile } from "../../sys/native";
 import { nsenterArgv } from "../../sys/netns";
 import type { HypervisorDriver, StartVmOptions, Vm, VmExit } from "../driver";
-import { type JailSpec, jailArgv, vmmJail } from "../jail";
+import { JAILER_BINARY, type JailSpec, jailArgv, vmmJail } from "../jail";
 import { type AccelChoice, chooseAccel, hostTscKhz } from "./accel";
 import { buildQemuArgs, imageOnPmem, isMicrovm, launchFromConfig, type QemuLaunch } from "./cmdline";
 import { QmpClient } from "./qmp";
@@ -391,16 +392,19 @@ export function inNetns(netns: string | undefined, argv: string[]): string[] {
 }
 
 /**
- * QEMU gets SIGKILL when the process that started it dies (setpriv execs it with PR_SET_PDEATHSIG, the
- * pid stays QEMU's): a supervisor killed before it could stop its VM must not leave one running that
- * nobody knows about. A QEMU path that is not executable is spawned as is, for spawn's own error.
+ * QEMU (or virtiofsd) gets SIGKILL when the process that started it dies: a supervisor killed before it
+ * could stop its VM must not leave one running that nobody knows about. kata-ts-jailer with nothing to
+ * jail sets PR_SET_PDEATHSIG and execs it (the pid stays QEMU's), and exits instead when its spawner
+ * died before that (`--parent`: see jailArgv); util-linux `setpriv --pdeathsig` is the fallback when
+ * the jailer is not built (it has no such check). A path that is not executable is spawned as is, for
+ * spawn's own error.
  */
-export function withParentDeathSignal(argv: string[]): string[] {
-  try {
-    accessSync(SETPRIV, constants.X_OK);
-    if (argv[0].includes("/")) accessSync(argv[0], constants.X_OK);
-  } catch {
-    return argv;
-  }
-  return [SETPRIV, "--pdeathsig", "KILL", "--", ...argv];
+export function withParentDeathSignal(
+  argv: string[],
+  jailer = findNativeFile(JAILER_BINARY) ?? "",
+): string[] {
+  if (argv[0].includes("/") && !executable(argv[0])) return argv;
+  if (jailer)
+    return jailArgv({ jailer, binds: [], readonlyBinds: [], links: [], devices: [], caps: [] }, argv);
+  return executable(SETPRIV) ? [SETPRIV, "--pdeathsig", "KILL", "--", ...argv] : argv;
 }
