@@ -123,5 +123,10 @@ describe("launcher (bin/kata-ts)", () => {
     const env = spawnSync(link, ["--config", cfg, "env", "--json"], { encoding: "utf8" });
     assert.equal(env.status, 0, env.stderr);
     assert.equal(JSON.parse(env.stdout).Runtime.Path, BIN, "argv[1] is the launcher, the link resolved");
+    const relEnv = spawnSync("sh", ["kata-ts", "--config", cfg, "env", "--json"], {
+      cwd: join(REPO, "bin"),
+      encoding: "utf8",
+    });
+    assert.equal(JSON.parse(relEnv.stdout).Runtime.Path, BIN, "a relative name becomes an absolute argv[1]");
   });
 });
