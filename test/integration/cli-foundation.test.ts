@@ -2,7 +2,16 @@
 // runc's `list` shapes on an empty root.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { BIN, kata, REPO, tempDir } from "../helpers";
@@ -108,6 +117,17 @@ describe("launcher (bin/kata-ts)", () => {
     assert.equal(r.code, 0);
     assert.equal(r.stderr, "");
     assert.match(r.stdout, /^kata-ts version /);
+  });
+
+  it("without a built bundle: one line naming the build, exit 1", () => {
+    const bin = join(tmp.path, "unbuilt", "bin");
+    mkdirSync(bin, { recursive: true });
+    copyFileSync(BIN, join(bin, "kata-ts"));
+    chmodSync(join(bin, "kata-ts"), 0o755);
+    const r = spawnSync(join(bin, "kata-ts"), ["--version"], { encoding: "utf8" });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^kata-ts: \S+\/dist\/kata-ts\.cjs is not built: run `npm run build`.*\n$/);
+    assert.equal(r.stderr.split("\n").length, 2, "one line");
   });
 
   it("runs through a symlink and by a relative name; the CLI sees the launcher as its program", () => {
