@@ -65,8 +65,12 @@ describe("guest agent on the host (no VM)", {
 
   after(async () => {
     client?.close();
-    if (agent.exitCode === null) agent.kill("SIGKILL");
+    // SIGTERM is the agent's own shutdown, which removes what a failed test left behind (container
+    // processes, cgroups, mounts); SIGKILL only if it does not end.
+    if (agent.exitCode === null) agent.kill("SIGTERM");
+    const hard = setTimeout(() => agent.kill("SIGKILL"), 15_000);
     await agentExit;
+    clearTimeout(hard);
     // A test that failed half-way may have left the agent's mounts: never rm -rf through them.
     unmountTree(tmp.path);
     assert.deepEqual(mountsUnder(tmp.path), [], "nothing of the agent's stays mounted");
