@@ -122,7 +122,9 @@ describe("launcher (bin/kata-ts)", () => {
   it("without a built bundle: one line naming the build, exit 1", () => {
     const bin = join(tmp.path, "unbuilt", "bin");
     mkdirSync(bin, { recursive: true });
-    copyFileSync(BIN, join(bin, "kata-ts"));
+    // bin/ as it is, without dist/ beside it.
+    for (const f of ["kata-ts", "launch.sh", "run-cached.cjs"])
+      copyFileSync(join(REPO, "bin", f), join(bin, f));
     chmodSync(join(bin, "kata-ts"), 0o755);
     const r = spawnSync(join(bin, "kata-ts"), ["--version"], { encoding: "utf8" });
     assert.equal(r.status, 1);
