@@ -2,7 +2,8 @@
 // cache, and compiling a bundle is the largest cost of a start after Node's own (~30 ms for the CLI on
 // the host; ~10× that for the agent in a TCG guest). A missing or stale cache is rejected by V8 and the
 // bundle is simply compiled as usual. With KATA_TS_WRITE_CODE_CACHE=1 the cache is (re)written at exit,
-// holding every function compiled by then: the build runs each bundle once for that.
+// holding every function compiled by then, those it was given included: the build trains the CLI's cache
+// over several calls that way (scripts/code-cache.mjs).
 // Used by bin/kata-ts (the CLI), bin/containerd-shim-kata-ts-v2 and, in the guest image, by the init to
 // start the agent:
 //   node run-cached.cjs [--as PROGRAM] BUNDLE [args...]
@@ -25,7 +26,11 @@ function runCached(file) {
   mod.filename = file;
   mod.paths = Module._nodeModulePaths(path.dirname(file));
   if (process.env.KATA_TS_WRITE_CODE_CACHE === "1") {
-    process.on("exit", () => fs.writeFileSync(cacheFile, script.createCachedData()));
+    // Written aside and renamed: a CLI starting meanwhile reads the old cache or the new one, whole.
+    process.on("exit", () => {
+      fs.writeFileSync(`${cacheFile}.${process.pid}`, script.createCachedData());
+      fs.renameSync(`${cacheFile}.${process.pid}`, cacheFile);
+    });
   }
   const dir = path.dirname(file);
   script.runInThisContext().call(mod.exports, mod.exports, (id) => mod.require(id), mod, file, dir);

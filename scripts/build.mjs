@@ -38,18 +38,8 @@ await build({
 // The guest agent (runs inside the VM): its own bundle, copied into the guest image.
 await build({ ...common, entryPoints: ["src/guest/main.ts"], outfile: "dist/kata-agent.cjs" });
 
-// V8 code cache for bin/kata-ts (bin/run-cached.cjs), made from a representative call (commander set-up,
-// a store read) so the functions every verb runs are in it. The guest agent's cache is made with the
-// guest image (src/image/image.ts), whose key its inputs decide.
-{
-  const { spawnSync } = await import("node:child_process");
-  const { mkdtempSync, rmSync } = await import("node:fs");
-  const { tmpdir } = await import("node:os");
-  const { join } = await import("node:path");
-  const root = mkdtempSync(join(tmpdir(), "kata-ts-build-"));
-  spawnSync("bin/kata-ts", ["--root", root, "list"], {
-    env: { ...process.env, KATA_TS_WRITE_CODE_CACHE: "1" },
-    stdio: "ignore",
-  });
-  rmSync(root, { recursive: true, force: true });
-}
+// V8 code cache for bin/kata-ts (bin/run-cached.cjs), trained on the verbs engines call (code-cache.mjs).
+// The guest agent's cache is made with the guest image (src/image/image.ts), whose key its inputs decide.
+const { writeCodeCache } = await import("./code-cache.mjs");
+const failed = writeCodeCache().filter((c) => !c.ok);
+if (failed.length) console.warn(`code cache: trained without \`${failed[0].args.join(" ")}\` (it failed)`);

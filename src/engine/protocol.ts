@@ -5,20 +5,23 @@
 /** One plan record: [op, ...args]. */
 export type Rec = string[];
 
-/** Encodes records for the helper's sync socket. */
+/** Encodes records for the helper's sync socket: one buffer, written in place (a plan is ~100 records). */
 export function encodeRecords(recs: Rec[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const rec of recs) {
+  const payloads = recs.map((rec) => {
     for (const s of rec) {
       if (s.includes("\0"))
         throw new Error(`plan value contains a NUL byte: ${JSON.stringify(s.slice(0, 40))}`);
     }
-    const payload = Buffer.from(`${rec.join("\0")}\0`, "utf8");
-    const head = Buffer.alloc(4);
-    head.writeUInt32LE(payload.length, 0);
-    parts.push(head, payload);
-  }
-  return Buffer.concat(parts);
+    return `${rec.join("\0")}\0`;
+  });
+  const sizes = payloads.map((p) => Buffer.byteLength(p, "utf8"));
+  const out = Buffer.allocUnsafe(sizes.reduce((sum, n) => sum + 4 + n, 0));
+  let at = 0;
+  payloads.forEach((p, i) => {
+    at = out.writeUInt32LE(sizes[i], at);
+    at += out.write(p, at, "utf8");
+  });
+  return out;
 }
 
 /** Incremental decoder: push() bytes as they arrive, get whole records back. */

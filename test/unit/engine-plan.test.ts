@@ -2,6 +2,7 @@
 // specs are refused before anything runs.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import fc from "fast-check";
 import { parseMountOptions } from "../../src/engine/mountopts";
 import {
   buildExecPlan,
@@ -446,5 +447,30 @@ describe("engine plan", () => {
     assert.deepEqual(d.push(bytes.subarray(0, 5)), []);
     assert.deepEqual(d.push(bytes.subarray(5)), [["op", "a", ""], ["go"]]);
     assert.throws(() => encodeRecords([["x\0y"]]), /NUL/);
+  });
+
+  test("any records (multi-byte text included) come back whole from the decoder, however the bytes are split", () => {
+    const field = fc.string({ unit: "grapheme", maxLength: 12 }).filter((s) => !s.includes("\0"));
+    const records = fc.array(fc.array(field, { minLength: 1, maxLength: 5 }), { maxLength: 8 });
+    fc.assert(
+      fc.property(records, fc.array(fc.nat(), { maxLength: 4 }), (recs, cuts) => {
+        const bytes = encodeRecords(recs);
+        // Each record is its u32 length (of UTF-8 bytes) and the NUL-terminated fields.
+        const expected = recs.reduce(
+          (n, r) => n + 4 + r.reduce((m, f) => m + Buffer.byteLength(f) + 1, 0),
+          0,
+        );
+        assert.equal(bytes.length, expected);
+        const d = new RecordDecoder();
+        const got: string[][] = [];
+        let at = 0;
+        for (const c of [...cuts.map((c) => c % (bytes.length + 1))].sort((a, b) => a - b)) {
+          got.push(...d.push(bytes.subarray(at, c)));
+          at = c;
+        }
+        got.push(...d.push(bytes.subarray(at)));
+        assert.deepEqual(got, recs);
+      }),
+    );
   });
 });

@@ -2,7 +2,7 @@
 // parsers both need.
 import { existsSync, mkdirSync, readdirSync, rmdirSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { isDir, readValue, removeCgroupDir, writeValue } from "./fsutil";
+import { isDir, readValue, removeCgroupDir, subdirs, writeValue } from "./fsutil";
 import type { CgroupMode } from "./layout";
 import type { CgroupManager, CgroupStats, LinuxResources, SavedCgroup, WarnFn } from "./types";
 
@@ -101,7 +101,7 @@ export abstract class BaseManager implements CgroupManager {
     // Parents we made and nobody else uses any more.
     for (const d of [...this.created].sort((a, b) => b.length - a.length)) {
       try {
-        if (isDir(d) && readdirSync(d).every((e) => !isDir(join(d, e)))) rmdirSync(d);
+        if (isDir(d) && subdirs(d).length === 0) rmdirSync(d);
       } catch {
         // Still used (another container under the same parent) or already gone: leave it.
       }
@@ -116,13 +116,13 @@ export function collectPids(dir: string): number[] {
     const text = readValue(d, "cgroup.procs");
     if (text === undefined) return;
     for (const l of text.split("\n")) if (l.trim()) out.push(Number(l.trim()));
-    let entries: string[] = [];
+    let children: string[] = [];
     try {
-      entries = readdirSync(d);
+      children = subdirs(d);
     } catch {
       return;
     }
-    for (const e of entries) if (isDir(join(d, e))) walk(join(d, e));
+    for (const e of children) walk(join(d, e));
   };
   walk(dir);
   return [...new Set(out)].sort((a, b) => a - b);

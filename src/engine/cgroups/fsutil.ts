@@ -81,6 +81,16 @@ export function fileExists(dir: string, file: string): boolean {
   return existsSync(join(dir, file));
 }
 
+/**
+ * The names of dir's sub-directories (its sub-cgroups), from one readdir: the entry types come with it,
+ * where a stat per entry cost ~4 ms per container on a v1 host (10 hierarchies of ~25 control files).
+ */
+export function subdirs(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name);
+}
+
 export function isDir(path: string): boolean {
   try {
     return statSync(path).isDirectory();
@@ -132,17 +142,14 @@ export function onCgroupFs(path: string): boolean {
  * (runc does the same). A directory that is already gone is success.
  */
 export function removeCgroupDir(path: string, attempts = 8): void {
-  let entries: string[];
+  let children: string[];
   try {
-    entries = readdirSync(path);
+    children = subdirs(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
     throw err;
   }
-  for (const e of entries) {
-    const sub = join(path, e);
-    if (isDir(sub)) removeCgroupDir(sub, attempts);
-  }
+  for (const e of children) removeCgroupDir(join(path, e), attempts);
   let delay = 10;
   for (let i = 0; ; i++) {
     try {
