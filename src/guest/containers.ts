@@ -2,6 +2,7 @@
 // builders, helper handshake, cgroups), driven from requests instead of a bundle on disk. The agent
 // holds every process's stdio (real pipes it relays to channel streams, see stdio.ts) and keeps the helper in "wait" mode as
 // each process's parent, so an exit arrives as the helper's own 'exit' event with the workload's code.
+
 import { execFile } from "node:child_process";
 import { mkdirSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -39,6 +40,7 @@ import { MS, parseMountOptions } from "../engine/mountopts";
 import { checkNamespacePaths } from "../engine/nsjoin";
 import { buildExecPlan } from "../engine/plan";
 import { firstLine } from "../errors";
+import { laps } from "../log/laps";
 import { validateContainerId } from "../oci/id";
 import type { Spec } from "../oci/spec";
 import { mount, mountFlagsOf, unmountOrDetach } from "../sys/native";
@@ -278,6 +280,7 @@ export class ContainerManager {
     } catch (err) {
       throw new AgentError(Code.invalidArgument, (err as Error).message);
     }
+    const took = laps();
     const dir = join(this.stateRoot, id);
     mkdirSync(dir, { recursive: true, mode: 0o711 });
     const mounts: string[] = [];
@@ -291,6 +294,7 @@ export class ContainerManager {
         throw new AgentError(Code.invalidArgument, `rootfs ${rootfs} does not exist or is not a directory`);
       }
       writeFileSync(join(dir, "config.json"), JSON.stringify(spec));
+      took.lap("mounts");
       cgroup = cgroupManagerFor({
         id,
         cgroupsPath: spec.linux?.cgroupsPath,
@@ -308,7 +312,18 @@ export class ContainerManager {
         wait: true,
         consoleFd: terminal,
         launch: async (o) => {
-          const started = await this.launchProcess(req.stdio, terminal, stream, o);
+          took.lap("cgroup and plan");
+          const onPid = o.onPid;
+          const started = await this.launchProcess(req.stdio, terminal, stream, {
+            ...o,
+            onPid: async (pid) => {
+              took.lap("helper to init's pid");
+              const phase2 = await onPid(pid);
+              took.lap("maps, cgroup join, limits");
+              return phase2;
+            },
+          });
+          took.lap("init ready");
           io = started.io;
           return started.launched;
         },
@@ -320,6 +335,8 @@ export class ContainerManager {
         this.log(`container ${id}: init ${l.pid} exited with status ${code}`);
       });
       this.containers.set(id, { id, spec, dir, cgroup, init, execs: new Map(), mounts, started: false });
+      took.lap("relays");
+      this.log(`container ${id}: created (${took})`);
       return { guestPid: l.pid };
     } catch (err) {
       if (launched) {

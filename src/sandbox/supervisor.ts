@@ -3,10 +3,12 @@
 // The CLI talks to it over <sandbox>/supervisor.sock (./protocol); stand-ins connect to the same socket
 // and pass their stdio fds. It exits after the sandbox's last container is deleted, or when the VM
 // dies (after telling every stand-in, so engines see the containers exit).
+
 import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import type { GuestDetails, GuestMount } from "../agent/api";
 import { firstLine } from "../errors";
+import { laps } from "../log/laps";
 import { guestNetworkOp } from "../network";
 import type { Spec } from "../oci/spec";
 import { writeFileAtomic } from "../sys/files";
@@ -450,8 +452,10 @@ export class Supervisor {
     clearTimeout(this.idleTimer);
     let stdio: ProcessStdio | undefined;
     let standin: Standin | undefined;
+    const took = laps();
     try {
       standin = await this.standins.claim(cid, "", standinTimeoutMs);
+      took.lap("stand-in");
       const { spec: g, binds } = guestSpec(spec, cid, this.share.dir, this.sandboxContainer(cid)?.guestPid);
       // Always read-write, as runc sees the rootfs: the engine in the guest makes mount points in it
       // (/proc, /dev, ...) and only then applies root.readonly itself.
@@ -470,9 +474,11 @@ export class Supervisor {
       }
       // The share is mounted once per sandbox, outside any container: the agent unmounts a container's
       // own mounts when it is removed, and the other containers of the pod still need the share.
+      took.lap("host share");
       if (!this.shareMounted && this.share.mount) {
         await this.agent.request("addMount", this.share.mount);
         this.shareMounted = true;
+        took.lap("guest share mount");
       }
       const terminal = Boolean(spec.process?.terminal);
       stdio = this.agent.openStdio({ terminal, stdin: true, stdout: true, stderr: !terminal });
@@ -484,6 +490,8 @@ export class Supervisor {
       });
       c.guestPid = started.guestPid;
       this.track(c, "", standin, stdio);
+      took.lap("guest create");
+      this.log(`container ${cid} created (${took})`);
       return started;
     } catch (err) {
       this.containers.delete(cid);

@@ -334,6 +334,14 @@ describe("guest image", { skip: !existsSync(QEMU) && "qemu-system-x86_64 missing
         `${type} on ${where}: ${mounts.join("; ")}`,
       );
     }
+    // favordynmods where the kernel has it (6.0+; older ones refuse it and the init mounts without).
+    const cgroupOptions = mounts
+      .find((m) => m.startsWith("/sys/fs/cgroup cgroup2 "))
+      ?.split(" ")[2]
+      .split(",");
+    assert.ok(cgroupOptions?.includes("nsdelegate"), `cgroup2 options: ${cgroupOptions}`);
+    const major = Number(String(ready.kernelRelease).split(".")[0]);
+    if (major >= 6) assert.ok(cgroupOptions?.includes("favordynmods"), `cgroup2 options: ${cgroupOptions}`);
     for (const c of ["cpu", "memory", "pids"])
       assert.ok(String(ready.subtreeControl).split(" ").includes(c), `cgroup ${c} enabled for children`);
     assert.equal(Number(ready.loFlags) & 1, 1, "lo is up");

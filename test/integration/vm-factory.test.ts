@@ -246,6 +246,13 @@ describe("VM factory: template and clones", { skip }, () => {
       assert.match(log, /factory: cloned template [0-9a-f]{16} in \d+ ms/);
       assert.match(log, /factory: clone identity applied/);
       assert.match(log, /\(a template clone\)/);
+      // Where the create went, in the supervisor's log (docs/sandbox.md reads these).
+      assert.match(
+        log,
+        new RegExp(
+          `container ${id} created \\(stand-in \\d+ ms, host share \\d+ ms, .*guest create \\d+ ms\\)`,
+        ),
+      );
     } finally {
       const d = cli(["delete", "--force", id]);
       assert.equal(d.code, 0, d.stderr);
