@@ -13,6 +13,33 @@ const path = require("node:path");
 const vm = require("node:vm");
 const Module = require("node:module");
 
+// Built-in modules a bundle only sometimes uses, handed to it as stand-ins that load the module at its
+// first use. The bundle names them at its top (esbuild turns every import into a require there, and
+// commander requires child_process for subcommands kata-ts never uses), but `state`, `start`, `kill`,
+// `delete` and `list` spawn nothing and open no socket: loading child_process with net and tty cost
+// ~6 ms of every such call.
+const LAZY_BUILTINS = new Set(["node:child_process", "node:net", "node:tty"]);
+
+function lazyBuiltin(id) {
+  let loaded;
+  const real = () => {
+    loaded ??= require(id);
+    return loaded;
+  };
+  return new Proxy(
+    {},
+    {
+      get: (_, key) => real()[key],
+      has: (_, key) => key in real(),
+      ownKeys: () => Reflect.ownKeys(real()),
+      getOwnPropertyDescriptor: (_, key) => {
+        const d = Object.getOwnPropertyDescriptor(real(), key);
+        return d && { ...d, configurable: true };
+      },
+    },
+  );
+}
+
 function runCached(file) {
   const cacheFile = `${file}.v8cache`;
   let cachedData;
@@ -33,7 +60,8 @@ function runCached(file) {
     });
   }
   const dir = path.dirname(file);
-  script.runInThisContext().call(mod.exports, mod.exports, (id) => mod.require(id), mod, file, dir);
+  const req = (id) => (LAZY_BUILTINS.has(id) ? lazyBuiltin(id) : mod.require(id));
+  script.runInThisContext().call(mod.exports, mod.exports, req, mod, file, dir);
 }
 
 module.exports = { runCached };

@@ -151,4 +151,30 @@ describe("launcher (bin/kata-ts)", () => {
     });
     assert.equal(JSON.parse(relEnv.stdout).Runtime.Path, BIN, "a relative name becomes an absolute argv[1]");
   });
+
+  it("the loader hands child_process, net and tty over unloaded, and loads each at its first use", () => {
+    const bundle = join(tmp.path, "lazy.cjs");
+    writeFileSync(
+      bundle,
+      `const cp = require("node:child_process");
+      const net = require("node:net");
+      const loaded = (m) => process.moduleLoadList.includes("NativeModule " + m);
+      const before = { cp: loaded("child_process"), net: loaded("net"), tty: loaded("tty") };
+      const out = cp.spawnSync("/bin/sh", ["-c", "echo child"], { encoding: "utf8" }).stdout.trim();
+      const socket = new net.Socket();
+      console.log(JSON.stringify({ before, out, isSocket: socket instanceof net.Socket, keys: Object.keys(cp).includes("spawn"), cp: loaded("child_process"), tty: loaded("tty") }));`,
+    );
+    const r = spawnSync(process.execPath, [join(REPO, "bin", "run-cached.cjs"), bundle], {
+      encoding: "utf8",
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), {
+      before: { cp: false, net: false, tty: false },
+      out: "child",
+      isSocket: true,
+      keys: true,
+      cp: true,
+      tty: false,
+    });
+  });
 });
