@@ -21,8 +21,9 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
-const REPO = new URL("..", import.meta.url).pathname;
+const REPO = fileURLToPath(new URL("..", import.meta.url));
 const CLI = join(REPO, "bin", "kata-ts");
 
 /** Returns the calls made, each with whether it succeeded. `work`: the temporary directory to use. */

@@ -385,6 +385,7 @@ export class ContainerManager {
       throw new AgentError(Code.alreadyExists, `process ${req.execId} already exists in container ${c.id}`);
     if (c.init.exitStatus !== undefined)
       throw new AgentError(Code.failedPrecondition, "cannot exec in a stopped container");
+    const took = laps();
     const terminal = req.stdio.terminal || Boolean(req.process.terminal);
     const plan = buildExecPlan({
       process: { ...req.process, terminal },
@@ -395,14 +396,17 @@ export class ContainerManager {
       capLastCap: capLastCap(),
       passwd: containerPasswd(c.spec.root?.path ?? "/"),
     });
+    took.lap("plan");
     let started: { launched: Launched; io: ProcessIoState };
     try {
       started = await this.launchProcess(req.stdio, terminal, stream, {
         phase1: plan.phase1,
         expectReady: false,
         onPid: (pid) => {
+          took.lap("helper to the process's pid");
           setOomScoreAdj(pid, req.process.oomScoreAdj);
           c.cgroup.apply(pid);
+          took.lap("cgroup join");
           return plan.phase2(pid);
         },
       });
@@ -415,6 +419,8 @@ export class ContainerManager {
       p.exitStatus = code;
     });
     c.execs.set(req.execId, p);
+    took.lap("exec'd");
+    this.log(`container ${c.id}: process ${req.execId} started (${took})`);
     return { guestPid: l.pid };
   }
 

@@ -520,7 +520,9 @@ export class Supervisor {
     const c = this.container(cid);
     if (!execId) throw new Error("exec: an exec id is required");
     if (c.procs.has(execId)) throw new Error(`exec id ${execId} is already in use in ${cid}`);
+    const took = laps();
     const standin = await this.standins.claim(cid, execId, standinTimeoutMs);
+    took.lap("stand-in");
     const terminal = Boolean(process.terminal);
     const stdio = this.agent.openStdio({ terminal, stdin: true, stdout: true, stderr: !terminal });
     try {
@@ -531,6 +533,8 @@ export class Supervisor {
         stdio: stdio.streams,
       });
       this.track(c, execId, standin, stdio);
+      took.lap("guest exec");
+      this.log(`process ${cid}/${execId} started (${took})`);
       return started;
     } catch (err) {
       stdio.stdin?.destroy();

@@ -253,6 +253,14 @@ describe("VM factory: template and clones", { skip }, () => {
           `container ${id} created \\(stand-in \\d+ ms, host share \\d+ ms, .*guest create \\d+ ms\\)`,
         ),
       );
+      // And an exec's.
+      assert.equal(cli(["start", id]).code, 0);
+      const e = cli(["exec", id, "true"]);
+      assert.equal(e.code, 0, e.stderr);
+      assert.match(
+        readFileSync(sandboxPaths(root, id).log, "utf8"),
+        new RegExp(`process ${id}/\\S+ started \\(stand-in \\d+ ms, guest exec \\d+ ms\\)`),
+      );
     } finally {
       const d = cli(["delete", "--force", id]);
       assert.equal(d.code, 0, d.stderr);
