@@ -134,6 +134,20 @@ describe("VM factory: template and clones", { skip }, () => {
       r.stderr,
     );
     assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+    // The same failure under the cache server (vm_cache_number > 0 builds the templates first): said once.
+    const brokenCache = join(tmp.path, "broken-cache.toml");
+    writeFileSync(
+      brokenCache,
+      readFileSync(broken, "utf8").replace(
+        "[factory]",
+        `[factory]\nvm_cache_number = 1\nvm_cache_endpoint = "${join(tmp.path, "cache.sock")}"`,
+      ),
+    );
+    const c = cli(["factory", "init"], brokenCache);
+    assert.notEqual(c.code, 0);
+    assert.match(c.stderr, /^factory init: qemu: \/bin\/false exited during start/m);
+    assert.doesNotMatch(c.stderr, /factory init: factory init/);
+    assert.equal(existsSync(join(tmp.path, "cache.sock")), false, "the endpoint is not left");
     const vfs = join(tmp.path, "vfs.toml");
     writeFileSync(
       vfs,

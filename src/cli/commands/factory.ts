@@ -64,7 +64,9 @@ export function register(program: Command, app: App): void {
               ),
           });
         } catch (err) {
-          throw new CliError(`factory init: ${(err as Error).message}`);
+          // A failed template build already says "factory init: ".
+          const why = (err as Error).message.replace(/^factory init: /, "");
+          throw new CliError(`factory init: ${why}`);
         }
         return;
       }
