@@ -621,7 +621,8 @@ export class Supervisor {
       }
     this.standins.killUnclaimed();
     // With a VM of our own, QEMU is simply stopped: the guest holds nothing worth an orderly shutdown
-    // (its root is read-only, the share is cache=none so container writes are on the host already),
+    // (its root is read-only, and container writes to the share are on the host already: 9p caches only
+    // mmap'd pages and writes them back when the mapping closes; virtio-fs has no writeback cache),
     // and the agent's shutdown (cleanup, sync, power-off) made `delete` 0.1-0.5 s slower.
     try {
       if (!this.vmDead && this.agent && this.ownsAgent && !this.vm)

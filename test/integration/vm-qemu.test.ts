@@ -1,8 +1,9 @@
 // VM mode for real: QEMU under TCG, the guest image with the agent, the sandbox supervisor and the
 // stand-ins, driven through the VM lifecycle (src/runtime/vm.ts). Three boots in the file: one sandbox
-// for the proofs (guest kernel, guest boot id, invisible workload), the lifecycle, exec, a pod
-// container's run and a kill -9 of QEMU; one for a kill -9 of the supervisor; one for a CLI killed
-// while the VM boots. After each: no QEMU, supervisor or stand-in, socket, mount or state is left.
+// for the proofs (guest kernel, guest boot id, invisible workload), the lifecycle, exec, pod containers'
+// runs (one writes through a shared mmap of a file on the share) and a kill -9 of QEMU; one for a kill
+// -9 of the supervisor; one for a CLI killed while the VM boots. After each: no QEMU, supervisor or
+// stand-in, socket, mount or state is left.
 // The KVM probe (accel = "auto") runs once for all of them: a counting wrapper stands in for the probe
 // binary, and the per-boot verdict cache (/run/kata-ts/kvm-probe.json) answers the later starts.
 import assert from "node:assert/strict";
@@ -38,6 +39,7 @@ const CONFIG = join(tmp.path, "configuration.toml");
 // The native outputs, with the KVM probe wrapped so that every run of it leaves a line in PROBE_LOG.
 const NATIVE = join(tmp.path, "native");
 const PROBE_LOG = join(tmp.path, "probe.log");
+const MMAP_WRITE_C = join(REPO, "test", "fixtures", "mmap", "mmap-write.c");
 const PROBE_CACHE = "/run/kata-ts/kvm-probe.json";
 const savedProbeCache = existsSync(PROBE_CACHE) ? readFileSync(PROBE_CACHE) : undefined;
 const env = {
@@ -219,6 +221,21 @@ describe("VM sandboxes under QEMU", { skip: missing.length > 0 && `missing ${mis
     assert.equal(run.code, 3, run.stderr);
     assert.equal(run.stdout.trim(), bootId, "the pod container runs in the same guest");
     assert.equal(existsSync(join(root, "pod1")), false);
+
+    // A shared writable mmap of a file on the share (the rootfs), written and left without msync: 9p
+    // cache=none refuses the mmap (EINVAL); with cache=mmap the guest writes the pages back when the
+    // mapping closes at the process's exit, so the host has them when `run` returns.
+    const mm = bundle("pod2", ["/mmap-write", "/data.txt", "written-through-mmap"], {
+      "io.kubernetes.cri.container-type": "container",
+      "io.kubernetes.cri.sandbox-id": "vm1",
+    });
+    execFileSync("gcc", ["-static", "-O2", "-o", join(mm, "rootfs", "mmap-write"), MMAP_WRITE_C]);
+    const data = join(mm, "rootfs", "data.txt");
+    writeFileSync(data, ".".repeat(4096));
+    const mrun = vm(["run", "--bundle", mm, "pod2"]);
+    assert.equal(mrun.code, 0, mrun.stderr);
+    assert.equal(mrun.stdout, "mapped and written\n");
+    assert.equal(readFileSync(data, "utf8").slice(0, 21), "written-through-mmap.");
 
     // kill -9 of QEMU: the stand-in ends (137), the container is stopped, delete --force cleans up.
     const info = JSON.parse(readFileSync(join(root, "sandboxes", "vm1", "sandbox.json"), "utf8"));
