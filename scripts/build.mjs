@@ -38,8 +38,11 @@ await build({
 // The guest agent (runs inside the VM): its own bundle, copied into the guest image.
 await build({ ...common, entryPoints: ["src/guest/main.ts"], outfile: "dist/kata-agent.cjs" });
 
-// V8 code cache for bin/kata-ts (bin/run-cached.cjs), trained on the verbs engines call (code-cache.mjs).
+// V8 code caches for bin/kata-ts (bin/run-cached.cjs), trained on the verbs engines call, and for the
+// shim (code-cache.mjs).
 // The guest agent's cache is made with the guest image (src/image/image.ts), whose key its inputs decide.
-const { writeCodeCache } = await import("./code-cache.mjs");
+const { writeCodeCache, writeShimCodeCache } = await import("./code-cache.mjs");
 const failed = writeCodeCache().filter((c) => !c.ok);
 if (failed.length) console.warn(`code cache: trained without \`${failed[0].args.join(" ")}\` (it failed)`);
+if (!writeShimCodeCache())
+  console.warn("code cache: the shim's `-v` failed: the shim starts without a cache");

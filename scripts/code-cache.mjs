@@ -1,4 +1,5 @@
-// Writes dist/kata-ts.cjs.v8cache, the V8 code cache bin/run-cached.cjs gives the CLI bundle.
+// Writes dist/kata-ts.cjs.v8cache, the V8 code cache bin/run-cached.cjs gives the CLI bundle (and the
+// shim's, writeShimCodeCache below).
 //
 // V8 puts in a code cache only the functions compiled by the time it is written, and it compiles a
 // function the first time it runs: a cache made from `list` alone left every function of create, start
@@ -25,6 +26,7 @@ import { fileURLToPath } from "node:url";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const CLI = join(REPO, "bin", "kata-ts");
+const SHIM = join(REPO, "bin", "containerd-shim-kata-ts-v2");
 
 /** Returns the calls made, each with whether it succeeded. `work`: the temporary directory to use. */
 export function writeCodeCache({ work = mkdtempSync(join(tmpdir(), "kata-ts-build-")) } = {}) {
@@ -76,4 +78,21 @@ function trainOnAContainer(cli, bundle, id) {
   cli("ps", id);
   cli("kill", id, "KILL");
   cli("delete", "--force", id);
+}
+
+/**
+ * Writes dist/containerd-shim-kata-ts-v2.cjs.v8cache from one `-v`. containerd starts the shim twice per
+ * pod (`start`, which spawns the daemon, and the daemon), and most of each start is compiling the
+ * bundle's top level: measured `-v` 78.2 → 57.3 ms with the cache (hyperfine, 30 runs each). The
+ * daemon's own paths need containerd to train on; they compile once per pod, in a long-lived process.
+ * Returns whether the call succeeded.
+ */
+export function writeShimCodeCache() {
+  rmSync(`${join(REPO, "dist", "containerd-shim-kata-ts-v2.cjs")}.v8cache`, { force: true });
+  const r = spawnSync(SHIM, ["-v"], {
+    env: { ...process.env, KATA_TS_WRITE_CODE_CACHE: "1" },
+    stdio: "ignore",
+    timeout: 20_000,
+  });
+  return r.status === 0;
 }

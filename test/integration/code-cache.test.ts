@@ -66,3 +66,26 @@ describe("the CLI's code cache", {
     assert.ok(trained > listOnly * 1.3, `trained cache ${trained} bytes, list-only ${listOnly}`);
   });
 });
+
+const SHIM_BUNDLE = join(REPO, "dist", "containerd-shim-kata-ts-v2.cjs");
+
+describe("the shim's code cache", {
+  skip: !existsSync(SHIM_BUNDLE) && "needs the bundle: npm run build",
+}, () => {
+  it("is written from the shim's -v and V8 accepts it when containerd starts the shim", async () => {
+    const { writeShimCodeCache } = await import(join(REPO, "scripts", "code-cache.mjs"));
+    assert.equal(writeShimCodeCache(), true);
+    assert.ok(statSync(`${SHIM_BUNDLE}.v8cache`).size > 100_000, "the top level is in it");
+    // What V8 made of the cache, as bin/run-cached.cjs reports it, in a start like the launcher's.
+    const probe = [
+      `const { runCached } = require(${JSON.stringify(join(REPO, "bin", "run-cached.cjs"))});`,
+      `process.argv.splice(1, process.argv.length, ${JSON.stringify(SHIM_BUNDLE)}, "-v");`,
+      'process.on("exit", () => process.stderr.write("cache " + globalThis.kataTsCodeCache + "\\n"));',
+      `runCached(${JSON.stringify(SHIM_BUNDLE)});`,
+    ].join("\n");
+    const r = spawnSync(process.execPath, ["-e", probe], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /containerd-shim-kata-ts-v2:\n\s+Version:/);
+    assert.match(r.stderr, /^cache accepted$/m);
+  });
+});
