@@ -38,15 +38,11 @@ export function writeCodeCache({ work = mkdtempSync(join(tmpdir(), "kata-ts-buil
   writeFileSync(config, '[runtime]\nhypervisor = "none"\n');
   const calls = [];
   const cli = (...args) => {
-    const r = spawnSync(CLI, ["--root", root, "--config", config, ...args], {
-      env: { ...process.env, KATA_TS_WRITE_CODE_CACHE: "1" },
-      stdio: "ignore",
-      timeout: 20_000,
-    });
-    calls.push({ args, ok: r.status === 0 });
-    return r.status === 0;
+    const ok = writingCall(CLI, ["--root", root, "--config", config, ...args]);
+    calls.push({ args, ok });
+    return ok;
   };
-  rmSync(`${join(REPO, "dist", "kata-ts.cjs")}.v8cache`, { force: true });
+  rmSync(cacheFile("kata-ts"), { force: true });
   try {
     if (process.getuid?.() === 0 && existsSync("/bin/busybox")) trainOnAContainer(cli, bundle, id);
     cli("list");
@@ -88,8 +84,18 @@ function trainOnAContainer(cli, bundle, id) {
  * Returns whether the call succeeded.
  */
 export function writeShimCodeCache() {
-  rmSync(`${join(REPO, "dist", "containerd-shim-kata-ts-v2.cjs")}.v8cache`, { force: true });
-  const r = spawnSync(SHIM, ["-v"], {
+  rmSync(cacheFile("containerd-shim-kata-ts-v2"), { force: true });
+  return writingCall(SHIM, ["-v"]);
+}
+
+/** The code cache bin/run-cached.cjs reads for dist/NAME.cjs. */
+function cacheFile(name) {
+  return join(REPO, "dist", `${name}.cjs.v8cache`);
+}
+
+/** One call of a launcher that (re)writes its bundle's code cache at exit, adding what it compiled. */
+function writingCall(program, args) {
+  const r = spawnSync(program, args, {
     env: { ...process.env, KATA_TS_WRITE_CODE_CACHE: "1" },
     stdio: "ignore",
     timeout: 20_000,

@@ -338,7 +338,7 @@ export async function makeTemplate(
     }
     netns?.remove();
     rmSync(tmp, { recursive: true, force: true });
-    throw new KataError(`factory init: ${(err as Error).message}`);
+    throw new KataError((err as Error).message);
   }
 }
 

@@ -47,10 +47,12 @@ export function register(program: Command, app: App): void {
         throw new CliError(
           "factory init: shared_fs = virtio-fs cannot be templated (vhost-user devices do not migrate)",
         );
+      // The verb names itself once, whichever step failed (the boot files, a template, the server).
+      const failed = (err: unknown) => new CliError(`factory init: ${(err as Error).message}`);
       try {
         checkBootFiles(c.hypervisor);
       } catch (err) {
-        throw new CliError(`factory init: ${(err as Error).message}`);
+        throw failed(err);
       }
       if (c.factory.vmCacheNumber > 0) {
         try {
@@ -64,9 +66,7 @@ export function register(program: Command, app: App): void {
               ),
           });
         } catch (err) {
-          // A failed template build already says "factory init: ".
-          const why = (err as Error).message.replace(/^factory init: /, "");
-          throw new CliError(`factory init: ${why}`);
+          throw failed(err);
         }
         return;
       }
@@ -75,6 +75,8 @@ export function register(program: Command, app: App): void {
         shareTag: SHARE_TAG,
         jailUser,
         log: (m) => app.logger().info(m),
+      }).catch((err) => {
+        throw failed(err);
       });
       if (!c.factory.enableTemplate)
         app.logger().warn("factory: enable_template is off in [factory]: create will not use the template");
