@@ -2,8 +2,13 @@
  * kata-ts-helper: the part of the container engine Node cannot do (fork/clone, setns, exec in place).
  * It executes a plan that TypeScript computed; it parses only length-prefixed string records.
  *
- *   kata-ts-helper SYNC_FD
+ *   kata-ts-helper SYNC_FD [spare]
  *
+ * "spare": started ahead of need (the guest agent keeps one, docs/guest.md): after its re-exec it waits
+ * for its stdio, 3 or 4 fds (0-2, and the console fd after the sync fd) passed over SYNC_FD with
+ * SCM_RIGHTS, and then runs as above. EOF instead of fds: it was not needed, it exits. The byte that
+ * carries the fds is "r" when the spare must first execute itself again (a VM template's spare, resumed
+ * in a clone: a new address layout and stack canary from the clone's reseeded kernel).
  * Phase 1 (read here, before clone): "setns PATH TYPE"..., then "clone FLAGS MODE" (MODE = detach|wait).
  * After clone the parent sends "pid N" and either exits (detach: the container process was cloned with
  * CLONE_PARENT and is our caller's child) or stays to relay signals and exit with the workload's status
@@ -226,9 +231,40 @@ static void wait_and_exit(pid_t child) {
 
 static int relay_pair[2] = {-1, -1};
 
+/* A spare's stdio: the fds come in one message, before any record; 0-2, then the console fd. The
+ * message's byte: "r" to re-execute first. */
+static char adopt_stdio(void) {
+  char data[1], cbuf[CMSG_SPACE(4 * sizeof(int))];
+  struct iovec iov = {.iov_base = data, .iov_len = sizeof(data)};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+  ssize_t n;
+  do n = recvmsg(sync_fd, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n == 0) _exit(0); /* the agent dropped us (or went away) unused */
+  if (n < 0) fail("helper: waiting for stdio: %s", strerror(errno));
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) fail("helper: spare got no stdio fds");
+  int nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+  if (nfds < 3 || nfds > 4 || (msg.msg_flags & MSG_CTRUNC)) fail("helper: spare got %d stdio fds", nfds);
+  int got[4], high[4];
+  memcpy(got, CMSG_DATA(c), (size_t)nfds * sizeof(int));
+  /* Out of the way first: a received fd may already sit on another's target number. */
+  for (int i = 0; i < nfds; i++) {
+    high[i] = fcntl(got[i], F_DUPFD_CLOEXEC, 64);
+    if (high[i] < 0) fail("helper: spare stdio: %s", strerror(errno));
+    close(got[i]);
+  }
+  for (int i = 0; i < nfds; i++) {
+    int target = i < 3 ? i : sync_fd + 1;
+    if (dup2(high[i], target) < 0) fail("helper: spare stdio to fd %d: %s", target, strerror(errno));
+    close(high[i]);
+  }
+  return data[0];
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: kata-ts-helper SYNC_FD (run by kata-ts, not by hand)\n");
+    fprintf(stderr, "usage: kata-ts-helper SYNC_FD [spare] (run by kata-ts, not by hand)\n");
     return 2;
   }
   set_sync_fd((int)parse_u64(argv[1], "sync fd"));
@@ -243,6 +279,12 @@ int main(int argc, char **argv) {
   sigprocmask(SIG_SETMASK, &none, NULL);
   for (int s = 1; s < NSIG; s++)
     if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
+  if (argc > 2 && strcmp(argv[2], "spare") == 0 && adopt_stdio() == 'r') {
+    /* the sealed copy again (no new copy: it is sealed), as a helper that has its stdio and sync fd */
+    char *args[] = {argv[0], argv[1], NULL};
+    execve("/proc/self/exe", args, environ);
+    fail("helper: re-exec of a resumed spare: %s", strerror(errno));
+  }
 
   unsigned long flags = 0;
   int wait_mode = 0, have_clone = 0, console_fd_given = 0;

@@ -176,10 +176,18 @@ export interface CloneIdentity {
   hostname: string;
 }
 
+/** The agent's spare helper: started and waiting for a plan, being started, or not kept. */
+export type SpareState = "waiting" | "starting" | "off";
+
 /** Every RPC the agent serves: name → [request, response]. */
 export interface AgentApi {
   /** Liveness; also what the host waits for after boot. */
   ping: [Empty, GuestDetails];
+  /**
+   * Starts the spare container helper now if there is none (the template builder and a cache slot call
+   * it after their warm-up, before the VM is saved or offered): "waiting", "starting", or "off".
+   */
+  spareHelper: [Empty, { spare: SpareState }];
   /** A clone's first call: fresh entropy, the host's clock, its own hostname → the guest's clock (ms). */
   adoptClone: [CloneIdentity, { timeMs: number }];
   /** Mount a share in the guest outside any container (e.g. the sandbox share after a template clone). */

@@ -7,12 +7,12 @@
 // caller's extra fds (conmon's 3 and 4) never reach the container unless preserved.
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, statSync } from "node:fs";
 import type { Socket } from "node:net";
 import { constants as osConstants } from "node:os";
 import { KataError } from "../errors";
 import { NAMESPACE_TYPES, type NamespaceType } from "../oci/spec";
-import { findNativeFile } from "../sys/native";
+import { findNativeFile, sendFds } from "../sys/native";
 import { PROC_NS_NAME } from "./plan";
 import { encodeRecords, type Rec, RecordDecoder } from "./protocol";
 
@@ -48,6 +48,41 @@ export interface LaunchOptions {
   consoleFd?: number;
   /** The helper's environment (the agent passes its own; default process.env). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * A helper spawned ahead of need (spawnSpareHelper, with the same env): used instead of a spawn when it
+   * is still waiting and no fds are preserved. Its stdio is sent to it over the sync socket.
+   */
+  spare?: SpareHelper;
+}
+
+/**
+ * A helper started before it is needed (`kata-ts-helper 3 spare`): its spawn, re-exec from the sealed
+ * memfd and dynamic start are done, and it waits for its stdio fds on the sync socket. The guest agent
+ * keeps one, since under TCG that start is ~0.1 s of every create and exec (docs/guest.md).
+ */
+export interface SpareHelper {
+  helper: ChildProcess;
+  exited: Promise<number>;
+  /** Started before a VM template was saved: it executes itself again before it runs a plan. */
+  stale?: boolean;
+}
+
+export function spawnSpareHelper(env?: NodeJS.ProcessEnv): SpareHelper {
+  const helper = spawn(helperPath(env), ["3", "spare"], {
+    stdio: ["ignore", "ignore", "ignore", "pipe"],
+    detached: true,
+    env,
+  });
+  const exited = exitCodeOf(helper);
+  // Waiting is not work: a spare keeps neither the event loop nor its owner alive.
+  helper.unref();
+  (helper.stdio[3] as Socket).unref();
+  return { helper, exited };
+}
+
+/** True while the spare has not exited (it may still be starting: it reads its fds when it gets there). */
+export function spareWaiting(s: SpareHelper): boolean {
+  return s.helper.exitCode === null && s.helper.signalCode === null && !s.helper.killed;
 }
 
 export type StdioTarget = "inherit" | "ignore" | number;
@@ -66,12 +101,11 @@ export function launch(o: LaunchOptions): Promise<Launched> {
   for (let i = 0; i < preserve; i++) stdio.push(3 + i);
   stdio.push("pipe");
   if (o.consoleFd !== undefined) stdio.push(o.consoleFd);
+  const spare = o.spare && preserve === 0 ? adoptSpare(o.spare, o.stdio, o.consoleFd) : undefined;
   // Its own session: a terminal's ^C reaches us once and we relay it once (not twice via the process group).
-  const helper = spawn(helperPath(o.env), [String(syncFd)], { stdio, detached: true, env: o.env });
-  const exited = new Promise<number>((resolve) => {
-    helper.on("exit", (code, signal) => resolve(code ?? 128 + signalNumber(signal)));
-    helper.on("error", () => resolve(255));
-  });
+  const helper =
+    spare?.helper ?? spawn(helperPath(o.env), [String(syncFd)], { stdio, detached: true, env: o.env });
+  const exited = spare?.exited ?? exitCodeOf(helper);
   const sock = helper.stdio[syncFd] as Socket;
   const decoder = new RecordDecoder();
   return new Promise<Launched>((resolve, reject) => {
@@ -120,6 +154,49 @@ export function launch(o: LaunchOptions): Promise<Launched> {
     });
     sock.write(encodeRecords(o.phase1));
   });
+}
+
+function exitCodeOf(helper: ChildProcess): Promise<number> {
+  return new Promise<number>((resolve) => {
+    helper.on("exit", (code, signal) => resolve(code ?? 128 + signalNumber(signal)));
+    helper.on("error", () => resolve(255));
+  });
+}
+
+/**
+ * The spare, given fds 0-2 (and the console fd) as a spawn would have set them, in one SCM_RIGHTS
+ * message; undefined (and the spare stopped) when it is gone or cannot take them: the caller spawns.
+ */
+function adoptSpare(
+  spare: SpareHelper,
+  stdio: StdioTarget[] = ["inherit", "inherit", "inherit"],
+  consoleFd: number | undefined,
+): SpareHelper | undefined {
+  if (!spareWaiting(spare)) return undefined;
+  const sock = spare.helper.stdio[3] as Socket;
+  const opened: number[] = [];
+  try {
+    const fds = stdio.map((t, i) => {
+      if (t === "inherit") return i;
+      if (t === "ignore") {
+        opened.push(openSync("/dev/null", "r+"));
+        return opened[opened.length - 1];
+      }
+      return t;
+    });
+    if (consoleFd !== undefined) fds.push(consoleFd);
+    // the sync socket is a unix socketpair (libuv's "pipe"); its fd is the handle's
+    const byte = Buffer.from(spare.stale ? "r" : "\0", "latin1");
+    sendFds((sock as unknown as { _handle: { fd: number } })._handle.fd, fds, byte);
+  } catch {
+    spare.helper.kill("SIGKILL");
+    return undefined;
+  } finally {
+    for (const fd of opened) closeSync(fd);
+  }
+  spare.helper.ref();
+  sock.ref();
+  return spare;
 }
 
 function killQuietly(pid: number): void {

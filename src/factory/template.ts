@@ -15,8 +15,9 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { AgentMethod, AgentRequest, AgentResponse, CloneIdentity } from "../agent/api";
+import type { AgentMethod, AgentRequest, AgentResponse, CloneIdentity, SpareState } from "../agent/api";
 import { AgentClient } from "../agent/client";
+import { AgentError, Code } from "../agent/wire";
 import type { RuntimeConfig } from "../config/config";
 import { KataError } from "../errors";
 import type { Vm } from "../hypervisor/driver";
@@ -349,6 +350,9 @@ export interface AgentCaller {
 
 const WARMUP_ID = "kata-ts-template-warmup";
 const WARMUP_ROOT = "/run/kata-ts-template-warmup/rootfs";
+/** After the warm-up, how long (50 ms × 100) to wait for the agent's next spare helper. */
+const SPARE_POLL_MS = 50;
+const SPARE_POLLS = 100;
 
 /**
  * One throw-away container run to its end and removed inside the template, before it is saved (and in
@@ -380,6 +384,23 @@ export async function warmUpContainer(agent: AgentCaller): Promise<void> {
     if (r.exitStatus !== 0) throw new Error(`the warm-up container exited with ${r.exitStatus}`);
   } finally {
     await agent.call("removeContainer", ref);
+  }
+  // The container took the agent's spare helper: the VM is saved or offered with the next one waiting,
+  // so that a clone's first create does not spawn one (docs/guest.md). Bounded: a guest that cannot
+  // start one is still a working VM.
+  for (let i = 0; i < SPARE_POLLS; i++) {
+    if ((await spareState(agent)) !== "starting") return;
+    await new Promise((r) => setTimeout(r, SPARE_POLL_MS));
+  }
+}
+
+/** The agent's spare helper; "off" from an agent that has none (a guest image of an older kata-ts). */
+async function spareState(agent: AgentCaller): Promise<SpareState> {
+  try {
+    return (await agent.call("spareHelper", {})).spare;
+  } catch (err) {
+    if (err instanceof AgentError && err.code === Code.unimplemented) return "off";
+    throw err;
   }
 }
 

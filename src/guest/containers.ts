@@ -4,7 +4,7 @@
 // each process's parent, so an exit arrives as the helper's own 'exit' event with the workload's code.
 
 import { execFile } from "node:child_process";
-import { mkdirSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readlinkSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { promisify } from "node:util";
@@ -19,6 +19,7 @@ import type {
   ProcessStarted,
   ResizeRequest,
   SignalProcessRequest,
+  SpareState,
   StatsContainerResponse,
   StdioStreams,
   UpdateContainerRequest,
@@ -35,7 +36,15 @@ import {
   setOomScoreAdj,
 } from "../engine/container";
 import { capLastCap, containerPasswd } from "../engine/host";
-import { type Launched, type LaunchOptions, launch, namespacesToJoin } from "../engine/launcher";
+import {
+  type Launched,
+  type LaunchOptions,
+  launch,
+  namespacesToJoin,
+  type SpareHelper,
+  spareWaiting,
+  spawnSpareHelper,
+} from "../engine/launcher";
 import { MS, parseMountOptions } from "../engine/mountopts";
 import { checkNamespacePaths } from "../engine/nsjoin";
 import { buildExecPlan } from "../engine/plan";
@@ -83,7 +92,12 @@ interface GuestContainer {
 export interface ManagerOptions {
   stateRoot?: string;
   log?: (msg: string) => void;
+  /** Keep one container helper started ahead of need (the agent does; see `refillSpare`). */
+  spareHelper?: boolean;
 }
+
+/** How long the guest stays without a launch before the next spare helper is started. */
+const SPARE_REFILL_MS = 1000;
 
 function notFound(id: string): AgentError {
   return new AgentError(Code.notFound, `container ${id} not found`);
@@ -129,10 +143,73 @@ export class ContainerManager {
   private containers = new Map<string, GuestContainer>();
   private sandboxMounts: string[] = [];
   private log: (msg: string) => void;
+  private spareWanted: boolean;
+  private spare?: SpareHelper;
+  private refillTimer?: NodeJS.Timeout;
 
   constructor(opts: ManagerOptions = {}) {
     this.stateRoot = opts.stateRoot ?? DEFAULT_STATE_ROOT;
     this.log = opts.log ?? (() => {});
+    this.spareWanted = opts.spareHelper ?? false;
+  }
+
+  /**
+   * Starts the spare helper if there is none: the next create or exec takes it instead of spawning
+   * (under TCG a helper's spawn and re-exec is ~0.1 s). Called when the agent is ready, and a while
+   * after each launch (`refillLater`).
+   */
+  refillSpare(): void {
+    clearTimeout(this.refillTimer);
+    if (!this.spareWanted || (this.spare && spareWaiting(this.spare))) return;
+    try {
+      this.spare = spawnSpareHelper();
+    } catch (err) {
+      this.spare = undefined;
+      this.log(`spare helper: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * A clone's agent: the spare it was saved with executes itself again before its first plan, so no
+   * process image from the template's time (its address layout, its stack canary) is a clone's
+   * container's parent. Cheaper than a new spare: one exec of the static helper, no fork of node.
+   */
+  spareFromTemplate(): void {
+    if (this.spare) this.spare.stale = true;
+  }
+
+  /**
+   * After a launch the spare is started only once the guest has been quiet for a while: started at
+   * once it ran beside the container's `start` on the same vCPU and slowed it by what it saved
+   * (docs/guest.md). A launch meanwhile spawns its own helper and puts the refill off again.
+   */
+  private refillLater(): void {
+    clearTimeout(this.refillTimer);
+    this.refillTimer = setTimeout(() => this.refillSpare(), SPARE_REFILL_MS).unref();
+  }
+
+  /** Starts the spare now if there is none; where it is. */
+  spareNow(): SpareState {
+    this.refillSpare();
+    if (!this.spareWanted) return "off";
+    const pid = this.spare && spareWaiting(this.spare) ? this.spare.helper.pid : undefined;
+    try {
+      // it waits once it runs from its sealed copy (its re-exec is the whole of its start)
+      return pid && readlinkSync(`/proc/${pid}/exe`).startsWith("/memfd:") ? "waiting" : "starting";
+    } catch {
+      return "starting";
+    }
+  }
+
+  private dropSpare(): void {
+    this.spare?.helper.kill("SIGKILL");
+    this.spare = undefined;
+  }
+
+  private takeSpare(): SpareHelper | undefined {
+    const s = this.spare;
+    this.spare = undefined;
+    return s;
   }
 
   private get(id: string): GuestContainer {
@@ -217,10 +294,13 @@ export class ContainerManager {
           wait: true,
           stdio: ["ignore", "ignore", "ignore"],
           consoleFd: term.consoleFd,
+          spare: this.takeSpare(),
         });
       } catch (err) {
         term.close();
         throw err;
+      } finally {
+        this.refillLater();
       }
       try {
         tty = term.attach();
@@ -246,12 +326,13 @@ export class ContainerManager {
     const pipes = openPipes(stdio);
     let launched: Launched;
     try {
-      launched = await launch({ ...o, wait: true, stdio: pipes.targets });
+      launched = await launch({ ...o, wait: true, stdio: pipes.targets, spare: this.takeSpare() });
     } catch (err) {
       pipes.destroy();
       throw err;
     } finally {
       pipes.closeChildEnds();
+      this.refillLater();
     }
     return { launched, io: this.bindStdio(stdio, pipes, stream, launched.exited, false) };
   }
@@ -529,6 +610,9 @@ export class ContainerManager {
 
   /** Everything, for shutdown. */
   async removeAll(): Promise<void> {
+    this.spareWanted = false;
+    clearTimeout(this.refillTimer);
+    this.dropSpare();
     for (const id of [...this.containers.keys()])
       await this.removeContainer({ containerId: id }).catch(() => {});
     for (const t of this.sandboxMounts.reverse()) await unmount(t);

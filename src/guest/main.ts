@@ -55,7 +55,11 @@ function within(ms: number, p: Promise<unknown>): Promise<boolean> {
 
 async function main(): Promise<void> {
   const env = process.env;
-  const manager = new ContainerManager({ stateRoot: env.KATA_TS_AGENT_STATE || DEFAULT_STATE_ROOT, log });
+  const manager = new ContainerManager({
+    stateRoot: env.KATA_TS_AGENT_STATE || DEFAULT_STATE_ROOT,
+    log,
+    spareHelper: true,
+  });
   let stop: () => void = () => {};
   const details: GuestDetails = {
     kernelRelease: release(),
@@ -97,9 +101,18 @@ async function main(): Promise<void> {
     log("shutdown complete (the host is still connected: ending hard)");
     process.kill(process.pid, "SIGKILL");
   };
+  let cloneAdopted = false;
   const handlers: AgentHandlers = {
     ping: async () => details,
-    adoptClone: async (req) => adoptClone(req),
+    spareHelper: async () => ({ spare: manager.spareNow() }),
+    adoptClone: async (req) => {
+      const adopted = adoptClone(req);
+      // The first adoption follows the restore (a cache slot adopts again for its sandbox, with the
+      // spare it started since).
+      if (!cloneAdopted) manager.spareFromTemplate();
+      cloneAdopted = true;
+      return adopted;
+    },
     addMount: async (m) => {
       await manager.addMount(m);
       return {};
@@ -185,6 +198,7 @@ async function main(): Promise<void> {
     log(`serving on ${device}`);
   }
   details.readyAt = uptime();
+  setImmediate(() => manager.refillSpare());
   // Where boot time goes under TCG: the guest's uptime vs the agent's own (node start included).
   log(
     `ready at guest uptime ${details.readyAt.toFixed(2)} s, ${process.uptime().toFixed(2)} s after node started`,

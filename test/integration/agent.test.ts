@@ -3,7 +3,7 @@
 // rootfs, as the 9p share is in the guest.
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { AgentClient, AgentError, type AgentStream, Code } from "../../src/agent";
@@ -37,6 +37,39 @@ function waitFor(s: AgentStream, text: string, times = 1): Promise<void> {
     };
     s.on("data", on);
   });
+}
+
+/** The agent's waiting spare helpers (`kata-ts-helper 3 spare`, its children): their pids. */
+function spareHelpers(agentPid: number): number[] {
+  const found: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid !== agentPid) continue;
+      if (/kata-ts-helper\x003\x00spare\x00$/.test(readFileSync(`/proc/${d}/cmdline`, "latin1")))
+        found.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+/** Polls (5 s) until the agent has one spare helper that is not one of `not`; its pid. */
+async function nextSpare(agentPid: number, not: number[] = []): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const s = spareHelpers(agentPid).filter((p) => !not.includes(p));
+    if (s.length === 1) return s[0];
+    assert.ok(s.length <= 1, `one spare at a time, saw ${s}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`no new spare helper under the agent (pid ${agentPid}) within 5 s`);
+}
+
+function parentOf(pid: number): number {
+  return Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
 }
 
 describe("guest agent on the host (no VM)", {
@@ -77,18 +110,34 @@ describe("guest agent on the host (no VM)", {
     tmp.cleanup();
   });
 
-  /** A started container running `sleep 1000` with no stdio, its rootfs "shared" like the 9p share. */
-  async function running(id: string) {
+  /** A created container of `sleep 1000` with no stdio, its rootfs "shared" like the 9p share. */
+  async function created(id: string) {
     const b = makeBundle({ process: { args: ["/bin/sleep", "1000"] } }, { parent: tmp.path });
     const target = join(tmp.path, "guest", id, "rootfs");
-    await client.call("createContainer", {
+    const { guestPid } = await client.call("createContainer", {
       containerId: id,
       spec: { ...b.spec, root: { path: target } },
       mounts: [{ source: b.rootfs, fstype: "bind", target, options: [] }],
       stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
     });
+    return { b, guestPid };
+  }
+
+  /** The same, started. */
+  async function running(id: string) {
+    const { b } = await created(id);
     await client.call("startContainer", { containerId: id });
     return b;
+  }
+
+  /** execProcess of `sh -c SCRIPT` as root in /, stdout and stderr on the given streams (0 = none). */
+  function shExec(containerId: string, execId: string, script: string, stdout: number, stderr = 0) {
+    return client.call("execProcess", {
+      containerId,
+      execId,
+      process: { args: ["/bin/sh", "-c", script], cwd: "/", user: { uid: 0, gid: 0 }, env: ["PATH=/bin"] },
+      stdio: { terminal: false, stdin: 0, stdout, stderr },
+    });
   }
 
   it("ping answers with guest details", async () => {
@@ -130,17 +179,13 @@ describe("guest agent on the host (no VM)", {
     // exec with output and an exit code
     const [eo, ee] = [client.openStream(), client.openStream()];
     const execOut = collect(eo);
-    await client.call("execProcess", {
-      containerId: id,
-      execId: "e1",
-      process: {
-        args: ["/bin/sh", "-c", "echo exec-out $(hostname); cat /proc/1/cmdline | tr '\\0' ' '; exit 5"],
-        cwd: "/",
-        user: { uid: 0, gid: 0 },
-        env: ["PATH=/bin"],
-      },
-      stdio: { terminal: false, stdin: 0, stdout: eo.id, stderr: ee.id },
-    });
+    await shExec(
+      id,
+      "e1",
+      "echo exec-out $(hostname); cat /proc/1/cmdline | tr '\\0' ' '; exit 5",
+      eo.id,
+      ee.id,
+    );
     assert.deepEqual(await client.call("waitProcess", { containerId: id, execId: "e1" }), { exitStatus: 5 });
     // the exec ran in the container's pid namespace: its pid 1 is the container's init
     assert.match(await execOut, /^exec-out \S+\n\/bin\/sh -c echo started/);
@@ -148,17 +193,7 @@ describe("guest agent on the host (no VM)", {
     // a long exec, stopped by a signal: 128 + 15
     const so = client.openStream();
     const sleeping = waitFor(so, "sleeping");
-    await client.call("execProcess", {
-      containerId: id,
-      execId: "e2",
-      process: {
-        args: ["/bin/sh", "-c", "echo sleeping; exec sleep 1000"],
-        cwd: "/",
-        user: { uid: 0, gid: 0 },
-        env: ["PATH=/bin"],
-      },
-      stdio: { terminal: false, stdin: 0, stdout: so.id, stderr: 0 },
-    });
+    await shExec(id, "e2", "echo sleeping; exec sleep 1000", so.id);
     await sleeping;
     const pids = (await client.call("listProcesses", { containerId: id })).pids;
     assert.ok(pids.length >= 2, `pids ${pids}`);
@@ -401,16 +436,36 @@ describe("guest agent on the host (no VM)", {
     b.cleanup();
   });
 
+  it("a spare helper, started ahead, is the parent of the next init and exec; each use starts the next one", async () => {
+    const id = `agent-spare-${process.pid}`;
+    const pid = agent.pid ?? 0;
+    const first = await nextSpare(pid);
+    const { b, guestPid } = await created(id);
+    assert.equal(parentOf(guestPid), first, "the init's helper is the spare that was waiting");
+    const second = await nextSpare(pid, [first]);
+    const out = client.openStream();
+    const said = collect(out);
+    await shExec(id, "e1", "echo out-$$", out.id);
+    assert.deepEqual(await client.call("waitProcess", { containerId: id, execId: "e1" }), { exitStatus: 0 });
+    // its stdout is the pipe the agent passed to the spare (fds 0-2 arrive over the sync socket)
+    assert.match(await said, /^out-\d+\n$/);
+    // after a launch the next spare waits until the guest is quiet (1 s); spareHelper starts it now
+    assert.notEqual((await client.call("spareHelper", {})).spare, "off");
+    const third = await nextSpare(pid, [first, second]);
+    for (let i = 0; i < 100 && (await client.call("spareHelper", {})).spare !== "waiting"; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.equal((await client.call("spareHelper", {})).spare, "waiting");
+    // a wait-mode helper exits with its process: the second spare ran the exec
+    assert.equal(existsSync(`/proc/${second}`), false, "the exec used the second spare");
+    await client.call("removeContainer", { containerId: id });
+    assertNoLeaks(snap, { root: state, bundle: b.dir, id });
+    assert.deepEqual(spareHelpers(pid), [third], "only the waiting spare is left");
+    b.cleanup();
+  });
+
   it("removeContainer kills a running container; shutdown makes the agent exit 0", async () => {
     const id = `agent-rm-${process.pid}`;
-    const b = makeBundle({ process: { args: ["/bin/sleep", "1000"] } }, { parent: tmp.path });
-    const target = join(tmp.path, "guest", id, "rootfs");
-    const { guestPid } = await client.call("createContainer", {
-      containerId: id,
-      spec: { ...b.spec, root: { path: target } },
-      mounts: [{ source: b.rootfs, fstype: "bind", target, options: [] }],
-      stdio: { terminal: false, stdin: 0, stdout: 0, stderr: 0 },
-    });
+    const { b, guestPid } = await created(id);
     await client.call("startContainer", { containerId: id });
     await client.call("pauseContainer", { containerId: id });
     const stats = await client.call("statsContainer", { containerId: id });
@@ -424,5 +479,35 @@ describe("guest agent on the host (no VM)", {
     await client.call("shutdown", {});
     assert.equal(await agentExit, 0, agentLog);
     assert.equal(existsSync(sock), false);
+  });
+});
+
+describe("the agent's spare helper after kill -9 of the agent", {
+  skip: !existsSync(AGENT) && "build first: node scripts/build.mjs",
+}, () => {
+  it("the spare sees its socket close and exits: nothing is left", async () => {
+    const tmp = tempDir("kata-ts-agent-spare-");
+    const snap = snapshotHost();
+    const agent = spawn(process.execPath, [AGENT], {
+      env: {
+        ...process.env,
+        KATA_TS_AGENT_SOCKET: join(tmp.path, "agent.sock"),
+        KATA_TS_AGENT_STATE: join(tmp.path, "state"),
+      },
+      stdio: "ignore",
+    });
+    const exited = new Promise((r) => agent.on("exit", r));
+    try {
+      const spare = await nextSpare(agent.pid ?? 0);
+      agent.kill("SIGKILL");
+      await exited;
+      for (let i = 0; i < 100 && existsSync(`/proc/${spare}`); i++)
+        await new Promise((r) => setTimeout(r, 20));
+      assert.equal(existsSync(`/proc/${spare}`), false, `spare helper ${spare} outlived its agent`);
+      assertNoLeaks(snap, { root: join(tmp.path, "state"), bundle: tmp.path, id: "agent-spare" });
+    } finally {
+      if (agent.exitCode === null && agent.signalCode === null) agent.kill("SIGKILL");
+      tmp.cleanup();
+    }
   });
 });
