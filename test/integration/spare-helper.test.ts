@@ -2,7 +2,7 @@
 // over the sync socket when a launch takes it. Driven here on the host with a plan that clones fresh
 // mount/uts/ipc/net/pid namespaces and runs a shell, without a rootfs (nothing it does reaches ours).
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import { Socket } from "node:net";
 import { describe, it } from "node:test";
 import { helperPath, launch, type SpareHelper, spawnSpareHelper } from "../../src/engine/launcher";
@@ -53,10 +53,15 @@ async function waiting(s: SpareHelper): Promise<void> {
 }
 
 /**
- * Launches `echo out; exec sleep 60` with stdout on a pipe of ours; returns the helper's argv while the
- * workload runs, what the workload wrote, and the helper's pid. Kills the workload after.
+ * Launches `echo out; exec sleep 60` with stdout on a pipe of ours (with `consoleFd`, the same pipe is
+ * also the console fd); returns the helper's argv while the workload runs, what the workload wrote,
+ * the helper's pid, and what the helper's fd 4 and our pipe are (readlink of /proc/PID/fd).
+ * Kills the workload after.
  */
-async function run(spare?: SpareHelper): Promise<{ argv: string[]; out: string; helperPid: number }> {
+async function run(
+  spare?: SpareHelper,
+  consoleFd = false,
+): Promise<{ argv: string[]; out: string; helperPid: number; fd4: string; pipe: string }> {
   const [r, w] = pipe();
   const reader = new Socket({ fd: r, readable: true, writable: false });
   let out = "";
@@ -74,17 +79,29 @@ async function run(spare?: SpareHelper): Promise<{ argv: string[]; out: string; 
       expectReady: false,
       wait: true,
       stdio: ["ignore", w, "ignore"],
+      consoleFd: consoleFd ? w : undefined,
       spare,
     });
   } finally {
     closeFd(w);
   }
   await said;
-  const argv = argvOf(launched.helper.pid ?? 0);
+  const helperPid = launched.helper.pid ?? 0;
+  const argv = argvOf(helperPid);
+  const fd4 = linkOf(`/proc/${helperPid}/fd/4`);
+  const pipeName = linkOf(`/proc/self/fd/${r}`);
   process.kill(launched.pid, "SIGKILL");
   assert.equal(await launched.exited, 137);
   reader.destroy();
-  return { argv, out, helperPid: launched.helper.pid ?? 0 };
+  return { argv, out, helperPid, fd4, pipe: pipeName };
+}
+
+function linkOf(path: string): string {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return "(none)";
+  }
 }
 
 describe("spare helper", {
@@ -97,6 +114,18 @@ describe("spare helper", {
     assert.equal(r.helperPid, spare.helper.pid, "the launch took the spare instead of spawning");
     assert.deepEqual(r.argv, ["3", "spare"], "a fresh spare runs as it started");
     assert.equal(r.out, "out\n", "the workload's stdout is the pipe passed over the sync socket");
+  });
+
+  it("a fourth fd (the agent's console socket) lands after the sync fd, as a spawn places it", async () => {
+    const spare = spawnSpareHelper();
+    await waiting(spare);
+    const r = await run(spare, true);
+    assert.equal(r.helperPid, spare.helper.pid);
+    assert.match(r.pipe, /^pipe:/);
+    assert.equal(r.fd4, r.pipe, "the spare's fd 4 is the console fd it was sent");
+    const spawned = await run(undefined, true);
+    assert.equal(spawned.fd4, spawned.pipe, "where a spawned helper has it");
+    assert.equal((await run(undefined)).fd4, "(none)", "and nothing there without a console fd");
   });
 
   it("a spare from a VM template executes itself again first (new process image, same pid)", async () => {
