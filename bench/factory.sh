@@ -4,6 +4,7 @@
 #   (b) `kata-ts run` of busybox `true`, VM cold (enable_template = false);
 #   (t) `kata-ts factory init`: boot + save of the template;
 #   (c) `kata-ts run` of the same bundle from the template (enable_template = true);
+#   (e) `kata-ts exec` of `true` into a running container of a template clone, 1.5 s apart;
 #   (n) `kata-ts run` of the same bundle in a pod network namespace with one veth (as podman's or a CNI
 #       pod's eth0): cold, then from the one-NIC template;
 #   (k) `kata-ts run` of the same bundle from the VM cache (vm_cache_number = 1, `factory init` as a
@@ -123,6 +124,16 @@ kts "$work/tmpl.toml" factory init
 init_ms=$(ms_since "$t")
 echo "== (c) kata-ts run, from the template × $runs"
 timed_runs "$work/tmpl.toml" "$work/c.txt"
+echo "== (e) kata-ts exec true into a running container of a template clone × $runs (1.5 s apart)"
+kts "$work/tmpl.toml" run -d --bundle "$s" "bench-exec-$$" </dev/null >/dev/null 2>&1
+: >"$work/e.txt"
+for i in $(seq "$runs"); do
+  sleep 1.5
+  t=$(date +%s%N)
+  kts "$work/tmpl.toml" exec "bench-exec-$$" true </dev/null >/dev/null 2>&1
+  ms_since "$t" >>"$work/e.txt"
+done
+kts "$work/tmpl.toml" delete --force "bench-exec-$$"
 echo "== (n) kata-ts run in a pod netns with one NIC, cold, then from the one-NIC template × $runs"
 timed_runs "$work/cold.toml" "$work/nb.txt" "$n"
 timed_runs "$work/tmpl.toml" "$work/nc.txt" "$n"
@@ -173,6 +184,7 @@ for i in $(seq "$density"); do kts "$work/tmpl.toml" delete --force "dens-$i-$$"
 b_med=$(median <"$work/b.txt")
 c_med=$(median <"$work/c.txt")
 k_med=$(median <"$work/k.txt")
+e_med=$(median <"$work/e.txt")
 nb_med=$(median <"$work/nb.txt")
 nc_med=$(median <"$work/nc.txt")
 echo
@@ -183,10 +195,11 @@ echo "| (a) QEMU boot floor, spawn → READY (median) | ${floor} ms |"
 echo "| (b) run true, VM cold (median; runs: $(tr '\n' ' ' <"$work/b.txt")) | ${b_med} ms ($(awk -v x="$b_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| (t) factory init | ${init_ms} ms |"
 echo "| (c) run true from the template (median; runs: $(tr '\n' ' ' <"$work/c.txt")) | ${c_med} ms ($(awk -v x="$c_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
+echo "| (e) exec true into a clone's running container (median; runs: $(tr '\n' ' ' <"$work/e.txt")) | ${e_med} ms |"
 echo "| (n) run true with one NIC, cold (median; runs: $(tr '\n' ' ' <"$work/nb.txt")) | ${nb_med} ms ($(awk -v x="$nb_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| (n) run true with one NIC from the one-NIC template (median; runs: $(tr '\n' ' ' <"$work/nc.txt")) | ${nc_med} ms ($(awk -v x="$nc_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| (k) run true from the VM cache (median; runs: $(tr '\n' ' ' <"$work/k.txt")) | ${k_med} ms ($(awk -v x="$k_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
 echo "| PSS per sandbox, cold: QEMU + supervisor (QEMU: guest tcg kernel other) | ${cold_qemu} + ${cold_sup} kB (${cold_parts}) |"
 echo "| PSS per sandbox, clone: QEMU + supervisor (QEMU: guest tcg kernel other) | ${clone_qemu} + ${clone_sup} kB (${clone_parts}) |"
 echo "| PSS per sandbox, from the cache: QEMU + supervisor (QEMU: guest tcg kernel other) | ${cached_qemu} + ${cached_sup} kB (${cached_parts}) |"
-echo "| density: $density clones started + exec'd ($ok answered) | ${dens_ms} ms, total PSS $((total / 1024)) MB |"
+echo "| density: $density clones started + exec'd ($ok answered) | ${dens_ms} ms, total PSS $((total / 1024)) MB ($((total / 1024 / density)) MB per sandbox) |"

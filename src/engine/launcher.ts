@@ -102,6 +102,8 @@ export function launch(o: LaunchOptions): Promise<Launched> {
   stdio.push("pipe");
   if (o.consoleFd !== undefined) stdio.push(o.consoleFd);
   const spare = o.spare && preserve === 0 ? adoptSpare(o.spare, o.stdio, o.consoleFd) : undefined;
+  // A spare handed to us and not used is stopped: nobody else would send it anything.
+  if (o.spare && !spare) o.spare.helper.kill("SIGKILL");
   // Its own session: a terminal's ^C reaches us once and we relay it once (not twice via the process group).
   const helper =
     spare?.helper ?? spawn(helperPath(o.env), [String(syncFd)], { stdio, detached: true, env: o.env });
@@ -165,7 +167,7 @@ function exitCodeOf(helper: ChildProcess): Promise<number> {
 
 /**
  * The spare, given fds 0-2 (and the console fd) as a spawn would have set them, in one SCM_RIGHTS
- * message; undefined (and the spare stopped) when it is gone or cannot take them: the caller spawns.
+ * message; undefined when it is gone or cannot take them: the caller spawns.
  */
 function adoptSpare(
   spare: SpareHelper,
@@ -189,8 +191,7 @@ function adoptSpare(
     const byte = Buffer.from(spare.stale ? "r" : "\0", "latin1");
     sendFds((sock as unknown as { _handle: { fd: number } })._handle.fd, fds, byte);
   } catch {
-    spare.helper.kill("SIGKILL");
-    return undefined;
+    return undefined; // gone meanwhile (EPIPE): the caller stops it and spawns
   } finally {
     for (const fd of opened) closeSync(fd);
   }
