@@ -18,6 +18,8 @@ void free_record(struct record *r);
 int send_msg(int fd, const char *op, const char *arg); /* arg may be NULL */
 void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 void set_sync_fd(int fd);
+int unix_connect(const char *path, const char *what); /* a connected unix stream socket, or fail() */
+int send_fd(int sock, int fd, const char *name);      /* SCM_RIGHTS, name as the data; -1 on error */
 extern int sync_fd;
 extern int in_child; /* 1 once we are the container process: errors go to the caller as "error" records */
 
@@ -34,11 +36,9 @@ extern int console_sock;
 extern int console_relayed; /* console_sock is the waiting helper's relay (console-relay) */
 void preopen_fifo(const char *path);
 void close_fifo(void);
-extern int seccomp_listener;
-int unix_connect(const char *path, const char *what);
-int send_fd(int sock, int fd, const char *name);
 
-/* seccomp.c */
+/* seccomp.c; the listener (linux.seccomp.listenerPath) is connected in phase 1 (main.c) */
+extern int seccomp_listener;
 struct seccomp_plan;
 struct seccomp_plan *seccomp_new(void);
 void seccomp_add(struct seccomp_plan *p, struct record *r);

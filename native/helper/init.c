@@ -490,20 +490,6 @@ static void op_pivot(int no_pivot) {
   rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
-int seccomp_listener = -1;
-
-int unix_connect(const char *path, const char *what) {
-  struct sockaddr_un addr;
-  memset(&addr, 0, sizeof(addr));
-  addr.sun_family = AF_UNIX;
-  if (strlen(path) >= sizeof(addr.sun_path)) fail("%s path too long: %s", what, path);
-  strcpy(addr.sun_path, path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-    fail("connect to %s %s: %s", what, path, strerror(errno));
-  return fd;
-}
-
 /*
  * The exec fifo's O_PATH, opened by the helper right after mkfifo with the caller's credentials: the
  * container may clone with another fsuid (see "clone" in main.c) that cannot reach the state directory.
@@ -520,18 +506,6 @@ void close_fifo(void) {
 
 void console_connect(const char *path) { console_sock = unix_connect(path, "console socket"); }
 
-int send_fd(int sock, int fd, const char *name) {
-  char cbuf[CMSG_SPACE(sizeof(int))];
-  memset(cbuf, 0, sizeof(cbuf));
-  struct iovec iov = {.iov_base = (void *)name, .iov_len = strlen(name)};
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  return sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 ? -1 : 0;
-}
 
 /* console MOUNT_DEV_CONSOLE ROWS COLS: after pivot, so the pty belongs to the container's devpts. */
 static void op_console(struct record *r) {

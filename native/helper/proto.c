@@ -1,6 +1,7 @@
 /*
  * The sync-socket wire format, both directions: a record is a native-endian u32 payload length followed
  * by the payload, a sequence of NUL-terminated strings whose first is the op. Nothing else is parsed.
+ * Also the helper's other unix sockets: connecting one, passing an fd over one.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "helper.h"
@@ -140,4 +142,31 @@ long long parse_i64(const char *s, const char *what) {
   long long v = strtoll(s, &end, 0);
   if (errno || end == s || *end) fail("helper: bad %s %s", what, s);
   return v;
+}
+
+/* A connected unix stream socket (CLOEXEC) to path; fails the plan when it cannot. */
+int unix_connect(const char *path, const char *what) {
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof(addr));
+  addr.sun_family = AF_UNIX;
+  if (strlen(path) >= sizeof(addr.sun_path)) fail("%s path too long: %s", what, path);
+  strcpy(addr.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+    fail("connect to %s %s: %s", what, path, strerror(errno));
+  return fd;
+}
+
+/* Sends fd over sock with SCM_RIGHTS; name is the message's data (a console's or a listener's). */
+int send_fd(int sock, int fd, const char *name) {
+  char cbuf[CMSG_SPACE(sizeof(int))];
+  memset(cbuf, 0, sizeof(cbuf));
+  struct iovec iov = {.iov_base = (void *)name, .iov_len = strlen(name)};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  return sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 ? -1 : 0;
 }

@@ -29,6 +29,9 @@
 
 #include "helper.h"
 
+/* linux.seccomp.listenerPath, connected in phase 1 (before any setns): the notify fd goes there. */
+int seccomp_listener = -1;
+
 struct seccomp_plan {
   scmp_filter_ctx ctx;
   uint32_t default_action;
