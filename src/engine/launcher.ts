@@ -56,8 +56,8 @@ export interface LaunchOptions {
 }
 
 /**
- * A helper started before it is needed (`kata-ts-helper 3 spare`): its spawn, re-exec from the sealed
- * memfd and dynamic start are done, and it waits for its stdio fds on the sync socket. The guest agent
+ * A helper started before it is needed (`kata-ts-helper 3 spare`): its spawn and its re-exec from the
+ * sealed memfd are done, and it waits for its stdio fds on the sync socket. The guest agent
  * keeps one, since under TCG that start is ~0.1 s of every create and exec (docs/guest.md).
  */
 export interface SpareHelper {
@@ -81,7 +81,7 @@ export function spawnSpareHelper(env?: NodeJS.ProcessEnv): SpareHelper {
 }
 
 /** True while the spare has not exited (it may still be starting: it reads its fds when it gets there). */
-export function spareWaiting(s: SpareHelper): boolean {
+export function spareAlive(s: SpareHelper): boolean {
   return s.helper.exitCode === null && s.helper.signalCode === null && !s.helper.killed;
 }
 
@@ -97,11 +97,12 @@ export interface Launched {
 export function launch(o: LaunchOptions): Promise<Launched> {
   const preserve = o.preserveFds ?? 0;
   const syncFd = 3 + preserve;
-  const stdio: (StdioTarget | "pipe")[] = [...(o.stdio ?? ["inherit", "inherit", "inherit"])];
+  const base = o.stdio ?? ["inherit", "inherit", "inherit"];
+  const stdio: (StdioTarget | "pipe")[] = [...base];
   for (let i = 0; i < preserve; i++) stdio.push(3 + i);
   stdio.push("pipe");
   if (o.consoleFd !== undefined) stdio.push(o.consoleFd);
-  const spare = o.spare && preserve === 0 ? adoptSpare(o.spare, o.stdio, o.consoleFd) : undefined;
+  const spare = o.spare && preserve === 0 ? adoptSpare(o.spare, base, o.consoleFd) : undefined;
   // A spare handed to us and not used is stopped: nobody else would send it anything.
   if (o.spare && !spare) o.spare.helper.kill("SIGKILL");
   // Its own session: a terminal's ^C reaches us once and we relay it once (not twice via the process group).
@@ -169,12 +170,8 @@ function exitCodeOf(helper: ChildProcess): Promise<number> {
  * The spare, given fds 0-2 (and the console fd) as a spawn would have set them, in one SCM_RIGHTS
  * message; undefined when it is gone or cannot take them: the caller spawns.
  */
-function adoptSpare(
-  spare: SpareHelper,
-  stdio: StdioTarget[] = ["inherit", "inherit", "inherit"],
-  consoleFd: number | undefined,
-): SpareHelper | undefined {
-  if (!spareWaiting(spare)) return undefined;
+function adoptSpare(spare: SpareHelper, stdio: StdioTarget[], consoleFd?: number): SpareHelper | undefined {
+  if (!spareAlive(spare)) return undefined;
   const sock = spare.helper.stdio[3] as Socket;
   const opened: number[] = [];
   try {

@@ -42,7 +42,7 @@ import {
   launch,
   namespacesToJoin,
   type SpareHelper,
-  spareWaiting,
+  spareAlive,
   spawnSpareHelper,
 } from "../engine/launcher";
 import { MS, parseMountOptions } from "../engine/mountopts";
@@ -146,6 +146,7 @@ export class ContainerManager {
   private spareWanted: boolean;
   private spare?: SpareHelper;
   private refillTimer?: NodeJS.Timeout;
+  private cloneAdopted = false;
 
   constructor(opts: ManagerOptions = {}) {
     this.stateRoot = opts.stateRoot ?? DEFAULT_STATE_ROOT;
@@ -160,7 +161,7 @@ export class ContainerManager {
    */
   refillSpare(): void {
     clearTimeout(this.refillTimer);
-    if (!this.spareWanted || (this.spare && spareWaiting(this.spare))) return;
+    if (!this.spareWanted || (this.spare && spareAlive(this.spare))) return;
     try {
       this.spare = spawnSpareHelper();
     } catch (err) {
@@ -170,12 +171,15 @@ export class ContainerManager {
   }
 
   /**
-   * A clone's agent: the spare it was saved with executes itself again before its first plan, so no
-   * process image from the template's time (its address layout, its stack canary) is a clone's
-   * container's parent. Cheaper than a new spare: one exec of the static helper, no fork of node.
+   * At each adoptClone. The first follows the restore: the spare the template was saved with executes
+   * itself again before its first plan, so no process image from the template's time (its address
+   * layout, its stack canary) is a clone's container's parent. Cheaper than a new spare: one exec of
+   * the static helper, no fork of node. A later one (a cache slot adopts again for its sandbox) keeps
+   * the spare started since.
    */
-  spareFromTemplate(): void {
-    if (this.spare) this.spare.stale = true;
+  adoptedClone(): void {
+    if (!this.cloneAdopted && this.spare) this.spare.stale = true;
+    this.cloneAdopted = true;
   }
 
   /**
@@ -192,7 +196,7 @@ export class ContainerManager {
   spareNow(): SpareState {
     this.refillSpare();
     if (!this.spareWanted) return "off";
-    const pid = this.spare && spareWaiting(this.spare) ? this.spare.helper.pid : undefined;
+    const pid = this.spare && spareAlive(this.spare) ? this.spare.helper.pid : undefined;
     try {
       // it waits once it runs from its sealed copy (its re-exec is the whole of its start)
       return pid && readlinkSync(`/proc/${pid}/exe`).startsWith("/memfd:") ? "waiting" : "starting";
@@ -201,15 +205,23 @@ export class ContainerManager {
     }
   }
 
-  private dropSpare(): void {
+  /** No spare any more, and none later (the agent's shutdown). */
+  private stopSpares(): void {
+    this.spareWanted = false;
+    clearTimeout(this.refillTimer);
     this.spare?.helper.kill("SIGKILL");
     this.spare = undefined;
   }
 
-  private takeSpare(): SpareHelper | undefined {
-    const s = this.spare;
+  /** launch() with the spare, if there is one; the next spare once the guest is quiet again. */
+  private async launchHelper(o: LaunchOptions): Promise<Launched> {
+    const spare = this.spare;
     this.spare = undefined;
-    return s;
+    try {
+      return await launch({ ...o, spare });
+    } finally {
+      this.refillLater();
+    }
   }
 
   private get(id: string): GuestContainer {
@@ -289,18 +301,15 @@ export class ContainerManager {
       let tty: ReturnType<TerminalIo["attach"]>;
       try {
         // the helper's own 0-2 are /dev/null: the container replaces them with the pty slave
-        launched = await launch({
+        launched = await this.launchHelper({
           ...o,
           wait: true,
           stdio: ["ignore", "ignore", "ignore"],
           consoleFd: term.consoleFd,
-          spare: this.takeSpare(),
         });
       } catch (err) {
         term.close();
         throw err;
-      } finally {
-        this.refillLater();
       }
       try {
         tty = term.attach();
@@ -326,13 +335,12 @@ export class ContainerManager {
     const pipes = openPipes(stdio);
     let launched: Launched;
     try {
-      launched = await launch({ ...o, wait: true, stdio: pipes.targets, spare: this.takeSpare() });
+      launched = await this.launchHelper({ ...o, wait: true, stdio: pipes.targets });
     } catch (err) {
       pipes.destroy();
       throw err;
     } finally {
       pipes.closeChildEnds();
-      this.refillLater();
     }
     return { launched, io: this.bindStdio(stdio, pipes, stream, launched.exited, false) };
   }
@@ -610,9 +618,7 @@ export class ContainerManager {
 
   /** Everything, for shutdown. */
   async removeAll(): Promise<void> {
-    this.spareWanted = false;
-    clearTimeout(this.refillTimer);
-    this.dropSpare();
+    this.stopSpares();
     for (const id of [...this.containers.keys()])
       await this.removeContainer({ containerId: id }).catch(() => {});
     for (const t of this.sandboxMounts.reverse()) await unmount(t);

@@ -101,16 +101,12 @@ async function main(): Promise<void> {
     log("shutdown complete (the host is still connected: ending hard)");
     process.kill(process.pid, "SIGKILL");
   };
-  let cloneAdopted = false;
   const handlers: AgentHandlers = {
     ping: async () => details,
     spareHelper: async () => ({ spare: manager.spareNow() }),
     adoptClone: async (req) => {
       const adopted = adoptClone(req);
-      // The first adoption follows the restore (a cache slot adopts again for its sandbox, with the
-      // spare it started since).
-      if (!cloneAdopted) manager.spareFromTemplate();
-      cloneAdopted = true;
+      manager.adoptedClone();
       return adopted;
     },
     addMount: async (m) => {
