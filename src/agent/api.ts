@@ -105,6 +105,8 @@ export interface GuestDetails {
   readyAt: number;
   /** The agent bundle's V8 code cache: accepted, rejected (stale) or none (started without the loader). */
   codeCache?: "accepted" | "rejected" | "none";
+  /** The node flags the agent runs with (process.execArgv: the image's agent-node-flags and any added). */
+  nodeFlags?: string[];
 }
 
 /** One IP address of a guest interface. */

@@ -67,6 +67,7 @@ async function main(): Promise<void> {
     agentVersion: VERSION.version,
     readyAt: 0,
     codeCache: (globalThis as { kataTsCodeCache?: GuestDetails["codeCache"] }).kataTsCodeCache ?? "none",
+    nodeFlags: process.execArgv,
   };
   const net = new GuestNetwork();
   const sessions = new Set<Duplex>();

@@ -50,6 +50,11 @@ export const GUEST_LOADER_PATH = `${GUEST_OPT_DIR}/run-cached.cjs`;
 export const GUEST_HELPER_PATH = `${GUEST_OPT_DIR}/kata-ts-helper`;
 export const GUEST_ADDON_PATH = `${GUEST_OPT_DIR}/kata_native.node`;
 export const GUEST_NODE_PATH = "/usr/bin/node";
+/**
+ * The agent's node flags, one line (guest/rootfs/opt/kata-ts/agent-node-flags): the init starts the agent
+ * with them and the agent's code cache is made under them (V8 rejects a cache made under other flags).
+ */
+export const GUEST_AGENT_FLAGS_PATH = `${GUEST_OPT_DIR}/agent-node-flags`;
 
 export type ComponentRole = "busybox" | "node" | "lib" | "agent" | "helper" | "addon" | "init" | "etc";
 
@@ -489,7 +494,7 @@ function writeAgentCodeCache(root: string): void {
   const loader = join(root, GUEST_LOADER_PATH);
   const agent = join(root, GUEST_AGENT_PATH);
   if (!existsSync(loader) || !existsSync(agent)) return;
-  const r = spawnSync(join(root, GUEST_NODE_PATH), [loader, agent], {
+  const r = spawnSync(join(root, GUEST_NODE_PATH), [...agentNodeFlags(root), loader, agent], {
     env: { ...process.env, KATA_TS_WRITE_CODE_CACHE: "1", KATA_TS_AGENT_WARMUP: "1" },
     stdio: "ignore",
     timeout: 60_000,
@@ -501,6 +506,18 @@ function writeAgentCodeCache(root: string): void {
   }
   chmodSync(cache, 0o644);
   utimesSync(cache, 0, 0);
+}
+
+/** The flags the init gives the agent's node in this tree (none without the file). */
+export function agentNodeFlags(root: string): string[] {
+  try {
+    return readFileSync(join(root, GUEST_AGENT_FLAGS_PATH), "utf8")
+      .split("\n")[0]
+      .split(/\s+/)
+      .filter(Boolean);
+  } catch {
+    return [];
+  }
 }
 
 /** The sizes of the files as written (node shrinks when stripped). */

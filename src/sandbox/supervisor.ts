@@ -147,7 +147,7 @@ export class Supervisor {
     this.guest = await this.agent.request("ping", {});
     const g = this.guest;
     this.log(
-      `sandbox ${this.opts.sandboxId}: agent ready (guest ${g.kernelRelease}, up ${g.readyAt} s, code cache ${g.codeCache ?? "none"})`,
+      `sandbox ${this.opts.sandboxId}: agent ready (guest ${g.kernelRelease}, up ${g.readyAt} s, node flags ${g.nodeFlags?.join(" ") || "none"}, code cache ${g.codeCache ?? "none"})`,
     );
     void this.agent.closed.then(() => this.onVmGone("agent connection closed"));
     void this.vm?.waitExit().then(() => this.onVmGone("QEMU exited"));

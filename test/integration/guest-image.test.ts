@@ -384,6 +384,10 @@ describe("guest image", { skip: !existsSync(QEMU) && "qemu-system-x86_64 missing
     );
     assert.notEqual(details.bootId, readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim());
     assert.match(details.kernelRelease, vm.expectRelease);
+    // The init gives node the image's agent flags, and the code cache made with the image under the same
+    // flags is accepted (a cache made under other flags is rejected by V8).
+    assert.deepEqual(details.nodeFlags, ["--jitless"]);
+    assert.equal(details.codeCache, "accepted");
     // As the sandbox supervisor does: the answer, then it hangs up; the agent cleans up, syncs and exits
     // 0, and the init powers the VM off.
     await client.call("shutdown", {});

@@ -204,9 +204,10 @@ describe("VM sandboxes under QEMU", { skip: missing.length > 0 && `missing ${mis
     assert.match(bootId, /^[0-9a-f-]{36}$/);
     assert.notEqual(bootId, hostBootId, "the container sees the guest's boot id");
     assert.equal(pidLine, "pid 1");
-    // The agent started from the image's V8 code cache: the guest's V8 took what the build made.
+    // The agent runs with the image's node flags (--jitless: docs/guest.md) and started from the image's
+    // V8 code cache: the guest's V8 took what the build made under the same flags.
     const supLog = readFileSync(join(root, "sandboxes", "vm1", "supervisor.log"), "utf8");
-    assert.match(supLog, /agent ready \(.*code cache accepted\)/, supLog);
+    assert.match(supLog, /agent ready \(.*node flags --jitless, code cache accepted\)/, supLog);
     await sleep(200);
     assert.equal(pgrep(`sleep ${nap}`), "", "the host sees the workload");
     const guestPids = JSON.parse(vm(["ps", "vm1"]).stdout) as number[];

@@ -1,12 +1,17 @@
 // Guest image builder logic without building anything: ldd parsing, applet links, the cache key, ext4
 // sizing, progress rendering, the inspect report and the bootstrap initramfs script.
 import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
 import { formatInspect } from "../../src/cli/commands/guest";
 import {
+  agentNodeFlags,
   appletLinks,
   type Component,
   ext4SizeFor,
+  GUEST_AGENT_FLAGS_PATH,
   type ImageManifest,
   type ImagePlan,
   imageKey,
@@ -111,6 +116,18 @@ describe("layout", () => {
     assert.equal(uuidFromKey("abc"), uuidFromKey("abc"));
     assert.notEqual(uuidFromKey("abc"), uuidFromKey("abd"));
     assert.match(uuidFromKey("abc"), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-8[0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+});
+
+describe("the agent's node flags", () => {
+  test("the first line of the tree's agent-node-flags, split on blanks; none without the file", (t) => {
+    const root = mkdtempSync(join(tmpdir(), "kata-ts-flags-"));
+    t.after(() => rmSync(root, { recursive: true, force: true }));
+    assert.deepEqual(agentNodeFlags(root), []);
+    const file = join(root, GUEST_AGENT_FLAGS_PATH);
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, "--jitless  --max-lazy\nignored\n");
+    assert.deepEqual(agentNodeFlags(root), ["--jitless", "--max-lazy"]);
   });
 });
 
