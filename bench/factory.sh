@@ -181,24 +181,24 @@ for i in $(seq "$density"); do
 done
 for i in $(seq "$density"); do kts "$work/tmpl.toml" delete --force "dens-$i-$$"; done
 
-b_med=$(median <"$work/b.txt")
-c_med=$(median <"$work/c.txt")
-k_med=$(median <"$work/k.txt")
-e_med=$(median <"$work/e.txt")
-nb_med=$(median <"$work/nb.txt")
-nc_med=$(median <"$work/nc.txt")
+row() { # row LABEL FILE [ratio]: the runs in FILE, their median, with "ratio" also its ratio to the floor
+  local med r=""
+  med=$(median <"$2")
+  [ "${3:-}" = ratio ] && r=" ($(awk -v x="$med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor)"
+  echo "| $1 (median; runs: $(tr '\n' ' ' <"$2")) | ${med} ms$r |"
+}
 echo
 echo "| measure | value |"
 echo "|---|---|"
 echo "| machine, tcg_tb_size | $machine, ${tb} MiB |"
 echo "| (a) QEMU boot floor, spawn → READY (median) | ${floor} ms |"
-echo "| (b) run true, VM cold (median; runs: $(tr '\n' ' ' <"$work/b.txt")) | ${b_med} ms ($(awk -v x="$b_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
+row "(b) run true, VM cold" "$work/b.txt" ratio
 echo "| (t) factory init | ${init_ms} ms |"
-echo "| (c) run true from the template (median; runs: $(tr '\n' ' ' <"$work/c.txt")) | ${c_med} ms ($(awk -v x="$c_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
-echo "| (e) exec true into a clone's running container (median; runs: $(tr '\n' ' ' <"$work/e.txt")) | ${e_med} ms |"
-echo "| (n) run true with one NIC, cold (median; runs: $(tr '\n' ' ' <"$work/nb.txt")) | ${nb_med} ms ($(awk -v x="$nb_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
-echo "| (n) run true with one NIC from the one-NIC template (median; runs: $(tr '\n' ' ' <"$work/nc.txt")) | ${nc_med} ms ($(awk -v x="$nc_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
-echo "| (k) run true from the VM cache (median; runs: $(tr '\n' ' ' <"$work/k.txt")) | ${k_med} ms ($(awk -v x="$k_med" -v a="$floor" 'BEGIN{printf "%.2f", x/a}') × floor) |"
+row "(c) run true from the template" "$work/c.txt" ratio
+row "(e) exec true into a clone's running container" "$work/e.txt"
+row "(n) run true with one NIC, cold" "$work/nb.txt" ratio
+row "(n) run true with one NIC from the one-NIC template" "$work/nc.txt" ratio
+row "(k) run true from the VM cache" "$work/k.txt" ratio
 echo "| PSS per sandbox, cold: QEMU + supervisor (QEMU: guest tcg kernel other) | ${cold_qemu} + ${cold_sup} kB (${cold_parts}) |"
 echo "| PSS per sandbox, clone: QEMU + supervisor (QEMU: guest tcg kernel other) | ${clone_qemu} + ${clone_sup} kB (${clone_parts}) |"
 echo "| PSS per sandbox, from the cache: QEMU + supervisor (QEMU: guest tcg kernel other) | ${cached_qemu} + ${cached_sup} kB (${cached_parts}) |"

@@ -506,7 +506,6 @@ void close_fifo(void) {
 
 void console_connect(const char *path) { console_sock = unix_connect(path, "console socket"); }
 
-
 /* console MOUNT_DEV_CONSOLE ROWS COLS: after pivot, so the pty belongs to the container's devpts. */
 static void op_console(struct record *r) {
   if (r->argc != 4) fail("helper: bad console record");
