@@ -61,6 +61,11 @@ export interface QemuConfig {
   accel: Accel;
   /** MiB of TCG translation cache (QEMU's tb-size); 0 = QEMU's default (1 GiB). TCG only. */
   tcgTbSize: number;
+  /**
+   * Kata's key: a virtio-balloon with free page reporting, so pages the guest frees go back to the host.
+   * Cold-booted VMs only: QEMU 7.2 would punch the freed range out of a template's memory file.
+   */
+  reclaimGuestFreedMemory: boolean;
   /** QEMU's `-sandbox` value (Kata's key); "" = no seccomp filter. */
   seccompsandbox: string;
   /** QEMU runs as `rootlessUser` (Kata's `rootless`; Kata makes a user per sandbox, we use one). */
@@ -166,6 +171,7 @@ export const DEFAULT_CONFIG: RuntimeConfig = {
     enableAnnotations: ["default_memory", "default_vcpus"],
     accel: "auto",
     tcgTbSize: 64,
+    reclaimGuestFreedMemory: true,
     seccompsandbox: "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
     rootless: true,
     rootlessUser: "kata-ts-vmm",
@@ -273,6 +279,7 @@ export const SCHEMA: Section[] = [
       f("enable_annotations", L),
       f("accel", E(ACCELS)),
       f("tcg_tb_size", U),
+      f("reclaim_guest_freed_memory", B),
       f("seccompsandbox", S),
       f("rootless", B),
       f("rootless_user", S),

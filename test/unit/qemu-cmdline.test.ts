@@ -146,6 +146,28 @@ describe("buildQemuArgs", () => {
     assert.equal(defaultConfig().hypervisor.tcgTbSize, 64);
   });
 
+  test("free page reporting: a reporting-only balloon on the VM's bus; refused with a template's memory file", () => {
+    const devices = (a: string[]) => values(a, "-device");
+    assert.ok(
+      devices(buildQemuArgs({ ...base, freePageReporting: true })).includes(
+        "virtio-balloon-device,free-page-reporting=on",
+      ),
+    );
+    assert.ok(
+      devices(buildQemuArgs({ ...base, machineType: "q35", freePageReporting: true })).includes(
+        "virtio-balloon-pci,free-page-reporting=on",
+      ),
+    );
+    assert.ok(!devices(buildQemuArgs(base)).some((d) => d.includes("balloon")));
+    for (const mode of ["template", "clone"] as const) {
+      assert.throws(
+        () => buildQemuArgs({ ...base, freePageReporting: true, memoryFile: { path: "/t/memory", mode } }),
+        /free page reporting cannot be used with a VM template/,
+      );
+    }
+    assert.equal(defaultConfig().hypervisor.reclaimGuestFreedMemory, true);
+  });
+
   test("image boot: read-only raw virtio-blk and root=/dev/vda ro; initrd and image are exclusive", () => {
     const a = buildQemuArgs({ ...base, initrd: undefined, image: "/k/guest.img" });
     assert.equal(values(a, "-initrd").length, 0);
