@@ -63,6 +63,11 @@ export async function until(what: string, fn: () => boolean, ms = 30_000, everyM
   }
 }
 
+/** A process's resident memory in kB (Rss of /proc/PID/smaps_rollup). */
+export function rssKb(pid: number): number {
+  return Number(/^Rss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1]);
+}
+
 /** The process exists and is neither a zombie nor dead. */
 export function alive(pid: number): boolean {
   try {

@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadConfig } from "../../src/config/config";
 import { defaultSpec } from "../../src/oci/defaults";
-import { alive, busyboxRootfs, REPO, sleep, tempDir, until } from "../helpers";
+import { alive, busyboxRootfs, REPO, rssKb, sleep, tempDir, until } from "../helpers";
 
 const QEMU = "/usr/bin/qemu-system-x86_64";
 const defaults = loadConfig({ explicitPath: join(REPO, "config", "configuration.toml") }).config.hypervisor;
@@ -271,8 +271,7 @@ describe("VM sandboxes under QEMU", { skip: missing.length > 0 && `missing ${mis
         readFileSync(`/proc/${vmPid}/cmdline`, "utf8"),
         /virtio-balloon-device,free-page-reporting=on/,
       );
-      const rssMb = () =>
-        Number(/^Rss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${vmPid}/smaps_rollup`, "utf8"))?.[1]) / 1024;
+      const rssMb = () => rssKb(vmPid) / 1024;
       const fill = vm(["exec", "vm4", "/bin/sh", "-c", "dd if=/dev/zero of=/big/f bs=1M count=200 2>&1"]);
       assert.equal(fill.code, 0, fill.stdout + fill.stderr);
       const full = rssMb();

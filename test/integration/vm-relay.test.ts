@@ -18,7 +18,7 @@ import {
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ReadStream as TtyReadStream } from "node:tty";
-import { REPO, receiveConsole, tempDir } from "../helpers";
+import { REPO, receiveConsole, rssKb, tempDir } from "../helpers";
 
 const tmp = tempDir("kata-vm-relay-");
 const root = join(tmp.path, "root");
@@ -215,7 +215,7 @@ describe("vm-mode lifecycle with a host agent", () => {
     assert.deepEqual(state("life1"), { id: "life1", status: "created", pid });
     // The stand-in gave its stdio away: fds 0-2 are /dev/null now.
     assert.equal(readlinkSync(`/proc/${pid}/fd/1`), "/dev/null");
-    const rss = Number(/^Rss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1]);
+    const rss = rssKb(pid);
     assert.ok(rss > 0 && rss < 2048, `stand-in RSS ${rss} kB`);
 
     assert.equal(vm(["start", "life1"]).code, 0);

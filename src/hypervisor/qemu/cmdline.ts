@@ -345,6 +345,8 @@ export function launchFromConfig(
     image,
     kernelParams: cfg.kernelParams,
     tcgTbSizeMiB: cfg.tcgTbSize,
+    // A template and its clones (RAM in a memory file) share one device set, without the balloon.
+    freePageReporting: cfg.reclaimGuestFreedMemory && !rest.memoryFile,
     seccompSandbox: cfg.seccompsandbox || undefined,
     debug: rest.debug ?? cfg.enableDebug,
   };

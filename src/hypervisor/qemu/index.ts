@@ -216,8 +216,6 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
     name: `sandbox-${opts.id}`,
     memoryFile: opts.template ? { path: opts.template.memoryFile, mode: opts.template.mode } : undefined,
     incoming: opts.template?.mode === "clone",
-    // A template and its clones share one device set, without the balloon (see buildQemuArgs).
-    freePageReporting: opts.config.reclaimGuestFreedMemory && !opts.template,
   });
   const launch = { ...fromConfig, imagePmem: imagePmem(opts.config, fromConfig) };
   const argv = buildQemuArgs(launch);
