@@ -7,7 +7,15 @@
 // one-NIC template, once `factory destroy` ran (its network namespace, its unfinished directory).
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { appendFileSync, existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { sandboxPaths } from "../../src/sandbox/paths";
@@ -284,6 +292,51 @@ describe("VM factory: template and clones", { skip }, () => {
         readFileSync(sandboxPaths(root, id).log, "utf8"),
         new RegExp(`process ${id}/\\S+ started \\(stand-in \\d+ ms, guest exec \\d+ ms\\)`),
       );
+    } finally {
+      const d = cli(["delete", "--force", id]);
+      assert.equal(d.code, 0, d.stderr);
+    }
+    assertNoLeaks(before, { root, bundle: b, id });
+  });
+
+  test("a clone cannot write its template's memory: QEMU holds the file read-only, its jail binds it read-only", async () => {
+    // Every clone of a template maps the same file: a clone's QEMU that could write it would change the
+    // memory of every other clone. QEMU 7.2 opens mem-path O_RDWR even with share=off; native/memro
+    // makes that open O_RDONLY, so the jail can bind the file read-only.
+    const memory = join(status().current?.dir ?? "", "memory");
+    const { id, b, before } = createSleeper("memro");
+    try {
+      const { vmPid } = JSON.parse(readFileSync(sandboxPaths(root, id).info, "utf8"));
+      const fds = readdirSync(`/proc/${vmPid}/fd`).filter((fd) => {
+        try {
+          return readlinkSync(`/proc/${vmPid}/fd/${fd}`) === memory;
+        } catch {
+          return false;
+        }
+      });
+      assert.equal(fds.length, 1, `QEMU has the template's memory ${memory} open once`);
+      const flags = Number.parseInt(
+        /^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/${vmPid}/fdinfo/${fds[0]}`, "utf8"))?.[1] ?? "2",
+        8,
+      );
+      assert.equal(flags & 3, 0, `the memory file is open O_RDONLY (flags ${flags.toString(8)})`);
+      const mount = readFileSync(`/proc/${vmPid}/mountinfo`, "utf8")
+        .split("\n")
+        .map((l) => l.split(" "))
+        .find((f) => f[4] === memory);
+      assert.ok(mount, "the jail binds the memory file");
+      assert.ok(mount[5].split(",").includes("ro"), `the jail's bind is read-only: ${mount[5]}`);
+      // From inside the jail's mount namespace, even root cannot open it for writing.
+      const w = spawnSync("nsenter", ["-t", String(vmPid), "-m", "--", "sh", "-c", `: >> '${memory}'`], {
+        encoding: "utf8",
+      });
+      assert.notEqual(w.status, 0, "a write into the template's memory from the clone's jail must fail");
+      assert.match(w.stderr, /Read-only file system/);
+      // The clone runs on it: the guest's writes land in the clone's own copies of the pages.
+      assert.equal(cli(["start", id]).code, 0);
+      const e = cli(["exec", id, "echo", "memro-ok"]);
+      assert.equal(e.code, 0, e.stderr);
+      assert.equal(e.stdout.trim(), "memro-ok");
     } finally {
       const d = cli(["delete", "--force", id]);
       assert.equal(d.code, 0, d.stderr);

@@ -220,6 +220,8 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
   const launch = { ...fromConfig, imagePmem: imagePmem(opts.config, fromConfig) };
   const argv = buildQemuArgs(launch);
   const rng = launch.rngSource ?? "/dev/urandom";
+  const cloneMemory =
+    opts.template?.mode === "clone" ? cloneMemoryReadOnly(opts.template.memoryFile) : undefined;
   // A QEMU path that is not executable is spawned as is, for spawn's own error (nothing would run).
   const jail = executable(launch.qemuPath)
     ? vmmJail({
@@ -232,10 +234,17 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
             ...(launch.shares ?? []).map((s) =>
               s.fs === "virtio-fs" && s.socket ? dirname(s.socket) : s.path,
             ),
-            // A template's memory file (QEMU 7.2 opens mem-path read-write even for a private mapping).
-            ...(opts.template ? [opts.template.memoryFile] : []),
+            // The template's memory file, which the template's QEMU writes (share=on).
+            ...(opts.template?.mode === "template" ? [opts.template.memoryFile] : []),
           ],
-          readable: [launch.kernel, launch.image ?? "", launch.initrd ?? "", opts.config.firmware],
+          readable: [
+            launch.kernel,
+            launch.image ?? "",
+            launch.initrd ?? "",
+            opts.config.firmware,
+            // A clone only reads it (share=off: its writes stay in its own pages): bound read-only.
+            ...(cloneMemory ? [cloneMemory.file, cloneMemory.preload] : []),
+          ],
           devices: [
             "/dev/null",
             ...(rng ? [rng] : []),
@@ -247,7 +256,7 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
     : undefined;
 
   // In the pod's network namespace when it has one (nsenter outside the jail: the pid stays QEMU's).
-  const child = spawnDaemon(argv, paths.qemuLog, (a) => inNetns(opts.netns, a), jail);
+  const child = spawnDaemon(argv, paths.qemuLog, (a) => inNetns(opts.netns, a), jail, cloneMemory?.env);
   let exitInfo: VmExit | undefined;
   let spawnError: Error | undefined;
   const exit = new Promise<VmExit>((resolve) => {
@@ -304,6 +313,25 @@ export async function startVm(opts: StartVmOptions): Promise<Vm> {
 }
 
 export const qemuDriver: HypervisorDriver = { name: "qemu", startVm };
+
+/** The library a clone's QEMU is started with (native/memro): it opens one path read-only. */
+export const MEMRO_LIBRARY = "kata-ts-memro.so";
+
+/**
+ * How a clone's QEMU gets the template's memory file read-only. QEMU before 8.2 opens `mem-path`
+ * O_RDWR even for a private mapping, so the file would have to be bound into the clone's jail
+ * read-write, and a compromised clone QEMU could write the pages every other clone of the template
+ * maps. native/memro, preloaded, turns QEMU's open of that one path into O_RDONLY, so the jail binds
+ * it read-only (docs/factory.md, "Security notes").
+ */
+export function cloneMemoryReadOnly(
+  file: string,
+  preload = findNativeFile(MEMRO_LIBRARY),
+): { file: string; preload: string; env: Record<string, string> } {
+  if (!preload)
+    throw new Error(`qemu: ${MEMRO_LIBRARY} not built (run \`make -C native\`): cannot start a clone`);
+  return { file, preload, env: { LD_PRELOAD: preload, KATA_TS_MEMRO_PATH: file } };
+}
 
 /**
  * Both ends of a template's state: RAM pages are left out of the stream (x-ignore-shared: they are in
@@ -362,11 +390,13 @@ export function spawnDaemon(
   logFile: string,
   wrap: (argv: string[]) => string[] = (a) => a,
   jail?: JailSpec,
+  extraEnv?: Record<string, string>,
 ): ChildProcess {
   const logFd = openSync(logFile, "a", 0o600);
   try {
     const [cmd, ...args] = wrap(jail ? jailArgv(jail, argv) : withParentDeathSignal(argv));
-    return spawn(cmd, args, { stdio: ["ignore", "ignore", logFd] });
+    const env = extraEnv ? { ...process.env, ...extraEnv } : undefined;
+    return spawn(cmd, args, { stdio: ["ignore", "ignore", logFd], env });
   } finally {
     closeSync(logFd);
   }
