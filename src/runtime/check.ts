@@ -11,7 +11,9 @@ import { firstLine } from "../errors";
 import { cacheStatus } from "../factory/cache";
 import { findTemplate, templateKey } from "../factory/template";
 import { describeJail, jailReport } from "../hypervisor/jail";
+import { MEMRO_LIBRARY } from "../hypervisor/qemu";
 import { DEFAULT_TIMEOUT_MS, probeKvm } from "../sys/kvm";
+import { findNativeFile } from "../sys/native";
 
 export type CheckLevel = "info" | "warn" | "error" | "skip";
 
@@ -301,6 +303,9 @@ export async function runHostChecks(config: RuntimeConfig, opts: CheckOptions = 
     const t = findTemplate(config, accelerator === "kvm" ? "kvm" : "tcg");
     if (t.ok) add("factory", "info", `VM template: ${t.files.dir} (created ${t.meta.created})`);
     else add("factory", "warn", `VM template: ${t.why}; create boots cold`);
+    // A clone's QEMU opens the template's memory read-only through this library: without it, no clone.
+    if (!findNativeFile(MEMRO_LIBRARY))
+      add("factory", "warn", `${MEMRO_LIBRARY} not built: create boots cold: run \`make -C native\``);
   }
   if (vm && config.factory.vmCacheNumber > 0) {
     // No server (or one of another configuration) means no cached VM: a warning, create still works.

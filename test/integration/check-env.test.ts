@@ -1,9 +1,10 @@
 // `check`, `env` and configuration loading through the real CLI binary (build first).
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { copyFileSync, cpSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { kata, tempDir } from "../helpers";
+import { kata, REPO, tempDir } from "../helpers";
 
 let dir: ReturnType<typeof tempDir>;
 const file = (name: string, text: string) => {
@@ -134,4 +135,32 @@ test("check and env report the VMM jail as configured (default: jailed; a file c
     [e2.Hypervisor.Jail.SeccompSandbox, e2.Hypervisor.Jail.User, e2.Hypervisor.Jail.Uid],
     ["", "root", 0],
   );
+});
+
+test("check: with enable_template, a missing kata-ts-memro.so is a warning (clones cannot start)", () => {
+  const cfg = file(
+    "tmpl.toml",
+    `[factory]\nenable_template = true\ntemplate_path = "${dir.path}/templates"\n`,
+  );
+  // The CLI bundle copied where no native/build sits beside it, with every native piece but the library.
+  const copy = join(dir.path, "copy");
+  mkdirSync(join(copy, "dist"), { recursive: true });
+  mkdirSync(join(copy, "native"), { recursive: true });
+  copyFileSync(join(REPO, "dist", "kata-ts.cjs"), join(copy, "dist", "kata-ts.cjs"));
+  cpSync(join(REPO, "native", "build"), join(copy, "native", "lib"), {
+    recursive: true,
+    filter: (src) => !src.endsWith("kata-ts-memro.so"),
+  });
+  const without = spawnSync(process.execPath, [join(copy, "dist", "kata-ts.cjs"), "--config", cfg, "check"], {
+    encoding: "utf8",
+    env: { ...env, KATA_TS_NATIVE_DIR: join(copy, "native", "lib") },
+  });
+  assert.match(
+    without.stdout,
+    /^WARN {2}factory: kata-ts-memro\.so not built: create boots cold: run `make -C native`$/m,
+    without.stdout + without.stderr,
+  );
+  const built = kata(["--config", cfg, "check"], { env });
+  assert.match(built.stdout, /^WARN {2}factory: VM template: /m, "the template line is there");
+  assert.doesNotMatch(built.stdout, /memro/);
 });
