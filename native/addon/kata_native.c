@@ -9,6 +9,8 @@
 #include <node_api.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -715,6 +717,63 @@ static napi_value js_statvfs_flags(napi_env env, napi_callback_info info) {
   return make_int(env, (int32_t)(st.f_flag & 0x7fffffff));
 }
 
+// startPriming(fd, intervalMs): a detached thread writes this process's pid to fd (its own cgroup.procs,
+// opened by the caller; the thread owns it and closes it) every intervalMs until stopPriming() or a
+// failed write. Each write is a no-op migration that keeps the kernel's cgroup_threadgroup_rwsem past its
+// RCU grace period, so the container's real join does not wait for one (src/engine/cgroups/prime.ts says
+// why). A thread, not libuv's pool: the series must go on while the main thread runs synchronous code.
+static atomic_uint prime_generation;
+
+struct primer {
+  int fd;
+  unsigned generation;
+  unsigned interval_ms;
+};
+
+static void *prime_loop(void *arg) {
+  struct primer *p = arg;
+  char pid[16];
+  int n = snprintf(pid, sizeof pid, "%d", (int)getpid());
+  while (atomic_load(&prime_generation) == p->generation) {
+    if (pwrite(p->fd, pid, (size_t)n, 0) < 0) break;
+    struct timespec ts = {0, (long)p->interval_ms * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  close(p->fd);
+  free(p);
+  return NULL;
+}
+
+static napi_value js_start_priming(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  int32_t fd, interval;
+  if (!arg_int(env, argv, argc, 0, "startPriming", "fd", &fd) ||
+      !arg_int(env, argv, argc, 1, "startPriming", "intervalMs", &interval))
+    return NULL;
+  struct primer *p = malloc(sizeof *p);
+  if (!p) return throw_errno(env, "malloc", ENOMEM);
+  // A new generation stops any earlier series.
+  *p = (struct primer){fd, atomic_fetch_add(&prime_generation, 1) + 1, interval > 0 ? (unsigned)interval : 1};
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_t t;
+  int err = pthread_create(&t, &attr, prime_loop, p);
+  pthread_attr_destroy(&attr);
+  if (err) {
+    free(p);
+    return throw_errno(env, "pthread_create", err);
+  }
+  return make_undefined(env);
+}
+
+static napi_value js_stop_priming(napi_env env, napi_callback_info info) {
+  (void)info;
+  atomic_fetch_add(&prime_generation, 1);
+  return make_undefined(env);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -741,6 +800,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"mount", js_mount},
       {"umount2", js_umount2},
       {"statvfsFlags", js_statvfs_flags},
+      {"startPriming", js_start_priming},
+      {"stopPriming", js_stop_priming},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { KataError } from "../errors";
 import type { Spec } from "../oci/spec";
 import { ociState, type Status } from "../oci/state";
-import type { CgroupManager } from "./cgroups";
+import { type CgroupManager, primeCgroupJoin } from "./cgroups";
 import { cgroupMountRecords, hostFacts } from "./host";
 import { type Launched, type LaunchOptions, launch } from "./launcher";
 import { buildInitPlan, type InitPlan } from "./plan";
@@ -68,6 +68,11 @@ export interface CreateInitOptions extends ContainerFacts {
   sessionKeyring?: string;
   /** Gets the init's pid first thing (so that a failure after it knows what to kill). */
   noted?: (pid: number) => void;
+  /**
+   * Prime the kernel's cgroup migration lock from the moment the cgroups exist until the init has joined
+   * them (primeCgroupJoin): the host's CLI does; the guest's cgroup2 is mounted with favordynmods.
+   */
+  primeJoin?: boolean;
   /** Runs with the init's pid once it is in its cgroup, before it proceeds (hooks, the record). */
   onPid?: (pid: number, plan: InitPlan) => Promise<void> | void;
   /** How the helper is launched (the guest wires stdio to its streams); default: launch() as is. */
@@ -83,40 +88,47 @@ export interface CreateInitOptions extends ContainerFacts {
 export async function createInit(o: CreateInitOptions): Promise<Launched> {
   const { spec, cgroup: cg } = o;
   cg.create();
-  const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
-  const facts = hostFacts(o.rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
-  const plan = buildInitPlan(
-    {
-      spec,
-      bundle: o.bundle,
-      rootfs: o.rootfs,
-      fifo: join(o.stateDir, EXEC_FIFO),
-      consoleSocket: o.consoleSocket,
-      consoleFd: o.consoleFd,
-      noPivot: o.noPivot,
+  // After the mkdirs: a priming write holds cgroup_mutex through its RCU wait, which a mkdir would queue on.
+  const stopPriming = o.primeJoin ? primeCgroupJoin() : () => {};
+  try {
+    const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
+    const facts = hostFacts(o.rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
+    const plan = buildInitPlan(
+      {
+        spec,
+        bundle: o.bundle,
+        rootfs: o.rootfs,
+        fifo: join(o.stateDir, EXEC_FIFO),
+        consoleSocket: o.consoleSocket,
+        consoleFd: o.consoleFd,
+        noPivot: o.noPivot,
+        preserveFds: o.preserveFds,
+        sessionKeyring: o.sessionKeyring,
+        facts,
+      },
+      o.wait,
+    );
+    return await (o.launch ?? launch)({
+      phase1: plan.phase1,
       preserveFds: o.preserveFds,
-      sessionKeyring: o.sessionKeyring,
-      facts,
-    },
-    o.wait,
-  );
-  return (o.launch ?? launch)({
-    phase1: plan.phase1,
-    preserveFds: o.preserveFds,
-    wait: o.wait,
-    expectReady: true,
-    onPid: async (pid) => {
-      o.noted?.(pid);
-      if (plan.uidMappings) writeProcFile(pid, "uid_map", plan.uidMappings);
-      if (plan.gidMappings) writeProcFile(pid, "gid_map", plan.gidMappings);
-      // From outside, as runc's bootstrap does: inside a user namespace the file is not ours.
-      setOomScoreAdj(pid, spec.process?.oomScoreAdj);
-      cg.apply(pid);
-      cg.set(spec.linux?.resources ?? {});
-      await o.onPid?.(pid, plan);
-      return plan.phase2(containerState(o, "creating", pid));
-    },
-  });
+      wait: o.wait,
+      expectReady: true,
+      onPid: async (pid) => {
+        o.noted?.(pid);
+        if (plan.uidMappings) writeProcFile(pid, "uid_map", plan.uidMappings);
+        if (plan.gidMappings) writeProcFile(pid, "gid_map", plan.gidMappings);
+        // From outside, as runc's bootstrap does: inside a user namespace the file is not ours.
+        setOomScoreAdj(pid, spec.process?.oomScoreAdj);
+        cg.apply(pid);
+        stopPriming();
+        cg.set(spec.linux?.resources ?? {});
+        await o.onPid?.(pid, plan);
+        return plan.phase2(containerState(o, "creating", pid));
+      },
+    });
+  } finally {
+    stopPriming();
+  }
 }
 
 /** Writes a /proc/PID file in one write: the kernel takes an id map only once and only whole. */

@@ -10,6 +10,7 @@ import {
   cgroupManagerFor,
   cgroupManagerFromState,
   checkUnifiedSupported,
+  primeCgroupJoin,
   subCgroupDirs,
   writeValue,
 } from "../engine/cgroups";
@@ -135,6 +136,7 @@ export const hostBackend: Backend = {
             preserveFds: o.preserveFds,
             launch: o.stdio ? (lo) => launch({ ...lo, stdio: o.stdio }) : undefined,
             sessionKeyring: o.noNewKeyring ? undefined : `_ses.${record.id}`,
+            primeJoin: true,
             noted: (pid) => {
               record.pid = pid;
               record.pidStartTime = processStartTime(pid) ?? 0;
@@ -226,6 +228,7 @@ export const hostBackend: Backend = {
     const cg = cgroupOf(record, ctx);
     // Validated before anything runs: an unknown controller or a path outside the container's cgroup.
     const subDirs = o.subCgroups && cg ? subCgroupDirs(cg.mode, cg.paths, o.subCgroups) : undefined;
+    const stopPriming = cg ? primeCgroupJoin() : () => {};
     const plan = buildExecPlan({
       process: o.process,
       joins: namespacesToJoin(record.pid),
@@ -249,9 +252,10 @@ export const hostBackend: Backend = {
           ctx.debug?.("joining sub-cgroups", { pid, cgroups: subDirs.join(",") });
           for (const d of subDirs) writeValue(d, "cgroup.procs", String(pid));
         } else cg?.apply(pid);
+        stopPriming();
         return plan.phase2(pid);
       },
-    });
+    }).finally(stopPriming);
     return started(launched);
   },
 

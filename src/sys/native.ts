@@ -66,6 +66,12 @@ export interface NativeAddon {
   umount2(target: string, flags: number): void;
   /** statvfs(3)'s f_flag for path. */
   statvfsFlags(path: string): number;
+  /**
+   * A detached thread writes this process's pid to fd (it takes the fd and closes it) every intervalMs,
+   * until stopPriming() or a failed write; a second start stops the first (src/engine/cgroups/prime.ts).
+   */
+  startPriming(fd: number, intervalMs: number): void;
+  stopPriming(): void;
 }
 
 export const ADDON_FILE = "kata_native.node";
@@ -239,4 +245,13 @@ const MS_RELATIME = 1 << 21;
 export function mountFlagsOf(path: string): number {
   const st = native().statvfsFlags(path);
   return (st & 0xc5f) | (st & ST_RELATIME ? MS_RELATIME : 0);
+}
+
+/** See NativeAddon.startPriming: the thread owns fd from here on. */
+export function startPriming(fd: number, intervalMs: number): void {
+  native().startPriming(fd, intervalMs);
+}
+
+export function stopPriming(): void {
+  native().stopPriming();
 }

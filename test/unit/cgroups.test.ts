@@ -12,6 +12,7 @@ import {
   expandSlice,
   innerPath,
   observeCgroupWrites,
+  ownCgroupDir,
   parseMountinfo,
   parseProcCgroup,
   resolvePaths,
@@ -224,6 +225,20 @@ describe("cgroupsPath semantics (runc's)", () => {
     assert.deepEqual(resolvePaths("ctr", l, parseProcCgroup("4:memory:/outer/me\n")), {
       memory: "/cg/memory/me/ctr",
     });
+  });
+
+  test("our own cgroup directory, where the join priming writes: unified on v2, pids (or any) on v1", () => {
+    const hybrid = parseMountinfo(
+      "1 0 0:1 / /cg/memory rw - cgroup cgroup rw,memory\n2 0 0:2 /outer /cg/pids rw - cgroup cgroup rw,pids\n" +
+        "3 0 0:3 / /cg/unified rw - cgroup2 cgroup2 rw\n",
+    );
+    const own = parseProcCgroup("4:memory:/m\n3:pids:/outer/me\n0::/u\n");
+    assert.equal(ownCgroupDir(hybrid, own), "/cg/pids/me", "pids, with the mount's root stripped");
+    const noPids = parseMountinfo("1 0 0:1 / /cg/memory rw - cgroup cgroup rw,memory\n");
+    assert.equal(ownCgroupDir(noPids, parseProcCgroup("4:memory:/m\n")), "/cg/memory/m");
+    const v2 = parseMountinfo("1 0 0:1 / /cg rw - cgroup2 cgroup2 rw\n");
+    assert.equal(ownCgroupDir(v2, parseProcCgroup("0::/user.slice/s.scope\n")), "/cg/user.slice/s.scope");
+    assert.equal(ownCgroupDir(parseMountinfo(""), parseProcCgroup("")), undefined);
   });
 
   test("systemd slice:prefix:name maps to <slice path>/<prefix>-<name>.scope", () => {

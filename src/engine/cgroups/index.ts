@@ -7,10 +7,10 @@ import { V1Manager } from "./v1";
 import { type DeviceFilterLoader, V2Manager } from "./v2";
 
 export { observeCgroupWrites, writeValue } from "./fsutil";
-
 export type { CgroupLayout, CgroupMode } from "./layout";
 export { detectLayout, parseMountinfo, parseProcCgroup } from "./layout";
-export { cleanPath, expandSlice, innerPath, resolvePaths, systemdCgroupPath } from "./paths";
+export { cleanPath, expandSlice, innerPath, ownCgroupDir, resolvePaths, systemdCgroupPath } from "./paths";
+export { primeCgroupJoin, type StopPriming } from "./prime";
 export { oomEvent, runcStatsData, statsEvent, stringifyExact } from "./stats";
 export { parseSubCgroupArgs, subCgroupDirs } from "./subcgroup";
 export type { CgroupManager, CgroupStats, LinuxResources, SavedCgroup, WarnFn } from "./types";

@@ -76,6 +76,19 @@ function relativeToMount(h: Hierarchy, cgroup: string): string {
 }
 
 /**
+ * This process's own cgroup directory in one hierarchy: the unified one on a v2 host, else the pids
+ * hierarchy (any v1 one when it has none). Undefined when no hierarchy is mounted.
+ */
+export function ownCgroupDir(layout: CgroupLayout, own: OwnCgroups): string | undefined {
+  if (layout.mode === "v2" && layout.unified)
+    return posix.join(layout.unified.mountpoint, relativeToMount(layout.unified, own.unified ?? "/"));
+  const controller = layout.v1.pids ? "pids" : Object.keys(layout.v1)[0];
+  if (controller === undefined) return undefined;
+  const h = layout.v1[controller]!;
+  return posix.join(h.mountpoint, relativeToMount(h, own.v1[controller] ?? "/"));
+}
+
+/**
  * controller → absolute directory for every hierarchy the layout has. v1 controllers are keyed by name
  * (co-mounted ones share a directory), the cgroup2 hierarchy by "unified" (in hybrid mode too: runc also
  * puts the container in the unified hierarchy there).
