@@ -228,7 +228,6 @@ export const hostBackend: Backend = {
     const cg = cgroupOf(record, ctx);
     // Validated before anything runs: an unknown controller or a path outside the container's cgroup.
     const subDirs = o.subCgroups && cg ? subCgroupDirs(cg.mode, cg.paths, o.subCgroups) : undefined;
-    const stopPriming = cg ? primeCgroupJoin() : () => {};
     const plan = buildExecPlan({
       process: o.process,
       joins: namespacesToJoin(record.pid),
@@ -240,22 +239,29 @@ export const hostBackend: Backend = {
       passwd: containerPasswd(record.rootfs),
       state: stateJson(record, "running"),
     });
-    const launched = await launch({
-      phase1: plan.phase1,
-      preserveFds: o.preserveFds,
-      stdio: o.stdio,
-      wait: !o.detach,
-      expectReady: false,
-      onPid: (pid) => {
-        setOomScoreAdj(pid, o.process.oomScoreAdj);
-        if (subDirs) {
-          ctx.debug?.("joining sub-cgroups", { pid, cgroups: subDirs.join(",") });
-          for (const d of subDirs) writeValue(d, "cgroup.procs", String(pid));
-        } else cg?.apply(pid);
-        stopPriming();
-        return plan.phase2(pid);
-      },
-    }).finally(stopPriming);
+    // The process's cgroup join is the helper's spawn away: its lock's RCU wait is paid meanwhile.
+    const stopPriming = cg ? primeCgroupJoin() : () => {};
+    let launched: Launched;
+    try {
+      launched = await launch({
+        phase1: plan.phase1,
+        preserveFds: o.preserveFds,
+        stdio: o.stdio,
+        wait: !o.detach,
+        expectReady: false,
+        onPid: (pid) => {
+          setOomScoreAdj(pid, o.process.oomScoreAdj);
+          if (subDirs) {
+            ctx.debug?.("joining sub-cgroups", { pid, cgroups: subDirs.join(",") });
+            for (const d of subDirs) writeValue(d, "cgroup.procs", String(pid));
+          } else cg?.apply(pid);
+          stopPriming();
+          return plan.phase2(pid);
+        },
+      });
+    } finally {
+      stopPriming();
+    }
     return started(launched);
   },
 
