@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { KataError } from "../errors";
 import type { Spec } from "../oci/spec";
 import { ociState, type Status } from "../oci/state";
-import { type CgroupManager, primeCgroupJoin } from "./cgroups";
+import { type CgroupManager, withJoinPriming } from "./cgroups";
 import { cgroupMountRecords, hostFacts } from "./host";
 import { type Launched, type LaunchOptions, launch } from "./launcher";
 import { buildInitPlan, type InitPlan } from "./plan";
@@ -89,26 +89,9 @@ export async function createInit(o: CreateInitOptions): Promise<Launched> {
   const { spec, cgroup: cg } = o;
   cg.create();
   // After the mkdirs: a priming write holds cgroup_mutex through its RCU wait, which a mkdir would queue on.
-  const stopPriming = o.primeJoin ? primeCgroupJoin() : () => {};
-  try {
-    const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
-    const facts = hostFacts(o.rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
-    const plan = buildInitPlan(
-      {
-        spec,
-        bundle: o.bundle,
-        rootfs: o.rootfs,
-        fifo: join(o.stateDir, EXEC_FIFO),
-        consoleSocket: o.consoleSocket,
-        consoleFd: o.consoleFd,
-        noPivot: o.noPivot,
-        preserveFds: o.preserveFds,
-        sessionKeyring: o.sessionKeyring,
-        facts,
-      },
-      o.wait,
-    );
-    return await (o.launch ?? launch)({
+  return withJoinPriming(o.primeJoin === true, async (joined) => {
+    const plan = initPlan(o);
+    return (o.launch ?? launch)({
       phase1: plan.phase1,
       preserveFds: o.preserveFds,
       wait: o.wait,
@@ -120,15 +103,35 @@ export async function createInit(o: CreateInitOptions): Promise<Launched> {
         // From outside, as runc's bootstrap does: inside a user namespace the file is not ours.
         setOomScoreAdj(pid, spec.process?.oomScoreAdj);
         cg.apply(pid);
-        stopPriming();
+        joined();
         cg.set(spec.linux?.resources ?? {});
         await o.onPid?.(pid, plan);
         return plan.phase2(containerState(o, "creating", pid));
       },
     });
-  } finally {
-    stopPriming();
-  }
+  });
+}
+
+/** The init's plan, with the host facts it depends on (the cgroups already made). */
+function initPlan(o: CreateInitOptions): InitPlan {
+  const { spec, cgroup: cg } = o;
+  const cgroupNs = spec.linux?.namespaces?.some((n) => n.type === "cgroup" && !n.path) ?? false;
+  const facts = hostFacts(o.rootfs, (m, flags) => cgroupMountRecords(m, flags, cg.paths, cgroupNs));
+  return buildInitPlan(
+    {
+      spec,
+      bundle: o.bundle,
+      rootfs: o.rootfs,
+      fifo: join(o.stateDir, EXEC_FIFO),
+      consoleSocket: o.consoleSocket,
+      consoleFd: o.consoleFd,
+      noPivot: o.noPivot,
+      preserveFds: o.preserveFds,
+      sessionKeyring: o.sessionKeyring,
+      facts,
+    },
+    o.wait,
+  );
 }
 
 /** Writes a /proc/PID file in one write: the kernel takes an id map only once and only whole. */

@@ -10,8 +10,8 @@ import {
   cgroupManagerFor,
   cgroupManagerFromState,
   checkUnifiedSupported,
-  primeCgroupJoin,
   subCgroupDirs,
+  withJoinPriming,
   writeValue,
 } from "../engine/cgroups";
 import { createInit, releaseInit, setOomScoreAdj } from "../engine/container";
@@ -240,10 +240,8 @@ export const hostBackend: Backend = {
       state: stateJson(record, "running"),
     });
     // The process's cgroup join is the helper's spawn away: its lock's RCU wait is paid meanwhile.
-    const stopPriming = cg ? primeCgroupJoin() : () => {};
-    let launched: Launched;
-    try {
-      launched = await launch({
+    const launched = await withJoinPriming(cg !== undefined, (joined) =>
+      launch({
         phase1: plan.phase1,
         preserveFds: o.preserveFds,
         stdio: o.stdio,
@@ -255,13 +253,11 @@ export const hostBackend: Backend = {
             ctx.debug?.("joining sub-cgroups", { pid, cgroups: subDirs.join(",") });
             for (const d of subDirs) writeValue(d, "cgroup.procs", String(pid));
           } else cg?.apply(pid);
-          stopPriming();
+          joined();
           return plan.phase2(pid);
         },
-      });
-    } finally {
-      stopPriming();
-    }
+      }),
+    );
     return started(launched);
   },
 

@@ -10,7 +10,7 @@ export { observeCgroupWrites, writeValue } from "./fsutil";
 export type { CgroupLayout, CgroupMode } from "./layout";
 export { detectLayout, parseMountinfo, parseProcCgroup } from "./layout";
 export { cleanPath, expandSlice, innerPath, ownCgroupDir, resolvePaths, systemdCgroupPath } from "./paths";
-export { primeCgroupJoin, type StopPriming } from "./prime";
+export { primeCgroupJoin, withJoinPriming } from "./prime";
 export { oomEvent, runcStatsData, statsEvent, stringifyExact } from "./stats";
 export { parseSubCgroupArgs, subCgroupDirs } from "./subcgroup";
 export type { CgroupManager, CgroupStats, LinuxResources, SavedCgroup, WarnFn } from "./types";

@@ -26,11 +26,11 @@ export type StopPriming = () => void;
  * (ownCgroupDir). A host without a cgroup mount, a file that cannot be opened, or a write that fails
  * (a cgroup that does not take processes) means no priming: the join then waits as it did before.
  */
-export function primeCgroupJoin(procsFile = ownProcsFile(), intervalMs = INTERVAL_MS): StopPriming {
+export function primeCgroupJoin(procsFile = ownProcsFile()): StopPriming {
   if (!procsFile) return () => {};
   try {
     // r+: the file exists and is never created or truncated by us. The thread owns the fd.
-    startPriming(openSync(procsFile, "r+"), intervalMs);
+    startPriming(openSync(procsFile, "r+"), INTERVAL_MS);
   } catch {
     return () => {};
   }
@@ -39,6 +39,22 @@ export function primeCgroupJoin(procsFile = ownProcsFile(), intervalMs = INTERVA
     if (!stopped) stopPriming();
     stopped = true;
   };
+}
+
+/**
+ * Runs `launch` with the priming on (when `on`): it calls `joined` once its process is in its cgroups,
+ * and the priming stops in any case when `launch` settles, however it ends.
+ */
+export async function withJoinPriming<T>(
+  on: boolean,
+  launch: (joined: StopPriming) => Promise<T>,
+): Promise<T> {
+  const stop = on ? primeCgroupJoin() : () => {};
+  try {
+    return await launch(stop);
+  } finally {
+    stop();
+  }
 }
 
 function ownProcsFile(): string | undefined {
