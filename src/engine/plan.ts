@@ -432,6 +432,8 @@ export function buildInitPlan(opts: InitPlanOptions, wait = false): InitPlan {
     // real uid and only its owner (by fsuid) may set its permissions, as in runc's init.
     if (newUserNs) r.push(["become-root"]);
     if (opts.sessionKeyring) r.push(["keyring", opts.sessionKeyring]);
+    // runc brings up a new network namespace's lo (as its root, before the rootfs): so do we.
+    if (namespaces.network === "new") r.push(["lo-up"]);
     if (namespaces.cgroup === "new") r.push(["unshare", String(CLONE_FLAGS.cgroup)]);
     const prop = linux.rootfsPropagation ? PROPAGATION[linux.rootfsPropagation] : MS.SLAVE | MS.REC;
     if (prop) r.push(["prop", String(prop)]);

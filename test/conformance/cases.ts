@@ -233,6 +233,8 @@ export const CASES: ConformanceCase[] = [
       assert.equal(r.get("seccomp.mkdir"), "ok");
       assert.equal(r.get("oom_score_adj"), "0");
       assert.equal(r.get("uname.m"), "x86_64");
+      // runc brings up a new network namespace's lo
+      assert.equal(r.get("lo.flags"), "0x9", "lo is up");
     },
   },
 
@@ -304,6 +306,8 @@ export const CASES: ConformanceCase[] = [
       assertNamespaces(o, [...DEFAULT_NS, "user"], env);
       assert.equal(o.report.get("uid_map"), "0 100000 65536;");
       assert.equal(o.report.get("gid_map"), "0 100000 65536;");
+      // brought up by the container's root in the new user namespace, which owns the new netns
+      assert.equal(o.report.get("lo.flags"), "0x9", "lo is up");
       assert.equal(o.report.get("uid"), "0");
       // host root is not mapped: the rootfs files belong to the overflow id
       assert.match(o.report.get("probe.stat:/bin/busybox") ?? "", / 65534:65534 /);
@@ -341,6 +345,12 @@ export const CASES: ConformanceCase[] = [
         return;
       }
       assert.equal(o.report.get("ns.net"), ctx.vars.ino, "the container is in the given netns");
+      // a joined namespace is left as it is: `ip netns add` made it with lo down
+      assert.equal(o.report.get("lo.flags"), "0x8", "the joined netns's lo is not brought up");
+      assert.match(
+        execFileSync("ip", ["-n", ctx.vars.netns, "-o", "link", "show", "lo"], { encoding: "utf8" }),
+        /state DOWN/,
+      );
       assertNamespaces(o, DEFAULT_NS, env);
     },
   },

@@ -55,6 +55,9 @@ for f in /proc/self/ns/*; do
   echo "ns.$n=$(readlink "$f" | sed 's/.*\[\(.*\)\]/\1/')"
 done
 
+# The loopback interface's flags in the container's network namespace (0x9: up; 0x8: down).
+echo "lo.flags=$(cat /sys/class/net/lo/flags 2>&1 | err)"
+
 # Mounts: mountpoint, root within the source fs, fstype, mount options, propagation, super options.
 # Dropped: mount ids, major:minor and source (they name host devices and paths).
 awk '{

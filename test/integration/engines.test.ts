@@ -307,7 +307,7 @@ describe("container engines drive the runtime", {
         { skip: engine === "ctr" ? "ctr 1.6 has no task update" : undefined },
       );
 
-      scenario("no network: the container has its own netns with only lo", () =>
+      scenario("no network: the container has its own netns with only lo, up", () =>
         withContainer("netns", SLEEPER, (id) => {
           const pid = d.pid(id);
           assert.notEqual(inode(`/proc/${pid}/ns/net`), inode("/proc/self/ns/net"));
@@ -319,6 +319,9 @@ describe("container engines drive the runtime", {
             .map((l) => l.split(":")[0].trim())
             .filter(Boolean);
           assert.deepEqual(ifaces, ["lo"]);
+          // up: ctr's namespace is ours to make (as runc, we bring its lo up); podman's and docker's theirs
+          const flags = d.exec(id, ["cat", "/sys/class/net/lo/flags"]);
+          assert.equal(flags.stdout.trim(), "0x9", `lo flags: ${flags.stdout}${flags.stderr}`);
         }),
       );
 

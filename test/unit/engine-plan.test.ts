@@ -142,6 +142,7 @@ describe("engine plan", () => {
     const order = [
       "setsid",
       "fifo",
+      "lo-up",
       "prop",
       "rootfs",
       "mount",
@@ -186,6 +187,32 @@ describe("engine plan", () => {
     assert.deepEqual(
       recs.find((r) => r[0] === "mkdir"),
       ["mkdir", "/", "493"],
+    );
+  });
+
+  test("lo is brought up in a new network namespace only (as runc), after becoming the userns root", () => {
+    const ops = (edit: (s: Spec) => void) =>
+      plan(spec(edit))
+        .phase2("{}")
+        .map((r) => r[0]);
+    const netns = (network?: { type: "network"; path?: string }) => (s: Spec) => {
+      if (!s.linux?.namespaces) return;
+      s.linux.namespaces = s.linux.namespaces.filter((n) => n.type !== "network");
+      if (network) s.linux.namespaces.push(network);
+    };
+    assert.equal(ops(netns({ type: "network" })).filter((o) => o === "lo-up").length, 1);
+    assert.ok(
+      !ops(netns({ type: "network", path: "/run/netns/x" })).includes("lo-up"),
+      "joined: left as it is",
+    );
+    assert.ok(!ops(netns()).includes("lo-up"), "the caller's network namespace: never touched");
+    const userns = ops((s) => {
+      s.linux?.namespaces?.push({ type: "user" });
+      if (s.linux) s.linux.uidMappings = [{ containerID: 0, hostID: 1000, size: 10 }];
+    });
+    assert.ok(
+      userns.indexOf("become-root") < userns.indexOf("lo-up"),
+      "as the root of the namespace's owner",
     );
   });
 
