@@ -11,16 +11,23 @@ const POD_SHARED_NAMESPACES = new Set(["ipc", "uts", "pid"]);
 /**
  * The guest's view of the spec's namespaces, as Kata's agent maps them. A path names a namespace of the
  * host kernel, which the guest cannot enter; what the engine meant by it is "the pod's":
- * - network by path: the pod's network, which is the VM's (the guest's root netns): no entry at all;
+ * - network, by path or new: no entry at all. The container's network is the VM's, the guest's root
+ *   netns: the NICs of the namespace the host gave the VM (a path, or one kata-ts made for prestart
+ *   hooks), else only lo, up, as in a new namespace of runc's. Kata's runtime drops it from every spec
+ *   too. A namespace made in the guest would cost a template clone's first create tens of ms of
+ *   first-time kernel code under TCG (docs/guest.md). Except a new one beside a user namespace: it is
+ *   made in the guest, so that the container's user namespace owns it (mounting sysfs, lo, net sysctls
+ *   need that, as on the host);
  * - ipc/uts/pid by path in a pod container: the sandbox container's, `/proc/<its guest pid>/ns/<type>`;
  * - every other path (and all of them in a container that is its own sandbox): a fresh namespace.
- * A namespace without a path stays a fresh one.
+ * Any other namespace without a path stays a fresh one.
  */
 export function guestNamespaces(namespaces: readonly Namespace[], sandboxGuestPid?: number): Namespace[] {
   const out: Namespace[] = [];
+  const userns = namespaces.some((n) => n.type === "user");
   for (const n of namespaces) {
+    if (n.type === "network" && (n.path || !userns)) continue;
     if (!n.path) out.push({ type: n.type });
-    else if (n.type === "network") continue;
     else if (sandboxGuestPid && POD_SHARED_NAMESPACES.has(n.type))
       out.push({ type: n.type, path: `/proc/${sandboxGuestPid}/ns/${n.type}` });
     else out.push({ type: n.type });

@@ -75,7 +75,9 @@ const GUEST_HOSTNAME = "kata-ts";
 
 /**
  * Asserts: the container has its own namespace for each of `fresh`, the host's for the others. In a
- * VM "the host's" is the guest kernel's initial namespace (the one the guest agent runs in).
+ * VM "the host's" is the guest kernel's initial namespace (the one the guest agent runs in), and so is
+ * a new network namespace unless a new user namespace owns it: the VM is the container's network
+ * (Kata's runtime drops the network namespace from the spec the guest gets; docs/sandbox.md, Networking).
  */
 function assertNamespaces(o: Outcome, fresh: string[], env: RunEnv): void {
   const host = hostNamespaces();
@@ -85,7 +87,8 @@ function assertNamespaces(o: Outcome, fresh: string[], env: RunEnv): void {
     if (env.vm) {
       const init = GUEST_INIT_NS[file];
       if (!init) continue;
-      if (fresh.includes(type)) assert.ok(!init.includes(seen), `${type} namespace should be new (${seen})`);
+      if (fresh.includes(type) && (type !== "network" || fresh.includes("user")))
+        assert.ok(!init.includes(seen), `${type} namespace should be new (${seen})`);
       else assert.ok(init.includes(seen), `${type} namespace should be the guest's initial one: ${seen}`);
     } else if (fresh.includes(type)) assert.notEqual(seen, host[file], `${type} namespace should be new`);
     else assert.equal(seen, host[file], `${type} namespace should be the host's`);
@@ -233,7 +236,7 @@ export const CASES: ConformanceCase[] = [
       assert.equal(r.get("seccomp.mkdir"), "ok");
       assert.equal(r.get("oom_score_adj"), "0");
       assert.equal(r.get("uname.m"), "x86_64");
-      // runc brings up a new network namespace's lo
+      // runc brings up a new network namespace's lo; in a VM the container's is the guest's root netns, lo up
       assert.equal(r.get("lo.flags"), "0x9", "lo is up");
     },
   },

@@ -68,7 +68,7 @@ describe("guest spec", () => {
     assert.equal(spec.hooks?.prestart?.length, 1, "the host spec is not modified");
   });
 
-  test("namespaces: pod members join the sandbox container's ipc/uts/pid; other paths become fresh", () => {
+  test("namespaces: pod members join the sandbox container's ipc/uts/pid; the network is the VM's; other paths become fresh", () => {
     const host: Namespace[] = [
       { type: "pid", path: "/proc/9/ns/pid" },
       { type: "network", path: "/proc/9/ns/net" },
@@ -93,10 +93,17 @@ describe("guest spec", () => {
       { type: "mount" },
       { type: "cgroup" },
     ]);
-    // A network namespace without a path stays a fresh one, in a pod member too.
-    assert.deepEqual(guestNamespaces([{ type: "network" }, { type: "uts" }], 42), [
+    // A new network namespace is the VM's as well (Kata's runtime drops it from every spec); other new
+    // ones stay new, in a pod member too.
+    assert.deepEqual(guestNamespaces([{ type: "network" }, { type: "uts" }], 42), [{ type: "uts" }]);
+    assert.deepEqual(guestNamespaces([{ type: "network" }, { type: "uts" }]), [{ type: "uts" }]);
+    // Beside a user namespace a new one is made in the guest, owned by it (sysfs, lo, net sysctls).
+    assert.deepEqual(guestNamespaces([{ type: "user" }, { type: "network" }]), [
+      { type: "user" },
       { type: "network" },
-      { type: "uts" },
+    ]);
+    assert.deepEqual(guestNamespaces([{ type: "user" }, { type: "network", path: "/run/netns/p" }]), [
+      { type: "user" },
     ]);
   });
 
