@@ -1,5 +1,5 @@
 // Shared helpers for tests: run the real CLI binary by path, make temp dirs, clean them up.
-import { execFileSync, type SpawnSyncReturns, spawnSync } from "node:child_process";
+import { execFileSync, type SpawnSyncReturns, spawn, spawnSync } from "node:child_process";
 import {
   copyFileSync,
   existsSync,
@@ -239,3 +239,24 @@ export function processesNaming(text: string): string[] {
   }
   return out;
 }
+
+/**
+ * ms a move of a fresh `sleep` into the cgroup directory `cg` takes (the write to its cgroup.procs): on
+ * hosts whose joins wait for an RCU grace period (src/engine/cgroups/prime.ts), 4-20 ms after a quiet
+ * spell; the sleep is killed afterwards.
+ */
+export async function cgroupJoinMs(cg: string): Promise<number> {
+  const child = spawn("sleep", ["5"], { stdio: "ignore" });
+  await new Promise((r) => child.once("spawn", r));
+  try {
+    const t = process.hrtime.bigint();
+    writeFileSync(join(cg, "cgroup.procs"), String(child.pid));
+    return Number(process.hrtime.bigint() - t) / 1e6;
+  } finally {
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+  }
+}
+
+/** The median of a non-empty list. */
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -40,6 +40,8 @@ export interface SlotAssignment {
   root: string;
   sandboxId: string;
   netns?: string;
+  /** The create reads a "joined" line (src/sandbox/cgroup.ts): a create of an older kata-ts would not. */
+  joinedLine?: boolean;
 }
 
 /** Where the server's slots live: one short directory each (their sockets must fit in sun_path). */

@@ -52,6 +52,12 @@ export function sandboxCgroup(p: SandboxPaths): CgroupManager | undefined {
   return saved ? cgroupManagerFromState(saved) : undefined;
 }
 
+/**
+ * The readiness line a supervisor (on its fd 3) or a cache slot (on the create's connection) sends once
+ * it is in the sandbox's cgroup, before its answer: the create waiting for it stops priming the join.
+ */
+export const JOINED_LINE = "joined";
+
 /** The supervisor moves itself into the sandbox cgroup (its children are born there). */
 export function joinSandboxCgroup(p: SandboxPaths, pid = process.pid): boolean {
   const cg = sandboxCgroup(p);

@@ -1,7 +1,8 @@
 // The supervisor process: `kata-supervisor --root R --sandbox ID [--config FILE] [--netns PATH]
 // [--memory MIB --vcpus N]`, started detached (setsid) by the CLI's create (src/sandbox/launch.ts) with
 // stdout/stderr on <sandbox>/supervisor.log and a pipe on fd 3 on which it reports readiness: "ok\n" once the agent
-// answers and the control socket listens, or "error: <one line>\n". The VM boot lives here; tests may
+// answers and the control socket listens, or "error: <one line>\n"; before that "warning: ..." lines and
+// "joined" once it is in the sandbox's cgroup (the create primes that move until then). The VM boot lives here; tests may
 // pass their own boot (test/support/hostagent-supervisor.ts), or set KATA_TS_SUPERVISOR_AGENT=socket:PATH
 // to use a guest agent already serving on a host unix socket.
 import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
@@ -14,7 +15,7 @@ import { sharedFsFor, type Virtiofsd } from "../hypervisor/virtiofsd";
 import { configureGuestNetwork, qemuNics, setupSandboxNetwork } from "../network";
 import { processStartTime } from "../sys/proc";
 import { connectVmAgent } from "./agent";
-import { joinSandboxCgroup } from "./cgroup";
+import { JOINED_LINE, joinSandboxCgroup } from "./cgroup";
 import { GUEST_SHARED_DIR, type SandboxPaths, SHARE_TAG, sandboxPaths } from "./paths";
 import { guestShareMount, makeSharedMount } from "./share";
 import { type Booted, Supervisor, serveSandbox, type VmHandle } from "./supervisor";
@@ -24,14 +25,16 @@ function arg(argv: string[], name: string): string | undefined {
   return i >= 0 ? argv[i + 1] : undefined;
 }
 
-/** A warning for the CLI that started us (it prints it as its own), before the final line. */
-function warnCaller(line: string): void {
+/** A line for the CLI that started us before the final one: a warning (it prints it as its own), "joined". */
+function tellCaller(line: string): void {
   try {
-    writeSync(3, `warning: ${line}\n`);
+    writeSync(3, `${line}\n`);
   } catch {
-    // fd 3 is gone: the warning is in our log only
+    // fd 3 is gone: a warning is in our log only
   }
 }
+
+const warnCaller = (line: string) => tellCaller(`warning: ${line}`);
 
 function report(line: string): void {
   try {
@@ -232,7 +235,11 @@ async function run(argv: string[], testBoot?: TestBoot): Promise<void> {
   const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
   // Into the sandbox's cgroup (sandbox_cgroup_only) before anything is started: QEMU and virtiofsd,
   // our children, are born in it.
-  if (joinSandboxCgroup(sandboxPaths(root, sandboxId))) log(`joined the sandbox cgroup`);
+  const tJoin = performance.now();
+  if (joinSandboxCgroup(sandboxPaths(root, sandboxId))) {
+    log(`joined the sandbox cgroup in ${(performance.now() - tJoin).toFixed(1)} ms`);
+    tellCaller(JOINED_LINE);
+  }
   const sup = new Supervisor({
     root,
     sandboxId,

@@ -8,6 +8,7 @@ import { connect } from "node:net";
 import { constants } from "node:os";
 import { join, resolve } from "node:path";
 import type { VmSize } from "../config/sizing";
+import { primeCgroupJoin, type StopPriming } from "../engine/cgroups/prime";
 import { KataError } from "../errors";
 import { cacheRequest, type SlotAssignment, type TakeReply } from "../factory/cache";
 import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
@@ -17,6 +18,7 @@ import { closeFd, findNativeFile, openpty, sendFds } from "../sys/native";
 import { findProcesses, processAlive, processStartTime } from "../sys/proc";
 import {
   createSandboxCgroup,
+  JOINED_LINE,
   readSandboxCgroup,
   removeSandboxCgroup,
   type SandboxCgroupOptions,
@@ -229,19 +231,36 @@ export interface SupervisorOptions {
  * prepareSandboxDir's.
  */
 export async function startSupervisor(s: SandboxRef, o: SupervisorOptions = {}): Promise<ProcRef> {
-  const { configPath, netns, cgroup, size, warn } = o;
+  const { cgroup } = o;
   const p = sandboxPaths(s.root, s.id);
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
-  if (cgroup) {
-    try {
-      createSandboxCgroup(p, { sandboxId: s.id, ...cgroup });
-    } catch (err) {
-      await destroySandbox(s, 0, {}, cgroup.warn);
-      throw new KataError(`sandbox ${s.id}: cannot create its cgroup: ${(err as Error).message}`);
-    }
+  if (!cgroup) return startSupervisorProcess(s, o, () => {});
+  try {
+    createSandboxCgroup(p, { sandboxId: s.id, ...cgroup });
+  } catch (err) {
+    await destroySandbox(s, 0, {}, cgroup.warn);
+    throw new KataError(`sandbox ${s.id}: cannot create its cgroup: ${(err as Error).message}`);
   }
+  // The supervisor (or the cache slot, with its QEMU) moves into that cgroup: its first cgroup.procs
+  // write would wait for an RCU grace period (7-20 ms here), so the lock is kept primed until it says
+  // "joined" (engine/cgroups/prime.ts; the lock is the kernel's, shared by every cgroup).
+  const joined = primeCgroupJoin();
+  try {
+    return await startSupervisorProcess(s, o, joined);
+  } finally {
+    joined();
+  }
+}
+
+async function startSupervisorProcess(
+  s: SandboxRef,
+  o: SupervisorOptions,
+  joined: StopPriming,
+): Promise<ProcRef> {
+  const { configPath, netns, size, warn } = o;
+  const p = sandboxPaths(s.root, s.id);
   if (o.cache) {
-    const taken = await takeCachedVm(s, o.cache, netns, warn);
+    const taken = await takeCachedVm(s, o.cache, netns, warn, joined);
     if (taken) return taken;
   }
   const logFd = openSync(p.log, "a", 0o600);
@@ -264,7 +283,7 @@ export async function startSupervisor(s: SandboxRef, o: SupervisorOptions = {}):
   // Written by us too, at once: a CLI killed right after this line still leaves a findable pid.
   writeFileAtomic(p.pidFile, `${ref.pid} ${ref.start}\n`);
   const pipe = child.stdio[3] as NodeJS.ReadableStream;
-  const line = await readinessLine(pipe, "the sandbox supervisor exited during start", warn);
+  const line = await readinessLine(pipe, "the sandbox supervisor exited during start", warn, joined);
   (pipe as unknown as { destroy(): void }).destroy();
   child.unref();
   if (line !== "ok") {
@@ -286,12 +305,14 @@ export async function startSupervisor(s: SandboxRef, o: SupervisorOptions = {}):
 
 /**
  * The supervisor's readiness line on `stream` (its fd 3, or a cache slot's socket): "warning: ..." lines
- * go to `warn`, the first other line is the answer ("ok", "error: ...", a slot's "refused: ...").
+ * go to `warn`, "joined" (it is in the sandbox's cgroup) calls `joined`, the first other line is the
+ * answer ("ok", "error: ...", a slot's "refused: ...").
  */
 function readinessLine(
   stream: NodeJS.ReadableStream,
   ended: string,
   warn?: (m: string) => void,
+  joined?: () => void,
 ): Promise<string> {
   return new Promise<string>((res) => {
     let buf = "";
@@ -305,12 +326,13 @@ function readinessLine(
       buf += d;
       for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
         const l = buf.slice(0, nl);
-        if (!l.startsWith("warning: ")) {
+        if (l === JOINED_LINE) joined?.();
+        else if (l.startsWith("warning: ")) warn?.(l.slice("warning: ".length));
+        else {
           clearTimeout(timer);
           res(l);
           return;
         }
-        warn?.(l.slice("warning: ".length));
         buf = buf.slice(nl + 1);
       }
     });
@@ -335,6 +357,7 @@ async function takeCachedVm(
   cache: { endpoint: string; key: string },
   netns: string | undefined,
   warn?: (m: string) => void,
+  joined?: () => void,
 ): Promise<ProcRef | undefined> {
   const p = sandboxPaths(s.root, s.id);
   let reply: TakeReply;
@@ -361,9 +384,14 @@ async function takeCachedVm(
     warn?.("factory: VM cache: the cached VM went away before it was handed over: starting a VM");
     return undefined;
   }
-  const a: SlotAssignment = { root: resolve(s.root), sandboxId: s.id, ...(netns ? { netns } : {}) };
+  const a: SlotAssignment = {
+    root: resolve(s.root),
+    sandboxId: s.id,
+    ...(netns ? { netns } : {}),
+    joinedLine: true,
+  };
   sock.write(`${JSON.stringify(a)}\n`);
-  const line = await readinessLine(sock, "the cached VM's supervisor hung up", warn);
+  const line = await readinessLine(sock, "the cached VM's supervisor hung up", warn, joined);
   sock.destroy();
   if (line.startsWith("refused: ")) {
     warn?.(`factory: VM cache: ${line.slice("refused: ".length)}: starting a VM`);

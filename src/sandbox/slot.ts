@@ -6,7 +6,8 @@
 // open: when the server dies, fd 3 ends and an idle slot stops its clone and removes DIR. A `create` that
 // took it from the server connects to DIR/slot.sock and sends one JSON line, its sandbox
 // ({"root","sandboxId","netns"?}); from then on the slot is that sandbox's supervisor:
-//   - it closes fd 3 (the server starts another slot) and moves itself and QEMU into the sandbox's cgroup;
+//   - it closes fd 3 (the server starts another slot) and moves itself and QEMU into the sandbox's cgroup
+//     (then "joined", when the create asked for that line: it primes the move until then);
 //   - the sandbox's shared/ becomes a bind of DIR/shared (one peer group: container mounts reach QEMU);
 //   - the clone gets its identity (entropy, clock, hostname) and the supervisor serves as usual.
 // It answers the `create` on the same connection as a supervisor answers on its fd 3: "warning: ..."
@@ -37,7 +38,7 @@ import { ensureJailUser } from "../hypervisor/jail";
 import { setupSandboxNetwork, teardownSandboxNetwork } from "../network";
 import { processStartTime } from "../sys/proc";
 import { connectVmAgent, type SandboxAgent } from "./agent";
-import { joinSandboxCgroup } from "./cgroup";
+import { JOINED_LINE, joinSandboxCgroup } from "./cgroup";
 import { GUEST_SHARED_DIR, SHARE_TAG, sandboxPaths } from "./paths";
 import { bindShare, guestShareMount, makeSharedMount, unmountTree } from "./share";
 import { Supervisor, serveSandbox, type VmHandle } from "./supervisor";
@@ -197,8 +198,12 @@ export async function runSlot(argv: string[]): Promise<void> {
     }
     logFile = paths.log;
     log(`slot ${dir}: serving sandbox ${a.sandboxId}`);
-    const moved = joinSandboxCgroup(paths);
-    if (moved) joinSandboxCgroup(paths, bootedVm.pid);
+    const tJoin = performance.now();
+    if (joinSandboxCgroup(paths)) {
+      joinSandboxCgroup(paths, bootedVm.pid);
+      log(`slot and QEMU joined the sandbox cgroup in ${(performance.now() - tJoin).toFixed(1)} ms`);
+      if (a.joinedLine) caller.write(`${JOINED_LINE}\n`);
+    }
     const handle: VmHandle = {
       pid: bootedVm.pid,
       stop: (ms) => bootedVm.stop(ms),

@@ -2,12 +2,11 @@
 // a cgroup does not wait for an RCU grace period; the priming itself moves nothing (the test process
 // stays in its own cgroups), its thread ends after stop, and a file it cannot write stops it quietly.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { detectLayout, ownCgroupDir, parseProcCgroup, primeCgroupJoin } from "../../src/engine/cgroups";
-import { tempDir } from "../helpers";
+import { cgroupJoinMs, median, tempDir } from "../helpers";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const own = () => readFileSync("/proc/self/cgroup", "utf8");
@@ -26,20 +25,6 @@ after(() => {
   }
 });
 
-/** ms a move of a fresh `sleep` into the test cgroup takes (the write to cgroup.procs). */
-async function joinMs(): Promise<number> {
-  const child = spawn("sleep", ["5"], { stdio: "ignore" });
-  await new Promise((r) => child.once("spawn", r));
-  try {
-    const t = process.hrtime.bigint();
-    writeFileSync(join(test_cg, "cgroup.procs"), String(child.pid));
-    return Number(process.hrtime.bigint() - t) / 1e6;
-  } finally {
-    child.kill("SIGKILL");
-    await new Promise((r) => child.once("exit", r));
-  }
-}
-
 describe("cgroup join priming", { skip }, () => {
   test("a join while priming runs takes no RCU wait; the priming moves nothing and its thread ends", async (t) => {
     mkdirSync(test_cg, { recursive: true });
@@ -49,20 +34,19 @@ describe("cgroup join priming", { skip }, () => {
     const unprimed: number[] = [];
     for (let i = 0; i < 3; i++) {
       await sleep(300);
-      unprimed.push(await joinMs());
+      unprimed.push(await cgroupJoinMs(test_cg));
     }
     const primed: number[] = [];
     for (let i = 0; i < 5; i++) {
       await sleep(300);
       const stop = primeCgroupJoin();
       await sleep(60); // the first priming write's own wait, as create's work would cover it
-      primed.push(await joinMs());
+      primed.push(await cgroupJoinMs(test_cg));
       stop();
     }
     await sleep(50);
     assert.equal(own(), cgroupsBefore, "priming must not move the process");
     assert.equal(threads(), threadsBefore, "the priming thread ends after stop");
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     t.diagnostic(
       `join ms unprimed ${unprimed.map((x) => x.toFixed(2))} primed ${primed.map((x) => x.toFixed(2))}`,
     );

@@ -12,13 +12,15 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  rmdirSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ReadStream as TtyReadStream } from "node:tty";
-import { REPO, receiveConsole, rssKb, tempDir } from "../helpers";
+import { detectLayout, ownCgroupDir, parseProcCgroup } from "../../src/engine/cgroups";
+import { cgroupJoinMs, median, REPO, receiveConsole, rssKb, tempDir } from "../helpers";
 
 const tmp = tempDir("kata-vm-relay-");
 const root = join(tmp.path, "root");
@@ -245,6 +247,43 @@ describe("vm-mode lifecycle with a host agent", () => {
     assert.equal(readFileSync(c.output, "utf8"), "TERM\n");
     assert.equal(vm(["delete", "life1"]).code, 0);
     assertNothingLeft("life1");
+  });
+
+  test("the supervisor's move into the sandbox cgroup finds the join primed by create (no RCU wait)", async (t) => {
+    // This host's unprimed joins, after a quiet spell each (a cgroup next to the test's own).
+    const own = ownCgroupDir(detectLayout(), parseProcCgroup(readFileSync("/proc/self/cgroup", "utf8")));
+    if (!own) return t.skip("no cgroup hierarchy mounted");
+    const probe = join(own, `kata-ts-relay-prime-${process.pid}`);
+    mkdirSync(probe, { recursive: true });
+    const unprimed: number[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        await sleep(300);
+        unprimed.push(await cgroupJoinMs(probe));
+      }
+    } finally {
+      rmdirSync(probe);
+    }
+    const b = bundle("prime", LOOP);
+    const primed: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      await sleep(300);
+      const c = vmCreate(["--bundle", b, `prime${i}`]);
+      assert.equal(c.code, 0, readFileSync(c.output, "utf8"));
+      const log = readFileSync(join(root, "sandboxes", `prime${i}`, "supervisor.log"), "utf8");
+      const m = /joined the sandbox cgroup in ([\d.]+) ms/.exec(log);
+      assert.ok(m, `no join in the supervisor's log:\n${log}`);
+      primed.push(Number(m[1]));
+      assert.equal(vm(["delete", "--force", `prime${i}`]).code, 0);
+      assertNothingLeft(`prime${i}`);
+    }
+    t.diagnostic(
+      `join ms: a process unprimed ${unprimed.map((x) => x.toFixed(2))}; the supervisor ${primed}`,
+    );
+    if (median(unprimed) < 2)
+      return t.skip(`this host's joins do not wait (median ${median(unprimed).toFixed(2)} ms)`);
+    // The supervisor moves itself into each v1 hierarchy (~10 writes here), well under one wait.
+    assert.ok(median(primed) < 3, `the supervisor's joins took ${primed.join(", ")} ms`);
   });
 
   test("a signal to the stand-in reaches the workload; kill 9 gives 137", async () => {
