@@ -1,10 +1,10 @@
 // The supervisor process: `kata-supervisor --root R --sandbox ID [--config FILE] [--netns PATH]
 // [--memory MIB --vcpus N]`, started detached (setsid) by the CLI's create (src/sandbox/launch.ts) with
-// stdout/stderr on <sandbox>/supervisor.log and a pipe on fd 3 on which it reports readiness: "ok\n" once the agent
-// answers and the control socket listens, or "error: <one line>\n"; before that "warning: ..." lines and
-// "joined" once it is in the sandbox's cgroup (the create primes that move until then). The VM boot lives here; tests may
-// pass their own boot (test/support/hostagent-supervisor.ts), or set KATA_TS_SUPERVISOR_AGENT=socket:PATH
-// to use a guest agent already serving on a host unix socket.
+// stdout/stderr on <sandbox>/supervisor.log and a pipe on fd 3 on which it reports readiness: "ok\n" once
+// the agent answers and the control socket listens, or "error: <one line>\n"; before that "warning: ..."
+// lines, and "joined" once it is in the sandbox's cgroup (the create primes that move until then). The
+// VM boot lives here; tests may pass their own boot (test/support/hostagent-supervisor.ts), or set
+// KATA_TS_SUPERVISOR_AGENT=socket:PATH to use a guest agent already serving on a host unix socket.
 import { closeSync, mkdirSync, writeFileSync, writeSync } from "node:fs";
 import { processConfig, type RuntimeConfig } from "../config/config";
 import { firstLine } from "../errors";

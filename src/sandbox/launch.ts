@@ -8,7 +8,7 @@ import { connect } from "node:net";
 import { constants } from "node:os";
 import { join, resolve } from "node:path";
 import type { VmSize } from "../config/sizing";
-import { primeCgroupJoin, type StopPriming } from "../engine/cgroups/prime";
+import { type StopPriming, withJoinPriming } from "../engine/cgroups/prime";
 import { KataError } from "../errors";
 import { cacheRequest, type SlotAssignment, type TakeReply } from "../factory/cache";
 import { virtiofsdLockFile } from "../hypervisor/virtiofsd";
@@ -234,25 +234,22 @@ export async function startSupervisor(s: SandboxRef, o: SupervisorOptions = {}):
   const { cgroup } = o;
   const p = sandboxPaths(s.root, s.id);
   mkdirSync(p.dir, { recursive: true, mode: 0o711 });
-  if (!cgroup) return startSupervisorProcess(s, o, () => {});
-  try {
-    createSandboxCgroup(p, { sandboxId: s.id, ...cgroup });
-  } catch (err) {
-    await destroySandbox(s, 0, {}, cgroup.warn);
-    throw new KataError(`sandbox ${s.id}: cannot create its cgroup: ${(err as Error).message}`);
+  if (cgroup) {
+    try {
+      createSandboxCgroup(p, { sandboxId: s.id, ...cgroup });
+    } catch (err) {
+      await destroySandbox(s, 0, {}, cgroup.warn);
+      throw new KataError(`sandbox ${s.id}: cannot create its cgroup: ${(err as Error).message}`);
+    }
   }
   // The supervisor (or the cache slot, with its QEMU) moves into that cgroup: its first cgroup.procs
   // write would wait for an RCU grace period (7-20 ms here), so the lock is kept primed until it says
   // "joined" (engine/cgroups/prime.ts; the lock is the kernel's, shared by every cgroup).
-  const joined = primeCgroupJoin();
-  try {
-    return await startSupervisorProcess(s, o, joined);
-  } finally {
-    joined();
-  }
+  return withJoinPriming(Boolean(cgroup), (joined) => startOrTakeSupervisor(s, o, joined));
 }
 
-async function startSupervisorProcess(
+/** A cached VM's supervisor when the cache has one for this sandbox, else one of its own. */
+async function startOrTakeSupervisor(
   s: SandboxRef,
   o: SupervisorOptions,
   joined: StopPriming,
