@@ -750,8 +750,12 @@ static napi_value js_start_priming(napi_env env, napi_callback_info info) {
   if (!arg_int(env, argv, argc, 0, "startPriming", "fd", &fd) ||
       !arg_int(env, argv, argc, 1, "startPriming", "intervalMs", &interval))
     return NULL;
+  // The fd is ours from here on, also when no thread comes to take it.
   struct primer *p = malloc(sizeof *p);
-  if (!p) return throw_errno(env, "malloc", ENOMEM);
+  if (!p) {
+    close(fd);
+    return throw_errno(env, "malloc", ENOMEM);
+  }
   // A new generation stops any earlier series.
   *p = (struct primer){fd, atomic_fetch_add(&prime_generation, 1) + 1, interval > 0 ? (unsigned)interval : 1};
   pthread_attr_t attr;
@@ -762,6 +766,7 @@ static napi_value js_start_priming(napi_env env, napi_callback_info info) {
   int err = pthread_create(&t, &attr, prime_loop, p);
   pthread_attr_destroy(&attr);
   if (err) {
+    close(fd);
     free(p);
     return throw_errno(env, "pthread_create", err);
   }
